@@ -1,0 +1,72 @@
+//! The end of a Connect flow.
+//!
+//! - `GET /connect/callback?code&state`: the employer's browser, redirected by Finch. The
+//!   state identifies the customer; success is a 302 to the app (never carrying the token).
+//! - `POST /connect/callback {code, state?}`: the app's frontend after the embedded flow's
+//!   `onSuccess`, authenticated by the JWT; success is JSON.
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use perch::connect::{self, CallbackInput, CallbackOutcome};
+use perch::http::{
+    customer_from_claims, error_response, json_body, json_response, query_param, redirect_response, request_id,
+};
+use perch::store::FlowMode;
+use perch::{AppState, Error};
+use serde::Deserialize;
+
+/// The embedded flow's body. Deserialised from raw strings so no value is ever echoed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddedBody {
+    code: String,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// Handles one request; every anticipated failure is a problem response, never an `Err`.
+pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+    let result = match *req.method() {
+        Method::GET => redirect_flow(app, &req).await.map(|o| redirect_response(&return_url(app, &o))),
+        Method::POST => embedded_flow(app, &req).await.map(|o| {
+            let status = if o.outcome == "created" { 201 } else { 200 };
+            json_response(status, &o)
+        }),
+        _ => Err(Error::invalid("method_not_allowed", "Use GET (redirect flow) or POST (embedded flow).")),
+    };
+    result.unwrap_or_else(|e| error_response(&e, request_id(&req)))
+}
+
+async fn redirect_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome, Error> {
+    let code =
+        query_param(req, "code")?.ok_or_else(|| Error::invalid("code_invalid", "The callback carries no code."))?;
+    let state = query_param(req, "state")?;
+    let input = CallbackInput { code: connect::parse_code(&code)?, state, mode: FlowMode::Redirect, caller: None };
+    connect::complete_callback(app, input).await
+}
+
+async fn embedded_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome, Error> {
+    let caller = customer_from_claims(req, &app.config.customer_claim)?;
+    // The body holds a code: report its shape problems without serde's echo of values.
+    let body: EmbeddedBody = json_body::<serde_json::Value>(req).and_then(|v| {
+        serde_json::from_value(v)
+            .map_err(|_| Error::invalid("invalid_body", "The body must be {\"code\": string, \"state\"?: string}."))
+    })?;
+    let input = CallbackInput {
+        code: connect::parse_code(&body.code)?,
+        state: body.state,
+        mode: FlowMode::Embedded,
+        caller: Some(caller),
+    };
+    connect::complete_callback(app, input).await
+}
+
+/// Where the browser goes next: the app, told which connection and what happened.
+fn return_url(app: &AppState, o: &CallbackOutcome) -> String {
+    let mut url = app.config.app_return_url.clone();
+    url.query_pairs_mut()
+        .append_pair("connection_id", o.connection.connection_id.as_str())
+        .append_pair("outcome", o.outcome)
+        .append_pair("status", o.connection.status.as_str());
+    url.to_string()
+}

@@ -1,0 +1,299 @@
+//! A local Finch: the API endpoints Perch uses, the Connect page, and controls for tests.
+//!
+//! It speaks the contract in `../shared/finch/CONTRACT.md`: Basic auth on Connect sessions
+//! (with `connection_already_exists`), body credentials on `/auth/token` (10-minute single-use
+//! codes, `invalid_grant_error`), Bearer on `/introspect`, `/employer/company` and
+//! `/disconnect` (which revokes every token of the connection), sandbox connections, and a
+//! `Finch-Request-Id` on every response.
+//!
+//! In strict mode (the default) every request to a Finch route is checked against Finch's
+//! OpenAPI document — version header, auth scheme, body schema — and refused with Finch's 400
+//! `invalid_request` if it does not conform; every response is checked too. Violations are
+//! kept and served at `GET /_emulator/violations`, so a test can assert that a client (Perch)
+//! and the emulator itself both stayed inside the spec.
+//!
+//! Controls under `/_emulator/` (no auth; bind to loopback): flip a connection's status,
+//! inject faults (status, `Retry-After`, latency) per route, move the clock, list the requests
+//! seen and the connections held.
+
+#![allow(clippy::result_large_err)] // axum `Response` is the natural error type of these handlers.
+
+pub mod api;
+mod control;
+pub mod page;
+pub mod spec;
+pub mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::world::{Seen, World};
+
+/// Bodies larger than this are refused before anything else looks at them.
+const MAX_BODY: usize = 1 << 20;
+
+/// The application credentials the emulator accepts.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Must be a UUID: Finch's spec says so for `/auth/token`.
+    pub client_id: String,
+    pub client_secret: String,
+    /// Refuse requests that do not match Finch's OpenAPI document.
+    pub strict: bool,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "7f4c5a6e-1d2b-4c3d-9e8f-0a1b2c3d4e5f".into(),
+            client_secret: "finch-emulator-secret".into(),
+            strict: true,
+        }
+    }
+}
+
+struct Inner {
+    config: EmulatorConfig,
+    base_url: String,
+    world: Mutex<World>,
+}
+
+/// Shared handle to the emulator's state.
+#[derive(Clone)]
+pub struct Shared(Arc<Inner>);
+
+impl Shared {
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.0.config
+    }
+
+    /// Locks the world; a poisoned lock (a panicked handler) is recovered, not propagated.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.0.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The Connect URL of a session, on this emulator.
+    pub fn connect_url(&self, session_id: &str) -> String {
+        format!("{}/authorize?session={session_id}", self.0.base_url)
+    }
+}
+
+/// A running emulator.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub shared: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// Finch-Request-Ids and routes of every request seen so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.shared.world().requests.clone()
+    }
+
+    /// Spec violations seen so far (requests and responses).
+    pub fn violations(&self) -> Vec<String> {
+        self.shared.world().violations.clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `addr` (use port 0 for a random one) and serves until the handle is dropped.
+pub async fn spawn(config: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let shared = Shared(Arc::new(Inner { config, base_url: base_url.clone(), world: Mutex::new(World::default()) }));
+    let app = router(shared.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(Running { addr, base_url, shared, shutdown: Some(tx) })
+}
+
+/// The emulator's routes.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/connect/sessions", post(api::create_session))
+        .route("/connect/sessions/reauthenticate", post(api::reauthenticate))
+        .route("/auth/token", post(api::token))
+        .route("/introspect", get(api::introspect))
+        .route("/employer/company", get(api::company))
+        .route("/disconnect", post(api::disconnect))
+        .route("/sandbox/connections", post(api::sandbox_create))
+        .route("/sandbox/connections/accounts", axum::routing::put(api::sandbox_set_status))
+        .route("/authorize", get(page::show).post(page::submit))
+        .merge(control::routes())
+        .fallback(|| async {
+            api::finch_error(404, json!({"code": 404, "name": "not_found_error", "message": "Not found"}))
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), referee))
+        .with_state(shared)
+}
+
+fn injected(status: u16, retry_after: Option<u64>) -> Response {
+    let body = match status {
+        429 => {
+            json!({"statusCode": 429, "status": 429, "code": 429, "message": "Too many requests", "name": "rate_limit_exceeded_error", "finch_code": "finch_api_ip_rl"})
+        }
+        408 => json!({"code": 408, "name": "client_connection_closed", "message": "Request timed out"}),
+        502 => {
+            json!({"code": 502, "name": "bad_gateway_error", "finch_code": "upstream_provider_error", "message": "The provider failed to respond"})
+        }
+        s if s >= 500 => json!({"code": s, "name": "server_error", "message": "Internal server error"}),
+        s => json!({"code": s, "name": "injected_error", "message": "Injected by the Finch emulator"}),
+    };
+    let mut r = api::finch_error(status, body);
+    if let Some(secs) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert("retry-after", v);
+    }
+    r
+}
+
+/// Stamps `Finch-Request-Id`, applies faults, referees against the spec, records the request.
+async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let is_control = path.starts_with("/_emulator");
+    let op = if is_control { None } else { spec::spec().operation(&method, &path) };
+
+    let mut fault_injected = false;
+    let mut response = 'resp: {
+        if !is_control && path != "/authorize" {
+            let fault = s.world().take_fault(&method, &path);
+            if let Some(f) = fault {
+                if let Some(ms) = f.latency_ms {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                if let Some(status) = f.status {
+                    fault_injected = true;
+                    break 'resp injected(status, f.retry_after);
+                }
+            }
+        }
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+            break 'resp api::finch_error(
+                413,
+                json!({"code": 413, "name": "payload_too_large", "message": "Body too large"}),
+            );
+        };
+        if let Some(op) = &op {
+            let problems = check_request(op, &parts.headers, &bytes);
+            if !problems.is_empty() {
+                tracing::warn!(?problems, "request violates Finch's spec");
+                s.world().violations.extend(problems.iter().cloned());
+                if s.config().strict {
+                    break 'resp api::finch_error(
+                        400,
+                        json!({"code": 400, "name": "bad_request", "finch_code": "invalid_request", "message": problems.join("; ")}),
+                    );
+                }
+            }
+        }
+        next.run(Request::from_parts(parts, Body::from(bytes))).await
+    };
+
+    if let Some(op) = &op {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
+        let status = parts.status.as_u16();
+        if !fault_injected
+            && spec::spec().documents_response(op, status)
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            let problems = spec::spec().check_response_body(op, status, &v);
+            if !problems.is_empty() {
+                tracing::error!(?problems, "emulator response violates Finch's spec");
+                s.world().violations.extend(problems);
+            }
+        }
+        response = Response::from_parts(parts, Body::from(bytes));
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("finch-request-id", v);
+    }
+    if !is_control {
+        s.world().requests.push(Seen {
+            method,
+            path,
+            status: response.status().as_u16(),
+            request_id,
+            injected: fault_injected,
+        });
+    }
+    response
+}
+
+fn check_request(op: &spec::Operation, headers: &axum::http::HeaderMap, body: &Bytes) -> Vec<String> {
+    let mut problems = Vec::new();
+    let what = format!("{} {}", op.method.to_uppercase(), op.path);
+    if op.requires_version_header {
+        match headers.get("finch-api-version").and_then(|v| v.to_str().ok()) {
+            Some("2020-09-17") => {}
+            Some(other) => problems.push(format!("{what}: Finch-API-Version is {other:?}, not 2020-09-17")),
+            None => problems.push(format!("{what}: Finch-API-Version header missing")),
+        }
+    }
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    for scheme in &op.security {
+        let ok = match scheme.as_str() {
+            "basicAuth" => auth.starts_with("Basic "),
+            "bearerAuth" => auth.starts_with("Bearer "),
+            _ => true,
+        };
+        if !ok {
+            problems.push(format!("{what}: expected {scheme} authorization"));
+        }
+    }
+    if op.has_json_body {
+        if body.is_empty() {
+            if op.body_required {
+                problems.push(format!("{what}: request body required"));
+            }
+        } else {
+            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !ct.starts_with("application/json") {
+                problems.push(format!("{what}: Content-Type must be application/json, got {ct:?}"));
+            }
+            match serde_json::from_slice::<Value>(body) {
+                Ok(v) => problems.extend(spec::spec().check_request_body(op, &v)),
+                Err(e) => problems.push(format!("{what}: body is not JSON: {e}")),
+            }
+        }
+    } else if !body.is_empty() {
+        problems.push(format!("{what}: takes no request body"));
+    }
+    problems
+}
+
+/// For `main` and tests: a 404 used by the control routes.
+pub(crate) fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response()
+}

@@ -1,0 +1,43 @@
+//! `finch-emulator [--port N] [--host ADDR] [--lenient]`
+//!
+//! Credentials come from `FINCH_CLIENT_ID` / `FINCH_CLIENT_SECRET` (defaults: the emulator's
+//! built-in pair). Prints `listening on http://…` once ready.
+
+use std::net::SocketAddr;
+
+use finch_emulator::{EmulatorConfig, spawn};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let mut port = 0u16;
+    let mut host = "127.0.0.1".to_owned();
+    let mut config = EmulatorConfig::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => port = args.next().ok_or("--port needs a value")?.parse()?,
+            "--host" => host = args.next().ok_or("--host needs a value")?,
+            "--lenient" => config.strict = false,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; usage: finch-emulator [--port N] [--host ADDR] [--lenient]"
+                )
+                .into());
+            }
+        }
+    }
+    if let Ok(id) = std::env::var("FINCH_CLIENT_ID") {
+        config.client_id = id;
+    }
+    if let Ok(secret) = std::env::var("FINCH_CLIENT_SECRET") {
+        config.client_secret = secret;
+    }
+    let addr: SocketAddr = format!("{host}:{port}").parse()?;
+    let running = spawn(config, addr).await?;
+    println!("listening on {}", running.base_url);
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The emulator's in-memory Finch: sessions, codes, connections, tokens, faults, a clock.
+//!
+//! All of it sits behind one mutex that is never held across an `await`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// How long an authorization code lives (Finch: 10 minutes).
+pub const CODE_LIFETIME_SECS: i64 = 600;
+/// Default Connect session lifetime (Finch: 90 days).
+pub const DEFAULT_SESSION_MINUTES: i64 = 129_600;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub products: Vec<String>,
+    pub redirect_uri: Option<String>,
+    pub sandbox: Option<String>,
+    pub manual: bool,
+    pub provider: Option<String>,
+    pub auth_method: Option<String>,
+    /// Set for reauthentication sessions.
+    pub reauth_connection: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Code {
+    pub connection_id: String,
+    pub session_id: String,
+    pub redirect_uri: Option<String>,
+    pub issued_at: OffsetDateTime,
+    pub used: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Connection {
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub provider_id: String,
+    pub products: Vec<String>,
+    pub company_id: String,
+    pub company_name: String,
+    pub entity_id: String,
+    pub status: String,
+    pub auth_type: String,
+    pub client_type: String,
+    pub connection_type: String,
+    pub manual: bool,
+    pub disconnected: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub id: String,
+    pub connection_id: String,
+    pub revoked: bool,
+}
+
+/// A fault to inject on matching requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fault {
+    /// Path prefix the fault applies to (`/auth/token`); all Finch routes when absent.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Status to answer with instead of the real handler (latency alone when absent).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Delay before answering (or before the real handler runs).
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// `Retry-After` seconds to send with the injected status.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// How many requests it applies to; forever when absent.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// One request as the emulator saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub request_id: String,
+    pub injected: bool,
+}
+
+#[derive(Default)]
+pub struct World {
+    pub clock_offset_secs: i64,
+    pub sessions: HashMap<String, Session>,
+    pub codes: HashMap<String, Code>,
+    pub connections: HashMap<String, Connection>,
+    pub tokens: HashMap<String, Token>,
+    pub faults: Vec<Fault>,
+    pub requests: Vec<Seen>,
+    pub violations: Vec<String>,
+}
+
+impl World {
+    pub fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::seconds(self.clock_offset_secs)
+    }
+
+    /// The live (not disconnected) connection filed under a Finch `customer_id`.
+    pub fn live_connection_of(&self, customer_id: &str) -> Option<&Connection> {
+        self.connections.values().find(|c| !c.disconnected && c.customer_id.as_deref() == Some(customer_id))
+    }
+
+    /// An unexpired, uncompleted first-connect session for the customer (Finch refreshes it).
+    pub fn staged_session_of(&self, customer_id: &str) -> Option<String> {
+        let now = self.now();
+        self.sessions
+            .values()
+            .find(|s| {
+                s.customer_id.as_deref() == Some(customer_id)
+                    && s.reauth_connection.is_none()
+                    && !s.completed
+                    && s.expires_at > now
+            })
+            .map(|s| s.id.clone())
+    }
+
+    /// Takes the first fault matching a request, consuming one use of it.
+    pub fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        let idx = self.faults.iter().position(|f| {
+            f.path.as_deref().is_none_or(|p| path.starts_with(p))
+                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && f.times != Some(0)
+        })?;
+        let f = self.faults[idx].clone();
+        if let Some(t) = self.faults[idx].times.as_mut() {
+            *t -= 1;
+            if *t == 0 {
+                self.faults.remove(idx);
+            }
+        }
+        Some(f)
+    }
+
+    /// Mints a token for a connection.
+    pub fn mint_token(&mut self, connection_id: &str) -> String {
+        let token = uuid::Uuid::new_v4().to_string();
+        self.tokens.insert(
+            token.clone(),
+            Token { id: uuid::Uuid::new_v4().to_string(), connection_id: connection_id.to_owned(), revoked: false },
+        );
+        token
+    }
+
+    /// Creates a connection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_connection(
+        &mut self,
+        customer_id: Option<String>,
+        customer_name: Option<String>,
+        customer_email: Option<String>,
+        provider_id: String,
+        products: Vec<String>,
+        auth_type: String,
+        sandbox: Option<&str>,
+        manual: bool,
+    ) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let company_name =
+            customer_name.clone().map_or_else(|| "Finch Sandbox Co".to_owned(), |n| format!("{n}, Inc."));
+        let conn = Connection {
+            id: id.clone(),
+            customer_id,
+            customer_name,
+            customer_email,
+            provider_id,
+            products,
+            company_id: uuid::Uuid::new_v4().to_string(),
+            company_name,
+            entity_id: uuid::Uuid::new_v4().to_string(),
+            status: if auth_type == "assisted" { "pending".into() } else { "connected".into() },
+            auth_type,
+            client_type: if sandbox.is_some() { "sandbox".into() } else { "production".into() },
+            connection_type: if sandbox == Some("finch") { "finch".into() } else { "provider".into() },
+            manual,
+            disconnected: false,
+            created_at: self.now(),
+        };
+        self.connections.insert(id.clone(), conn);
+        id
+    }
+}

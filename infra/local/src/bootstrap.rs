@@ -1,0 +1,76 @@
+//! Creates what Perch needs on an (emulated) AWS account: the table, the KMS key and the Finch
+//! secret. Idempotent: existing resources are reused. Used by `perch-local bootstrap` (the
+//! local stack) and by the tests, which give every test its own names.
+
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use perch::Error;
+
+/// What to create.
+pub struct Names<'a> {
+    pub table: &'a str,
+    /// A KMS alias (`alias/…`).
+    pub key_alias: &'a str,
+    pub secret_id: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+}
+
+/// What was created (or found).
+pub struct Created {
+    /// The key's id (use it or the alias as `KMS_KEY_ID`).
+    pub key_id: String,
+}
+
+/// Creates the table, key (with alias) and secret unless they exist.
+pub async fn bootstrap(sdk: &aws_config::SdkConfig, n: &Names<'_>) -> Result<Created, Error> {
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    perch::store::schema::create_table(&ddb, n.table).await?;
+
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let existing =
+        kms.describe_key().key_id(n.key_alias).send().await.ok().and_then(|d| d.key_metadata).map(|m| m.key_id);
+    let key_id = match existing {
+        Some(id) => id,
+        None => {
+            let key = kms
+                .create_key()
+                .key_spec(KeySpec::SymmetricDefault)
+                .key_usage(KeyUsageType::EncryptDecrypt)
+                .description("Perch: Finch access tokens")
+                .send()
+                .await
+                .map_err(|e| Error::aws("kms", "CreateKey", false, e))?;
+            let id = key.key_metadata.map(|m| m.key_id).ok_or_else(|| Error::internal("CreateKey returned no key"))?;
+            kms.create_alias()
+                .alias_name(n.key_alias)
+                .target_key_id(&id)
+                .send()
+                .await
+                .map_err(|e| Error::aws("kms", "CreateAlias", false, e))?;
+            id
+        }
+    };
+
+    let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    if sm.describe_secret().secret_id(n.secret_id).send().await.is_err() {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+        let mut webhook = [0u8; 32];
+        getrandom::fill(&mut webhook).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+        let value = serde_json::json!({
+            "client_id": n.client_id,
+            "client_secret": n.client_secret,
+            "webhook_secret": STANDARD.encode(webhook),
+            "state_key": STANDARD.encode(key),
+        });
+        sm.create_secret()
+            .name(n.secret_id)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .map_err(|e| Error::aws("secretsmanager", "CreateSecret", false, e))?;
+    }
+    Ok(Created { key_id })
+}

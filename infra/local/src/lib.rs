@@ -1,0 +1,226 @@
+//! Perch on localhost: every function on the routes of `template.yaml`, behind a stand-in for
+//! API Gateway's JWT authorizer.
+//!
+//! Each route calls the same `handle(&AppState, lambda_http::Request)` the Lambda binary
+//! calls, with the request shaped as API Gateway (HTTP API, payload v2) would deliver it:
+//! query parameters parsed, path parameters set, and — on JWT routes — the verified token's
+//! claims in `requestContext.authorizer.jwt.claims`, flattened to strings as API Gateway does.
+//! So the handler code path is production's; only the authorizer is local.
+//!
+//! The development issuer (`POST /dev/token`) signs HS256 tokens with a key made at start-up;
+//! it exists only here, never in `template.yaml`.
+
+pub mod bootstrap;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
+};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body as LambdaBody, RequestExt};
+use perch::AppState;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Which function serves a route, and whether the route sits behind the JWT authorizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    CreateConnectSession,
+    OauthCallback,
+    ListConnections,
+}
+
+/// The routes of `template.yaml` (a test keeps the two in step).
+pub const ROUTES: &[(&str, &str, Function, bool)] = &[
+    ("POST", "/connect/sessions", Function::CreateConnectSession, true),
+    ("GET", "/connect/callback", Function::OauthCallback, false),
+    ("POST", "/connect/callback", Function::OauthCallback, true),
+    ("GET", "/connections", Function::ListConnections, true),
+];
+
+/// The development JWT issuer and verifier (API Gateway's authorizer, locally).
+#[derive(Clone)]
+pub struct DevAuth {
+    key: Vec<u8>,
+    pub issuer: String,
+    pub audience: String,
+    pub customer_claim: String,
+}
+
+impl DevAuth {
+    /// A fresh random signing key.
+    pub fn random(issuer: String, audience: String, customer_claim: String) -> std::io::Result<Self> {
+        let mut key = vec![0u8; 32];
+        getrandom_fill(&mut key)?;
+        Ok(Self { key, issuer, audience, customer_claim })
+    }
+
+    /// Issues a token for `customer`, valid for `ttl_secs`.
+    pub fn issue(&self, customer: &str, ttl_secs: i64) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = json!({
+            "iss": self.issuer, "aud": self.audience, "sub": format!("dev-user@{customer}"),
+            "iat": now, "exp": now + ttl_secs, self.customer_claim.as_str(): customer,
+        });
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key))
+    }
+
+    /// Verifies a bearer token like API Gateway's JWT authorizer: signature, issuer, audience,
+    /// expiry. Returns the claims flattened to strings.
+    pub fn verify(&self, headers: &HeaderMap) -> Option<HashMap<String, String>> {
+        let token = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &DecodingKey::from_secret(&self.key), &v)
+                .ok()?;
+        Some(
+            data.claims
+                .into_iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, s)
+                })
+                .collect(),
+        )
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    getrandom::fill(buf).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+struct Local {
+    app: Arc<AppState>,
+    auth: DevAuth,
+}
+
+/// The local API: Perch's routes plus the development token issuer.
+pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
+    let state = Arc::new(Local { app, auth });
+    let mut r: Router<Arc<Local>> = Router::new().route("/dev/token", post(dev_token).get(dev_token_get));
+    r = r
+        .route("/connect/sessions", post(dispatch))
+        .route("/connect/callback", get(dispatch).post(dispatch))
+        .route("/connections", get(dispatch));
+    r.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }).with_state(state)
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    customer_id: String,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+}
+
+async fn dev_token(State(s): State<Arc<Local>>, axum::Json(req): axum::Json<TokenRequest>) -> Response {
+    issue_response(&s, &req.customer_id, req.ttl_seconds.unwrap_or(3600))
+}
+
+async fn dev_token_get(
+    State(s): State<Arc<Local>>,
+    axum::extract::Query(q): axum::extract::Query<TokenRequest>,
+) -> Response {
+    issue_response(&s, &q.customer_id, q.ttl_seconds.unwrap_or(3600))
+}
+
+fn issue_response(s: &Local, customer: &str, ttl: i64) -> Response {
+    match s.auth.issue(customer, ttl) {
+        Ok(token) => axum::Json(json!({"token": token, "customer_id": customer, "expires_in": ttl})).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": e.to_string()}))).into_response(),
+    }
+}
+
+/// Shapes the request as API Gateway would and calls the route's function.
+async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let Some(&(_, _, function, needs_jwt)) = ROUTES.iter().find(|(m, p, _, _)| *m == method.as_str() && *p == path)
+    else {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let claims = if needs_jwt {
+        match s.auth.verify(req.headers()) {
+            Some(c) => Some(c),
+            // What API Gateway's JWT authorizer answers.
+            None => return (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Unauthorized"}))).into_response(),
+        }
+    } else {
+        None
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 10 * 1024 * 1024).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(json!({"message": "Request Entity Too Large"})))
+            .into_response();
+    };
+    let lreq = to_lambda(&parts, bytes, &method, &path, claims);
+    let resp = match function {
+        Function::CreateConnectSession => create_connect_session::handle(&s.app, lreq).await,
+        Function::OauthCallback => oauth_callback::handle(&s.app, lreq).await,
+        Function::ListConnections => list_connections::handle(&s.app, lreq).await,
+    };
+    from_lambda(resp)
+}
+
+fn to_lambda(
+    parts: &axum::http::request::Parts,
+    bytes: Bytes,
+    method: &Method,
+    path: &str,
+    claims: Option<HashMap<String, String>>,
+) -> lambda_http::Request {
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    if let Some(q) = parts.uri.query() {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            query.entry(k.into_owned()).or_default().push(v.into_owned());
+        }
+    }
+    let mut ctx = ApiGatewayV2httpRequestContext::default();
+    ctx.route_key = Some(format!("{method} {path}"));
+    ctx.request_id = Some(uuid_like());
+    ctx.stage = Some("$default".into());
+    ctx.http.method = method.clone();
+    ctx.http.path = Some(path.to_owned());
+    if let Some(claims) = claims {
+        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+        jwt.claims = claims;
+        let mut authorizer = ApiGatewayRequestAuthorizer::default();
+        authorizer.jwt = Some(jwt);
+        ctx.authorizer = Some(authorizer);
+    }
+    let body = if bytes.is_empty() { LambdaBody::Empty } else { LambdaBody::Binary(bytes.to_vec()) };
+    let mut builder = lambda_http::http::Request::builder().method(method.clone()).uri(parts.uri.clone());
+    for (k, v) in &parts.headers {
+        builder = builder.header(k, v);
+    }
+    let req = builder.body(body).unwrap_or_default();
+    req.with_query_string_parameters(query).with_request_context(RequestContext::ApiGatewayV2(ctx))
+}
+
+fn uuid_like() -> String {
+    perch::state_token::random_id(12).unwrap_or_default()
+}
+
+fn from_lambda(resp: lambda_http::Response<LambdaBody>) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes: Vec<u8> = match body {
+        LambdaBody::Empty => Vec::new(),
+        LambdaBody::Text(t) => t.into_bytes(),
+        LambdaBody::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}

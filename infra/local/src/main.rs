@@ -1,0 +1,58 @@
+//! `perch-local`: serves Perch's functions on localhost (see the crate docs).
+//!
+//! Configuration is the functions' own environment (`TABLE_NAME`, `KMS_KEY_ID`, …, with
+//! `AWS_ENDPOINT_URL` pointing at the emulator), plus `PORT` (default 3000) and
+//! `DEV_JWT_ISSUER` / `DEV_JWT_AUDIENCE` for the development authorizer.
+
+use std::sync::Arc;
+
+use perch::{AppState, Config};
+use perch_local::{DevAuth, router};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    perch::telemetry::init();
+    if std::env::args().nth(1).as_deref() == Some("bootstrap") {
+        return bootstrap().await;
+    }
+    let config = Config::from_env()?;
+    let port: u16 = std::env::var("PORT").ok().map(|p| p.parse()).transpose()?.unwrap_or(3000);
+    let auth = DevAuth::random(
+        std::env::var("DEV_JWT_ISSUER").unwrap_or_else(|_| "perch-local".into()),
+        std::env::var("DEV_JWT_AUDIENCE").unwrap_or_else(|_| "perch".into()),
+        config.customer_claim.clone(),
+    )?;
+    let app = Arc::new(AppState::build(config).await?);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    println!("perch-local listening on http://{addr}");
+    println!(
+        "get a token: curl -s -X POST http://{addr}/dev/token -H 'content-type: application/json' -d '{{\"customer_id\":\"acme\"}}'"
+    );
+    axum::serve(listener, router(app, auth)).await?;
+    Ok(())
+}
+
+/// `perch-local bootstrap`: table, key and secret named by `TABLE_NAME`, `KMS_KEY_ID` (an
+/// alias) and `FINCH_SECRET_ID`, holding `FINCH_CLIENT_ID` / `FINCH_CLIENT_SECRET`.
+async fn bootstrap() -> Result<(), Box<dyn std::error::Error>> {
+    let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} must be set for bootstrap"));
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let (table, alias, secret, id, pw) = (
+        var("TABLE_NAME")?,
+        var("KMS_KEY_ID")?,
+        var("FINCH_SECRET_ID")?,
+        var("FINCH_CLIENT_ID")?,
+        var("FINCH_CLIENT_SECRET")?,
+    );
+    let names = perch_local::bootstrap::Names {
+        table: &table,
+        key_alias: &alias,
+        secret_id: &secret,
+        client_id: &id,
+        client_secret: &pw,
+    };
+    let created = perch_local::bootstrap::bootstrap(&sdk, &names).await.map_err(|e| e.chain())?;
+    println!("bootstrapped table {table}, key {alias} ({}), secret {secret}", created.key_id);
+    Ok(())
+}

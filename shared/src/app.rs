@@ -1,0 +1,44 @@
+//! The per-container state every function borrows: configuration and clients, built once.
+//!
+//! Building touches no network: AWS clients and the HTTP client are lazy, and the Finch secret
+//! is fetched on first use (see [`crate::secrets`]). That keeps init to constructing structs.
+
+use aws_config::BehaviorVersion;
+
+use crate::config::Config;
+use crate::crypto::TokenCipher;
+use crate::error::Error;
+use crate::finch::FinchClient;
+use crate::secrets::SecretCache;
+use crate::store::DynamoStore;
+
+/// Shared clients and configuration for one Lambda container (or one local server).
+pub struct AppState {
+    pub config: Config,
+    pub store: DynamoStore,
+    pub cipher: TokenCipher,
+    pub secrets: SecretCache,
+    pub finch: FinchClient,
+}
+
+impl AppState {
+    /// Loads the AWS configuration the standard way (environment, role) and builds everything.
+    /// Locally, `AWS_ENDPOINT_URL*` points the same code at the emulator.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::from_sdk_config(config, &sdk)
+    }
+
+    /// Builds from an already-loaded SDK configuration (tests point it at their emulator).
+    pub fn from_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone());
+        let cipher = TokenCipher::new(aws_sdk_kms::Client::new(sdk), config.kms_key_id.clone());
+        let secrets = SecretCache::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            config.finch_secret_id.clone(),
+            config.secret_cache_ttl,
+        );
+        let finch = FinchClient::new(config.finch_api_url.clone(), config.finch_timeout, config.finch_max_retries)?;
+        Ok(Self { config, store, cipher, secrets, finch })
+    }
+}

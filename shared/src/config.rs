@@ -1,0 +1,134 @@
+//! Typed configuration, read once at cold start.
+//!
+//! `Config::from_env()` reads the process environment; `Config::from_lookup` takes any lookup
+//! function so tests build configurations without touching the environment (`set_var` is
+//! unsafe in edition 2024). A missing or malformed value fails init with a message naming the
+//! variable: a misconfigured function should not come up and fail every request later.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Everything the functions need to know about their environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TABLE_NAME`: the DynamoDB table holding connections, claims, states and code markers.
+    pub table_name: String,
+    /// `KMS_KEY_ID`: key id, ARN or alias that encrypts access tokens.
+    pub kms_key_id: String,
+    /// `FINCH_SECRET_ID`: Secrets Manager id of `{client_id, client_secret, webhook_secret, state_key}`.
+    pub finch_secret_id: String,
+    /// `FINCH_API_URL` (default `https://api.tryfinch.com`).
+    pub finch_api_url: Url,
+    /// `FINCH_REDIRECT_URI`: this deployment's `GET /connect/callback`, registered with Finch.
+    pub redirect_uri: Url,
+    /// `APP_RETURN_URL`: where the browser goes after the redirect-flow callback.
+    pub app_return_url: Url,
+    /// `CUSTOMER_CLAIM` (default `customer_id`): the JWT claim naming the caller's customer.
+    pub customer_claim: String,
+    /// `FINCH_TIMEOUT_MS` (default 10 000): per attempt, well inside API Gateway's 30 s.
+    pub finch_timeout: Duration,
+    /// `FINCH_MAX_RETRIES` (default 2, as Finch's SDKs).
+    pub finch_max_retries: u32,
+    /// `STATE_TTL_SECONDS` (default 86 400): how long a Connect `state` stays usable.
+    pub state_ttl: Duration,
+    /// `SECRET_CACHE_TTL_SECONDS` (default 300): how long the Finch secret is cached.
+    pub secret_cache_ttl: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| -> Result<String, ConfigError> {
+            get(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(name))
+        };
+        let url = |name: &'static str, value: String| -> Result<Url, ConfigError> {
+            let u = Url::parse(&value).map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })?;
+            if !matches!(u.scheme(), "https" | "http") {
+                return Err(ConfigError::Invalid { name, reason: "must be an http(s) URL".into() });
+            }
+            Ok(u)
+        };
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.trim().parse::<u64>().map_err(|e| ConfigError::Invalid { name, reason: e.to_string() }),
+            }
+        };
+        let finch_timeout_ms = number("FINCH_TIMEOUT_MS", 10_000)?;
+        if finch_timeout_ms == 0 {
+            return Err(ConfigError::Invalid { name: "FINCH_TIMEOUT_MS", reason: "must be positive".into() });
+        }
+        Ok(Self {
+            table_name: required("TABLE_NAME")?,
+            kms_key_id: required("KMS_KEY_ID")?,
+            finch_secret_id: required("FINCH_SECRET_ID")?,
+            finch_api_url: url(
+                "FINCH_API_URL",
+                get("FINCH_API_URL").unwrap_or_else(|| "https://api.tryfinch.com".to_owned()),
+            )?,
+            redirect_uri: url("FINCH_REDIRECT_URI", required("FINCH_REDIRECT_URI")?)?,
+            app_return_url: url("APP_RETURN_URL", required("APP_RETURN_URL")?)?,
+            customer_claim: get("CUSTOMER_CLAIM").filter(|v| !v.is_empty()).unwrap_or_else(|| "customer_id".to_owned()),
+            finch_timeout: Duration::from_millis(finch_timeout_ms),
+            finch_max_retries: u32::try_from(number("FINCH_MAX_RETRIES", 2)?)
+                .map_err(|e| ConfigError::Invalid { name: "FINCH_MAX_RETRIES", reason: e.to_string() })?,
+            state_ttl: Duration::from_secs(number("STATE_TTL_SECONDS", 86_400)?),
+            secret_cache_ttl: Duration::from_secs(number("SECRET_CACHE_TTL_SECONDS", 300)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("TABLE_NAME", "perch"),
+            ("KMS_KEY_ID", "alias/perch"),
+            ("FINCH_SECRET_ID", "perch/finch"),
+            ("FINCH_REDIRECT_URI", "https://api.example.com/connect/callback"),
+            ("APP_RETURN_URL", "https://app.example.com/connections"),
+        ])
+    }
+
+    fn load(vars: &HashMap<&'static str, &'static str>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.finch_api_url.as_str(), "https://api.tryfinch.com/");
+        assert_eq!(c.customer_claim, "customer_id");
+        assert_eq!(c.finch_max_retries, 2);
+    }
+
+    #[test]
+    fn missing_and_bad_values_are_named() {
+        let mut v = base();
+        v.remove("KMS_KEY_ID");
+        assert!(load(&v).unwrap_err().to_string().contains("KMS_KEY_ID"));
+        let mut v = base();
+        v.insert("FINCH_TIMEOUT_MS", "soon");
+        assert!(load(&v).unwrap_err().to_string().contains("FINCH_TIMEOUT_MS"));
+        let mut v = base();
+        v.insert("APP_RETURN_URL", "javascript:alert(1)");
+        assert!(load(&v).unwrap_err().to_string().contains("APP_RETURN_URL"));
+    }
+}

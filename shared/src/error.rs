@@ -1,0 +1,273 @@
+//! One error model for all of Perch, converted to HTTP only at the edge.
+//!
+//! Every failure carries two messages (dropshot's split): the *external* one, safe to show to
+//! whoever called us — a stable `code` and a sentence — and the *internal* one, the full cause
+//! chain, which goes to the log and nowhere else. Neither ever contains a token, a code or a
+//! client secret: those live in types that cannot be formatted (see [`crate::types`]).
+//!
+//! Finch failures keep Finch's own split (oauth2-rs): Finch said no ([`FinchError`] with the
+//! status, the parsed body and the `Finch-Request-Id`), the request never completed
+//! (transport), or Finch answered something we could not parse.
+
+use std::fmt;
+
+use crate::http::Problem;
+
+/// A boxed cause, kept for the log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Every way a Perch operation can fail.
+#[derive(thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or refers to something that cannot be used (400).
+    #[error("invalid request ({code}): {detail}")]
+    Invalid { code: &'static str, detail: String },
+
+    /// No usable identity in the JWT claims (401).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+
+    /// The thing does not exist *for this caller*: a foreign id looks exactly like a missing one.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+
+    /// The request conflicts with what is stored (409).
+    #[error("conflict ({code}): {detail}")]
+    Conflict { code: &'static str, detail: String },
+
+    /// The body is over the limit (413).
+    #[error("request body over {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+
+    /// Finch answered with an error status (boxed: it is the largest variant).
+    #[error(transparent)]
+    Finch(Box<FinchError>),
+
+    /// Finch could not be reached or did not answer in time.
+    #[error("Finch {operation} did not complete")]
+    FinchTransport {
+        operation: &'static str,
+        /// Whether the request may have reached Finch (matters for the code exchange).
+        maybe_sent: bool,
+        timed_out: bool,
+        #[source]
+        source: BoxError,
+    },
+
+    /// An AWS dependency failed (KMS, DynamoDB, Secrets Manager).
+    #[error("{service} {operation} failed")]
+    Aws {
+        service: &'static str,
+        operation: &'static str,
+        /// Throttling or a 5xx: worth retrying later.
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
+
+    /// A bug or an impossible state; details only in the log.
+    #[error("internal error: {0}")]
+    Internal(String, #[source] Option<BoxError>),
+}
+
+impl Error {
+    pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid { code, detail: detail.into() }
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict { code, detail: detail.into() }
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::Internal(msg.into(), None)
+    }
+
+    pub fn internal_from(msg: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal(msg.into(), Some(source.into()))
+    }
+
+    pub fn aws<E>(service: &'static str, operation: &'static str, retryable: bool, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self::Aws { service, operation, retryable, source: Box::new(source) }
+    }
+
+    /// The status and the caller-facing half of the error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::Invalid { code, detail } => Problem::new(400, code, "Invalid request", detail.clone()),
+            Self::Unauthenticated(detail) => {
+                Problem::new(401, "unauthenticated", "Unauthenticated", (*detail).to_owned())
+            }
+            Self::NotFound(what) => Problem::new(404, "not_found", "Not found", format!("No such {what}.")),
+            Self::Conflict { code, detail } => Problem::new(409, code, "Conflict", detail.clone()),
+            Self::PayloadTooLarge { limit } => Problem::new(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                format!("The request body must be at most {limit} bytes."),
+            ),
+            Self::Finch(e) => e.problem(),
+            Self::FinchTransport { timed_out: true, .. } => Problem::new(
+                504,
+                "finch_timeout",
+                "Finch did not answer in time",
+                "Finch did not answer in time; try again.".into(),
+            ),
+            Self::FinchTransport { .. } => Problem::new(
+                502,
+                "finch_unreachable",
+                "Finch unreachable",
+                "Finch could not be reached; try again.".into(),
+            ),
+            Self::Aws { retryable: true, .. } => Problem::new(
+                503,
+                "service_unavailable",
+                "Service unavailable",
+                "A storage or key service is busy; try again.".into(),
+            ),
+            Self::Aws { .. } | Self::Internal(..) => Problem::new(
+                500,
+                "internal",
+                "Internal error",
+                "Something went wrong on our side; it has been logged.".into(),
+            ),
+        }
+    }
+
+    /// The internal message: this error and every cause below it, for the log.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(cause) = cur {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            cur = cause.source();
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.chain())
+    }
+}
+
+/// Whether an AWS SDK failure is worth retrying later: transport failures, throttling and
+/// service-side errors. The same rule for every AWS service Perch calls.
+pub fn aws_retryable<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or_default();
+            code.contains("Throttl")
+                || code.contains("Internal")
+                || code.contains("Unavailable")
+                || matches!(
+                    code,
+                    "ProvisionedThroughputExceededException"
+                        | "RequestLimitExceeded"
+                        | "TransactionConflictException"
+                        | "DependencyTimeoutException"
+                        | "LimitExceededException"
+                )
+        }
+        _ => false,
+    }
+}
+
+impl From<FinchError> for Error {
+    fn from(e: FinchError) -> Self {
+        Self::Finch(Box::new(e))
+    }
+}
+
+impl From<crate::types::InvalidId> for Error {
+    fn from(e: crate::types::InvalidId) -> Self {
+        Self::invalid("invalid_id", e.to_string())
+    }
+}
+
+/// Finch answered with a non-success status. The body is kept parsed (its `message` is
+/// Finch's text about *our* request and never holds a secret) together with the request id.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("Finch {operation} answered {status} ({name}/{finch_code}), Finch-Request-Id {request_id}: {message}",
+        name = name.as_deref().unwrap_or("-"), finch_code = finch_code.as_deref().unwrap_or("-"),
+        request_id = request_id.as_deref().unwrap_or("-"), message = message.as_deref().unwrap_or("-"))]
+pub struct FinchError {
+    pub operation: &'static str,
+    pub status: u16,
+    pub name: Option<String>,
+    pub finch_code: Option<String>,
+    pub message: Option<String>,
+    pub request_id: Option<String>,
+    /// `context.connection_id` of a `connection_already_exists` answer.
+    pub context_connection_id: Option<String>,
+}
+
+impl FinchError {
+    pub fn is_finch_code(&self, code: &str) -> bool {
+        self.finch_code.as_deref() == Some(code)
+    }
+
+    /// 401 `reauthenticate_user`: the employer must log in again.
+    pub fn needs_reauth(&self) -> bool {
+        self.status == 401 && self.is_finch_code("reauthenticate_user")
+    }
+
+    fn problem(&self) -> Problem {
+        match self.status {
+            429 => Problem::new(
+                503,
+                "finch_rate_limited",
+                "Finch is rate limiting",
+                "Finch is rate limiting requests; try again shortly.".into(),
+            ),
+            s if s >= 500 => {
+                Problem::new(502, "finch_unavailable", "Finch unavailable", "Finch failed to answer; try again.".into())
+            }
+            _ => Problem::new(
+                502,
+                "finch_rejected",
+                "Finch rejected the request",
+                "Finch rejected a request Perch made; it has been logged.".into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_stay_out_of_the_problem() {
+        let e = Error::internal_from("writing connection c-1", std::io::Error::other("disk on fire"));
+        let p = e.problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("disk on fire"));
+        assert!(e.chain().contains("disk on fire"));
+    }
+
+    #[test]
+    fn finch_rate_limit_is_a_retryable_503() {
+        let e = Error::from(FinchError {
+            operation: "introspect",
+            status: 429,
+            name: Some("rate_limit_exceeded_error".into()),
+            finch_code: Some("finch_api_ip_rl".into()),
+            message: None,
+            request_id: Some("req-1".into()),
+            context_connection_id: None,
+        });
+        assert_eq!(e.problem().status, 503);
+        assert!(e.chain().contains("req-1"));
+    }
+}

@@ -1,0 +1,340 @@
+//! The Finch HTTP client: one method per endpoint Perch uses.
+//!
+//! - `Finch-API-Version: 2020-09-17` on every request; Basic auth for Connect sessions,
+//!   credentials in the body for `/auth/token`, Bearer for connection calls.
+//! - A timeout per attempt, no redirects followed (a token endpoint that redirects is not
+//!   Finch), and retries as Finch's own SDKs do (CONTRACT.md §9): 408, 409, 429, ≥ 500 and
+//!   connection failures, `x-should-retry` first, then `retry-after-ms` / `retry-after`, else
+//!   0.5 s × 2ⁿ (≤ 8 s) minus up to 25 % jitter.
+//! - The code exchange is the exception: a code is single use, so once the request may have
+//!   reached Finch it is never sent again. Only a failure to connect is retried.
+//! - Every response, success or failure, is logged with its `Finch-Request-Id`.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::types::{
+    Company, ConnectSession, CreateSessionRequest, ErrorBody, Introspection, ReauthenticateRequest, TokenRequest,
+    TokenResponse,
+};
+use crate::error::{Error, FinchError};
+use crate::secrets::FinchSecrets;
+use crate::types::{AccessToken, AuthorizationCode};
+use secrecy::ExposeSecret;
+
+/// The only Finch API version there is.
+pub const FINCH_API_VERSION: &str = "2020-09-17";
+/// Longest server-requested wait we honour inside a request; beyond it we fail fast.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// When a failed attempt may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryPolicy {
+    /// Idempotent or harmless to repeat: Finch's SDK rules.
+    Standard,
+    /// Only if the request provably never left (connection refused / DNS / TLS).
+    OnlyIfUnsent,
+}
+
+/// How a call authenticates.
+enum Auth<'a> {
+    Basic(&'a FinchSecrets),
+    Bearer(&'a AccessToken),
+    None,
+}
+
+/// A client for one Finch base URL; cheap to clone, built once per container.
+#[derive(Clone)]
+pub struct FinchClient {
+    http: reqwest::Client,
+    base: Url,
+    max_retries: u32,
+}
+
+/// The raw outcome of one successful call.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+    request_id: Option<String>,
+}
+
+/// A Finch answer with the `Finch-Request-Id` it came with, kept on the connection for support.
+#[derive(Debug, Clone)]
+pub struct Traced<T> {
+    pub value: T,
+    pub request_id: Option<String>,
+}
+
+impl FinchClient {
+    pub fn new(base: Url, timeout: Duration, max_retries: u32) -> Result<Self, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert("finch-api-version", HeaderValue::from_static(FINCH_API_VERSION));
+        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| Error::internal_from("building the Finch HTTP client", e))?;
+        Ok(Self { http, base, max_retries })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, Error> {
+        self.base.join(path).map_err(|e| Error::internal_from(format!("joining Finch path {path}"), e))
+    }
+
+    /// `POST /connect/sessions`.
+    pub async fn create_connect_session(
+        &self,
+        creds: &FinchSecrets,
+        body: &CreateSessionRequest<'_>,
+    ) -> Result<Traced<ConnectSession>, Error> {
+        let a = self
+            .call(
+                "create_connect_session",
+                Method::POST,
+                "connect/sessions",
+                Auth::Basic(creds),
+                Some(body),
+                RetryPolicy::Standard,
+            )
+            .await?;
+        parse(&a, "create_connect_session")
+    }
+
+    /// `POST /connect/sessions/reauthenticate`.
+    pub async fn reauthenticate_session(
+        &self,
+        creds: &FinchSecrets,
+        body: &ReauthenticateRequest<'_>,
+    ) -> Result<Traced<ConnectSession>, Error> {
+        let a = self
+            .call(
+                "reauthenticate_session",
+                Method::POST,
+                "connect/sessions/reauthenticate",
+                Auth::Basic(creds),
+                Some(body),
+                RetryPolicy::Standard,
+            )
+            .await?;
+        parse(&a, "reauthenticate_session")
+    }
+
+    /// `POST /auth/token`: exchanges a Connect code. `redirect_uri` only for the redirect flow.
+    pub async fn exchange_code(
+        &self,
+        creds: &FinchSecrets,
+        code: &AuthorizationCode,
+        redirect_uri: Option<&str>,
+    ) -> Result<Traced<TokenResponse>, Error> {
+        let body = TokenRequest {
+            code: code.expose_secret(),
+            client_id: &creds.client_id,
+            client_secret: creds.client_secret.expose_secret(),
+            redirect_uri,
+        };
+        let a = self
+            .call("exchange_code", Method::POST, "auth/token", Auth::None, Some(&body), RetryPolicy::OnlyIfUnsent)
+            .await?;
+        parse(&a, "exchange_code")
+    }
+
+    /// `GET /introspect`.
+    pub async fn introspect(&self, token: &AccessToken) -> Result<Traced<Introspection>, Error> {
+        let a = self
+            .call::<()>("introspect", Method::GET, "introspect", Auth::Bearer(token), None, RetryPolicy::Standard)
+            .await?;
+        parse(&a, "introspect")
+    }
+
+    /// `GET /employer/company`; `None` while Finch answers 202 (data not yet available).
+    pub async fn company(&self, token: &AccessToken) -> Result<Option<Traced<Company>>, Error> {
+        let a = self
+            .call::<()>("company", Method::GET, "employer/company", Auth::Bearer(token), None, RetryPolicy::Standard)
+            .await?;
+        if a.status == StatusCode::ACCEPTED {
+            return Ok(None);
+        }
+        parse(&a, "company").map(Some)
+    }
+
+    /// `POST /disconnect`: revokes every token of the connection.
+    pub async fn disconnect(&self, token: &AccessToken) -> Result<Traced<()>, Error> {
+        let a = self
+            .call::<()>("disconnect", Method::POST, "disconnect", Auth::Bearer(token), None, RetryPolicy::Standard)
+            .await?;
+        Ok(Traced { value: (), request_id: a.request_id })
+    }
+
+    async fn call<B: serde::Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&B>,
+        policy: RetryPolicy,
+    ) -> Result<Answer, Error> {
+        let url = self.url(path)?;
+        let mut retries = 0u32;
+        loop {
+            let mut req: RequestBuilder = self.http.request(method.clone(), url.clone());
+            req = match &auth {
+                Auth::Basic(c) => req.basic_auth(&c.client_id, Some(c.client_secret.expose_secret())),
+                Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
+                Auth::None => req,
+            };
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let started = Instant::now();
+            let outcome = req.send().await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let wait = match outcome {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let request_id = header(&resp, "finch-request-id");
+                    let should_retry = header(&resp, "x-should-retry");
+                    let delay = retry_after(&resp);
+                    let bytes = resp.bytes().await;
+                    tracing::info!(
+                        operation,
+                        status = status.as_u16(),
+                        finch_request_id = request_id.as_deref().unwrap_or("-"),
+                        retry = retries,
+                        elapsed_ms,
+                        "finch call"
+                    );
+                    let bytes = match bytes {
+                        Ok(b) => b.to_vec(),
+                        Err(e) => {
+                            return Err(Error::FinchTransport {
+                                operation,
+                                maybe_sent: true,
+                                timed_out: e.is_timeout(),
+                                source: Box::new(e),
+                            });
+                        }
+                    };
+                    if status.is_success() {
+                        return Ok(Answer { status, body: bytes, request_id });
+                    }
+                    let retryable = policy == RetryPolicy::Standard
+                        && match should_retry.as_deref() {
+                            Some("true") => true,
+                            Some("false") => false,
+                            _ => matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error(),
+                        };
+                    let err = finch_error(operation, status, &bytes, request_id);
+                    if !retryable || retries >= self.max_retries {
+                        return Err(err.into());
+                    }
+                    match delay {
+                        Some(d) if d > MAX_RETRY_AFTER => return Err(err.into()),
+                        Some(d) => d,
+                        None => backoff(retries),
+                    }
+                }
+                Err(e) => {
+                    let unsent = e.is_connect();
+                    tracing::warn!(
+                        operation,
+                        retry = retries,
+                        elapsed_ms,
+                        timed_out = e.is_timeout(),
+                        connect_failed = unsent,
+                        "finch call failed without a response"
+                    );
+                    let retryable = unsent || policy == RetryPolicy::Standard;
+                    if !retryable || retries >= self.max_retries {
+                        return Err(Error::FinchTransport {
+                            operation,
+                            maybe_sent: !unsent,
+                            timed_out: e.is_timeout(),
+                            source: Box::new(e.without_url()),
+                        });
+                    }
+                    backoff(retries)
+                }
+            };
+            tokio::time::sleep(wait).await;
+            retries += 1;
+        }
+    }
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `retry-after-ms`, then `retry-after` (seconds or an HTTP date), as Finch's SDKs read them.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    if let Some(ms) = header(resp, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header(resp, "retry-after")?;
+    if let Ok(secs) = value.trim().parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = time::OffsetDateTime::parse(value.trim(), &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// `0.5 s × 2ⁿ`, at most 8 s, minus up to 25 % jitter.
+pub(crate) fn backoff(retries: u32) -> Duration {
+    let base = (0.5 * 2f64.powi(retries.min(10) as i32)).min(8.0);
+    let mut b = [0u8; 2];
+    let u = if getrandom::fill(&mut b).is_ok() { f64::from(u16::from_le_bytes(b)) / 65536.0 } else { 0.5 };
+    Duration::from_secs_f64(base * (1.0 - 0.25 * u))
+}
+
+fn finch_error(operation: &'static str, status: StatusCode, body: &[u8], request_id: Option<String>) -> FinchError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    FinchError {
+        operation,
+        status: status.as_u16(),
+        name: parsed.name,
+        finch_code: parsed.finch_code,
+        message: parsed.message,
+        request_id,
+        context_connection_id: parsed.context.and_then(|c| c.connection_id),
+    }
+}
+
+fn parse<T: DeserializeOwned>(a: &Answer, operation: &'static str) -> Result<Traced<T>, Error> {
+    // serde_json's message names the field and position, never the value of a string.
+    let value = serde_json::from_slice(&a.body).map_err(|e| {
+        Error::internal(format!(
+            "Finch {operation} answered {} with a body Perch cannot read: line {} column {} ({:?})",
+            a.status,
+            e.line(),
+            e.column(),
+            e.classify()
+        ))
+    })?;
+    Ok(Traced { value, request_id: a.request_id.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_the_sdk_schedule() {
+        for (n, lo, hi) in [(0, 0.375, 0.5), (1, 0.75, 1.0), (4, 6.0, 8.0), (9, 6.0, 8.0)] {
+            let d = backoff(n).as_secs_f64();
+            assert!(d >= lo && d <= hi, "retry {n}: {d}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Finch's request and response bodies, as in `openapi.json` (API version 2020-09-17).
+//!
+//! Requests borrow; responses own and are lenient where Finch is (open enums, nullable and
+//! optional fields), strict where Perch relies on a field (`connection_id`, `access_token`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{AccessToken, AuthMethod, ConnectionId, ConnectionStatus, Product, SandboxMode};
+
+/// `integration` of a Connect session: skip provider selection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Integration {
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<AuthMethod>,
+}
+
+/// `POST /connect/sessions` body (`CreateConnectSessionRequest`).
+#[derive(Debug, Serialize)]
+pub struct CreateSessionRequest<'a> {
+    pub customer_id: &'a str,
+    pub customer_name: &'a str,
+    pub products: &'a [Product],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minutes_to_expire: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration: Option<&'a Integration>,
+}
+
+/// `POST /connect/sessions/reauthenticate` body (`ReauthenticateRequest`).
+#[derive(Debug, Serialize)]
+pub struct ReauthenticateRequest<'a> {
+    pub connection_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minutes_to_expire: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub products: Option<&'a [Product]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<&'a str>,
+}
+
+/// A new Connect session (both endpoints answer this shape).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ConnectSession {
+    pub session_id: String,
+    pub connect_url: String,
+}
+
+/// `POST /auth/token` body; credentials go in the body, never in a header.
+#[derive(Serialize)]
+pub(crate) struct TokenRequest<'a> {
+    pub code: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<&'a str>,
+}
+
+/// `CreateAccessTokenResponse`. `Debug` is safe: the token redacts itself.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: AccessToken,
+    pub connection_id: ConnectionId,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub customer_name: Option<String>,
+    #[serde(default)]
+    pub client_type: Option<String>,
+    #[serde(default)]
+    pub connection_type: Option<String>,
+    #[serde(default)]
+    pub products: Vec<String>,
+    pub provider_id: String,
+    #[serde(default)]
+    pub entity_ids: Vec<String>,
+    #[serde(default)]
+    pub company_id: Option<String>,
+}
+
+/// `ConnectionStatusDetail`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct StatusDetail {
+    pub status: ConnectionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_sync: Option<String>,
+}
+
+/// One entity of a multi-entity connection.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Entity {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub source_id: Option<String>,
+    pub status: ConnectionStatus,
+}
+
+/// `GetIntrospectResponse`, the fields Perch keeps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Introspection {
+    pub connection_id: ConnectionId,
+    pub connection_status: StatusDetail,
+    #[serde(default)]
+    pub products: Vec<String>,
+    pub provider_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub customer_name: Option<String>,
+    #[serde(default)]
+    pub company_id: Option<String>,
+    #[serde(default)]
+    pub entities: Option<Vec<Entity>>,
+    #[serde(default)]
+    pub manual: Option<bool>,
+    #[serde(default)]
+    pub client_type: Option<String>,
+}
+
+/// `GetCompanyResponse`, the one field Perch shows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Company {
+    #[serde(default)]
+    pub legal_name: Option<String>,
+}
+
+/// Finch's error body: every field optional, as it varies by endpoint (CONTRACT.md §8).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub finch_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub context: Option<ErrorContext>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ErrorContext {
+    #[serde(default)]
+    pub connection_id: Option<String>,
+}

@@ -1,0 +1,30 @@
+//! Perch's shared crate: everything the Lambda functions have in common.
+//!
+//! The functions are thin edges (parse the request, call one operation here, render the
+//! result); the decisions live in this crate so they are tested once and read in one place:
+//!
+//! - [`config`]: typed configuration from the environment, validated at cold start;
+//! - [`app`]: the clients, built once per container and borrowed by every invocation;
+//! - [`secrets`]: the Finch credentials from Secrets Manager, cached with a TTL;
+//! - [`crypto`]: access tokens encrypted under KMS, bound to their connection and customer;
+//! - [`store`]: connections, Finch customer-id claims, states and code markers in DynamoDB;
+//! - [`finch`]: the Finch API client, with Finch's retry rules and request-id logging;
+//! - [`connect`]: the Connect flow itself;
+//! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge.
+
+pub mod app;
+pub mod config;
+pub mod connect;
+pub mod crypto;
+pub mod error;
+pub mod finch;
+pub mod http;
+pub mod secrets;
+pub mod state_token;
+pub mod store;
+pub mod telemetry;
+pub mod types;
+
+pub use app::AppState;
+pub use config::Config;
+pub use error::Error;

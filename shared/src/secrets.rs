@@ -1,0 +1,136 @@
+//! The Finch credentials, read from Secrets Manager once per container and cached.
+//!
+//! One JSON secret holds `{client_id, client_secret, webhook_secret, state_key}`. It is not
+//! read at init — init stays free of network calls so cold starts are cheap — but on the first
+//! request that needs it, then kept for `SECRET_CACHE_TTL_SECONDS`. Finch answering
+//! `invalid_client` invalidates the cache, so a rotated client secret is picked up on the
+//! next request without a redeploy. Concurrent first requests share one fetch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+
+/// The decoded secret. Every secret field redacts itself in `Debug`.
+#[derive(Debug)]
+pub struct FinchSecrets {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Base64 HMAC key Finch signs webhooks with (issue #3); optional until webhooks are used.
+    pub webhook_secret: Option<SecretString>,
+    /// Key that signs Connect `state` values (≥ 32 bytes once decoded).
+    pub state_key: SecretBox<Vec<u8>>,
+}
+
+#[derive(Deserialize)]
+struct RawSecrets {
+    client_id: String,
+    client_secret: SecretString,
+    #[serde(default)]
+    webhook_secret: Option<SecretString>,
+    state_key: SecretString,
+}
+
+impl FinchSecrets {
+    /// Parses the secret's JSON. Errors never quote the value.
+    pub fn parse(json: &str) -> Result<Self, Error> {
+        let raw: RawSecrets = serde_json::from_str(json).map_err(|e| {
+            Error::internal(format!(
+                "Finch secret is not the expected JSON object (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let key = STANDARD
+            .decode(raw.state_key.expose_secret().trim())
+            .map_err(|_| Error::internal("Finch secret: state_key is not standard base64"))?;
+        if key.len() < 32 {
+            return Err(Error::internal("Finch secret: state_key must decode to at least 32 bytes"));
+        }
+        if raw.client_id.trim().is_empty() || raw.client_secret.expose_secret().is_empty() {
+            return Err(Error::internal("Finch secret: client_id and client_secret must be set"));
+        }
+        Ok(Self {
+            client_id: raw.client_id,
+            client_secret: raw.client_secret,
+            webhook_secret: raw.webhook_secret,
+            state_key: SecretBox::new(Box::new(key)),
+        })
+    }
+}
+
+/// A TTL cache in front of `GetSecretValue`.
+pub struct SecretCache {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    ttl: Duration,
+    cached: Mutex<Option<(Instant, Arc<FinchSecrets>)>>,
+}
+
+impl SecretCache {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String, ttl: Duration) -> Self {
+        Self { client, secret_id, ttl, cached: Mutex::new(None) }
+    }
+
+    /// The current secrets, fetched when absent or older than the TTL.
+    pub async fn get(&self) -> Result<Arc<FinchSecrets>, Error> {
+        // Holding the lock across the fetch makes concurrent cold requests share one call.
+        let mut guard = self.cached.lock().await;
+        if let Some((at, s)) = guard.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Arc::clone(s));
+        }
+        let fresh = Arc::new(self.fetch().await?);
+        *guard = Some((Instant::now(), Arc::clone(&fresh)));
+        Ok(fresh)
+    }
+
+    /// Drops the cached value, e.g. after Finch said `invalid_client`.
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id))]
+    async fn fetch(&self) -> Result<FinchSecrets, Error> {
+        let out = self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
+            let retryable = crate::error::aws_retryable(&e);
+            Error::aws("secretsmanager", "GetSecretValue", retryable, e)
+        })?;
+        let json = out.secret_string().ok_or_else(|| Error::internal("Finch secret has no SecretString"))?;
+        tracing::info!("Finch secret loaded");
+        FinchSecrets::parse(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_redacts() {
+        let key = STANDARD.encode([7u8; 32]);
+        let json = format!(r#"{{"client_id":"cid","client_secret":"very-secret","state_key":"{key}"}}"#);
+        let s = FinchSecrets::parse(&json).unwrap();
+        assert_eq!(s.state_key.expose_secret().len(), 32);
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("very-secret"));
+        assert!(!dbg.contains(&key));
+    }
+
+    #[test]
+    fn refuses_short_state_key_without_quoting_it() {
+        let json = r#"{"client_id":"cid","client_secret":"s3cr3t","state_key":"c2hvcnQ="}"#;
+        let e = FinchSecrets::parse(json).unwrap_err();
+        assert!(e.chain().contains("32 bytes"));
+        assert!(!e.chain().contains("s3cr3t"));
+        let e = FinchSecrets::parse(r#"{"client_id":"cid","client_secret":"s3cr3t"}"#).unwrap_err();
+        assert!(!e.chain().contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The test stack: moto (DynamoDB, KMS, Secrets Manager) + the Finch emulator + Perch's
+//! functions behind the local router, all on random loopback ports, all through the real AWS
+//! SDK and real HTTP.
+//!
+//! moto is one process per test run: `scripts/test.sh` starts it and exports
+//! `PERCH_TEST_MOTO_URL`; a bare `cargo test` starts its own from `.venv` with a watchdog that
+//! stops it when the test binary exits. moto's state is shared, so every [`TestStack`] gets
+//! its own table, KMS key and secret (random names), and its own Finch emulator.
+//!
+//! Logs of the whole test binary are captured at DEBUG (the most verbose level Perch allows in
+//! production, see `perch::telemetry`) so tests can assert that no secret was ever logged.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use perch::{AppState, Config};
+use perch_local::DevAuth;
+use serde_json::Value;
+
+/// The logs captured so far, as text.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+}
+
+/// The moto endpoint for this test run.
+pub fn moto_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var("PERCH_TEST_MOTO_URL") {
+            return u;
+        }
+        let bin = workspace_root().join(".venv/bin/moto_server");
+        assert!(bin.exists(), "moto is not installed: run `scripts/test.sh` (it installs .venv), or set PERCH_TEST_MOTO_URL");
+        // Ask the OS for a free port, then hand it to moto.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let script = format!(
+            "{bin} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
+            bin = bin.display(),
+            parent = std::process::id()
+        );
+        std::process::Command::new("sh").arg("-c").arg(script).spawn().expect("start moto");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        // Readiness: moto answers once its port accepts connections.
+        for _ in 0..300 {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return format!("http://{addr}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto did not start on {addr}");
+    })
+    .clone()
+}
+
+/// An SDK configuration aimed at moto.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static"))
+        .endpoint_url(moto_url())
+        .load()
+        .await
+}
+
+/// One isolated Perch: its own table, key, secret, Finch emulator and local API.
+pub struct TestStack {
+    pub finch: finch_emulator::Running,
+    pub app: Arc<AppState>,
+    /// The local API, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    pub http: reqwest::Client,
+    pub auth: DevAuth,
+    pub config: Config,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub sm: aws_sdk_secretsmanager::Client,
+    pub key_id: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The app URL the callback sends browsers to.
+pub const APP_RETURN_URL: &str = "http://app.test/connections";
+
+impl TestStack {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a stack; `tweak` may change the functions' environment before it is read.
+    pub async fn start_with(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
+        init_logs();
+        let sdk = sdk_config().await;
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let finch =
+            finch_emulator::spawn(finch_emulator::EmulatorConfig::default(), "127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("start the Finch emulator");
+        let emu = finch_emulator::EmulatorConfig::default();
+        let table = format!("perch-test-{run}");
+        let alias = format!("alias/perch-test-{run}");
+        let secret = format!("perch/test/{run}");
+        let created = perch_local::bootstrap::bootstrap(
+            &sdk,
+            &perch_local::bootstrap::Names {
+                table: &table,
+                key_alias: &alias,
+                secret_id: &secret,
+                client_id: &emu.client_id,
+                client_secret: &emu.client_secret,
+            },
+        )
+        .await
+        .expect("bootstrap table, key and secret in moto");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut env: HashMap<&'static str, String> = HashMap::from([
+            ("TABLE_NAME", table.clone()),
+            ("KMS_KEY_ID", alias.clone()),
+            ("FINCH_SECRET_ID", secret.clone()),
+            ("FINCH_API_URL", finch.base_url.clone()),
+            ("FINCH_REDIRECT_URI", format!("{base}/connect/callback")),
+            ("APP_RETURN_URL", APP_RETURN_URL.to_owned()),
+            ("FINCH_TIMEOUT_MS", "3000".to_owned()),
+        ]);
+        tweak(&mut env);
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
+        let app = Arc::new(AppState::from_sdk_config(config.clone(), &sdk).expect("app state"));
+        let auth =
+            DevAuth::random("perch-test".into(), "perch".into(), config.customer_claim.clone()).expect("dev auth");
+        let router = perch_local::router(Arc::clone(&app), auth.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
+        Self {
+            finch,
+            app,
+            base,
+            http,
+            auth,
+            config,
+            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            kms: aws_sdk_kms::Client::new(&sdk),
+            sm: aws_sdk_secretsmanager::Client::new(&sdk),
+            key_id: created.key_id,
+            server,
+        }
+    }
+
+    /// A development JWT for `customer`.
+    pub fn token(&self, customer: &str) -> String {
+        self.auth.issue(customer, 600).expect("issue a dev token")
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.expect("POST")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let mut r = self.http.get(url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.expect("GET")
+    }
+
+    /// Creates a session for `customer` with `body`, asserting 201.
+    pub async fn new_session(&self, customer: &str, body: Value) -> Value {
+        let r = self.post_json("/connect/sessions", Some(&self.token(customer)), &body).await;
+        let status = r.status();
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(status, 201, "create session: {v}");
+        v
+    }
+
+    /// Logs in at the emulator's Connect page; returns its response (302 to the callback for
+    /// the redirect flow, a page carrying the code for the embedded flow).
+    pub async fn login_at_finch(&self, connect_url: &str) -> reqwest::Response {
+        self.http
+            .post(connect_url)
+            .form(&[("provider", "gusto"), ("username", "good_user"), ("password", "good_pass")])
+            .send()
+            .await
+            .expect("POST Connect page")
+    }
+
+    /// Runs the redirect flow up to Finch's redirect; returns the callback URL (code + state).
+    pub async fn callback_url_for(&self, customer: &str, body: Value) -> String {
+        let s = self.new_session(customer, body).await;
+        let r = self.login_at_finch(s["connect_url"].as_str().expect("connect_url")).await;
+        assert_eq!(r.status(), 302, "Connect page should redirect");
+        location(&r)
+    }
+
+    /// A whole redirect flow; returns the connection id.
+    pub async fn connect(&self, customer: &str) -> String {
+        let cb = self.callback_url_for(customer, serde_json::json!({"products": ["company", "directory"]})).await;
+        let r = self.get(&cb, None).await;
+        assert_eq!(r.status(), 302, "callback should redirect to the app");
+        let loc = url::Url::parse(&location(&r)).expect("app url");
+        loc.query_pairs()
+            .find(|(k, _)| k == "connection_id")
+            .map(|(_, v)| v.into_owned())
+            .expect("connection_id in app url")
+    }
+
+    /// The caller's connections as JSON.
+    pub async fn list(&self, customer: &str) -> Vec<Value> {
+        let r = self.get("/connections", Some(&self.token(customer))).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.expect("json");
+        v["connections"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How many requests the emulator saw for a method and path.
+    pub fn finch_calls(&self, method: &str, path: &str) -> usize {
+        self.finch.requests().iter().filter(|r| r.method == method && r.path == path).count()
+    }
+
+    /// Every access token the emulator has issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.finch.shared.world().tokens.keys().cloned().collect()
+    }
+
+    /// Every code the emulator has issued.
+    pub fn issued_codes(&self) -> Vec<String> {
+        self.finch.shared.world().codes.keys().cloned().collect()
+    }
+
+    /// The raw DynamoDB item of a connection.
+    pub async fn raw_connection(&self, id: &str) -> Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.ddb
+            .get_item()
+            .table_name(&self.config.table_name)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("CONN#{id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+    }
+
+    /// The Finch secret's values (client secret, state key) as strings, for leak checks.
+    pub async fn secret_values(&self) -> Vec<String> {
+        let s = self.sm.get_secret_value().secret_id(&self.config.finch_secret_id).send().await.expect("secret");
+        let v: Value = serde_json::from_str(s.secret_string().unwrap_or("{}")).expect("json");
+        ["client_secret", "state_key", "webhook_secret"]
+            .iter()
+            .filter_map(|k| v[*k].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Injects a fault at the emulator.
+    pub fn inject(&self, fault: Value) {
+        let f: finch_emulator::world::Fault = serde_json::from_value(fault).expect("fault");
+        self.finch.shared.world().faults.push(f);
+    }
+}
+
+/// The `Location` header of a response.
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned).expect("Location header")
+}
