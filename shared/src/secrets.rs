@@ -125,6 +125,15 @@ mod tests {
     }
 
     #[test]
+    fn accepts_the_state_key_the_template_generates() {
+        // 48 alphanumeric characters (Secrets Manager, ExcludePunctuation) are base64 for 36 bytes.
+        let key = "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xYzA1bC2dE3fG4hJ5k";
+        assert_eq!(key.len(), 48);
+        let json = format!(r#"{{"client_id":"cid","client_secret":"x","state_key":"{key}"}}"#);
+        assert_eq!(FinchSecrets::parse(&json).unwrap().state_key.expose_secret().len(), 36);
+    }
+
+    #[test]
     fn refuses_short_state_key_without_quoting_it() {
         let json = r#"{"client_id":"cid","client_secret":"s3cr3t","state_key":"c2hvcnQ="}"#;
         let e = FinchSecrets::parse(json).unwrap_err();

@@ -70,6 +70,8 @@ pub fn moto_url() -> String {
             bin = bin.display(),
             parent = std::process::id()
         );
+        // Not waited on: the watchdog outlives this function and exits with the test binary.
+        #[allow(clippy::zombie_processes)]
         std::process::Command::new("sh").arg("-c").arg(script).spawn().expect("start moto");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         // Readiness: moto answers once its port accepts connections.

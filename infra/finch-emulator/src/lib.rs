@@ -183,6 +183,18 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
     let is_control = path.starts_with("/_emulator");
     let op = if is_control { None } else { spec::spec().operation(&method, &path) };
 
+    // Recorded on arrival: a request whose client gave up (timeout) still counts as sent.
+    let seen_at = (!is_control).then(|| {
+        let mut w = s.world();
+        w.requests.push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            status: 0,
+            request_id: request_id.clone(),
+            injected: false,
+        });
+        w.requests.len() - 1
+    });
     let mut fault_injected = false;
     let mut response = 'resp: {
         if !is_control && path != "/authorize" {
@@ -239,14 +251,11 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("finch-request-id", v);
     }
-    if !is_control {
-        s.world().requests.push(Seen {
-            method,
-            path,
-            status: response.status().as_u16(),
-            request_id,
-            injected: fault_injected,
-        });
+    if let Some(i) = seen_at
+        && let Some(seen) = s.world().requests.get_mut(i)
+    {
+        seen.status = response.status().as_u16();
+        seen.injected = fault_injected;
     }
     response
 }

@@ -177,8 +177,11 @@ impl World {
         manual: bool,
     ) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let company_name =
-            customer_name.clone().map_or_else(|| "Finch Sandbox Co".to_owned(), |n| format!("{n}, Inc."));
+        let company_name = match &customer_name {
+            None => "Finch Sandbox Co".to_owned(),
+            Some(n) if n.contains("Inc") || n.contains("LLC") => n.clone(),
+            Some(n) => format!("{n}, Inc."),
+        };
         let conn = Connection {
             id: id.clone(),
             customer_id,

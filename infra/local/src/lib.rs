@@ -74,6 +74,18 @@ impl DevAuth {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key))
     }
 
+    /// Issues a token with exactly these extra claims (for tests of odd or missing claims).
+    pub fn issue_claims(&self, extra: &serde_json::Map<String, Value>) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims = serde_json::Map::new();
+        claims.insert("iss".into(), json!(self.issuer));
+        claims.insert("aud".into(), json!(self.audience));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + 600));
+        claims.extend(extra.clone());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key))
+    }
+
     /// Verifies a bearer token like API Gateway's JWT authorizer: signature, issuer, audience,
     /// expiry. Returns the claims flattened to strings.
     pub fn verify(&self, headers: &HeaderMap) -> Option<HashMap<String, String>> {
@@ -111,12 +123,33 @@ struct Local {
 /// The local API: Perch's routes plus the development token issuer.
 pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
     let state = Arc::new(Local { app, auth });
-    let mut r: Router<Arc<Local>> = Router::new().route("/dev/token", post(dev_token).get(dev_token_get));
+    let mut r: Router<Arc<Local>> =
+        Router::new().route("/", get(landing)).route("/dev/token", post(dev_token).get(dev_token_get));
     r = r
         .route("/connect/sessions", post(dispatch))
         .route("/connect/callback", get(dispatch).post(dispatch))
         .route("/connections", get(dispatch));
     r.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }).with_state(state)
+}
+
+/// Where `APP_RETURN_URL` points locally: says what the callback reported.
+async fn landing(axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>) -> Response {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let rows: String = ["connection_id", "outcome", "status"]
+        .iter()
+        .filter_map(|k| q.get(*k).map(|v| format!("<tr><th>{k}</th><td>{}</td></tr>", esc(v))))
+        .collect();
+    let body = if rows.is_empty() {
+        "<p>Perch is running. Create a Connect session with <code>POST /connect/sessions</code>.</p>".to_owned()
+    } else {
+        format!(
+            "<p>Back from Finch Connect:</p><table>{rows}</table><p>List them with <code>GET /connections</code>.</p>"
+        )
+    };
+    axum::response::Html(format!(
+        "<!doctype html><meta charset=utf-8><title>Perch (local)</title><h1>Perch (local)</h1>{body}"
+    ))
+    .into_response()
 }
 
 #[derive(Deserialize)]

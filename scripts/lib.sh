@@ -1,0 +1,65 @@
+# Shared by run.sh and test.sh: install what is missing (project-local), start emulators.
+# Sourced, not executed.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+STATE="$ROOT/.local"
+mkdir -p "$STATE"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+need_tools() {
+    command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup (https://rustup.rs), then re-run."
+    command -v python3 >/dev/null || die "python3 is not installed: apt-get install -y python3 python3-venv, then re-run."
+    python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 cannot make virtualenvs: apt-get install -y python3-venv, then re-run."
+}
+
+# The project-local Python tools (moto, finch-api, pytest), reinstalled when the pins change.
+ensure_venv() {
+    local req="$ROOT/scripts/requirements.txt" stamp="$VENV/.requirements.sha"
+    local want; want=$(sha256sum "$req" | cut -d' ' -f1)
+    if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return
+    fi
+    say "installing Python tools into .venv (moto, finch-api, pytest; ~1 min the first time)"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || die "could not create $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req" \
+        || die "pip could not install scripts/requirements.txt: check access to the Python package index"
+    echo "$want" > "$stamp"
+}
+
+# A free loopback port, chosen by the OS.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits until something answers HTTP on $1 (bounded), else dies with the log $2.
+wait_http() {
+    local url=$1 log=$2 i
+    for i in $(seq 1 300); do
+        if curl -s -o /dev/null "$url"; then return 0; fi
+        sleep 0.1
+    done
+    die "nothing answered on $url after 30 s; see $log"
+}
+
+# Stops a process recorded in $STATE/$1.pid, if it is still running.
+stop_pid() {
+    local f="$STATE/$1.pid"
+    if [ -f "$f" ]; then
+        local pid; pid=$(cat "$f")
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        rm -f "$f"
+    fi
+}
+
+# Starts moto (DynamoDB, KMS, Secrets Manager) on port $1, recording its pid as $2.
+start_moto() {
+    local port=$1 name=$2
+    stop_pid "$name"
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "$STATE/$name.log" 2>&1 &
+    echo $! > "$STATE/$name.pid"
+    wait_http "http://127.0.0.1:$port/moto-api/" "$STATE/$name.log"
+}

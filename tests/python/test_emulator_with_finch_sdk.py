@@ -1,0 +1,106 @@
+"""Finch's official Python SDK against the emulator: every call Perch relies on must parse,
+and the emulator's referee (Finch's OpenAPI document) must find nothing wrong with either the
+SDK's requests or the emulator's answers."""
+
+import urllib.parse
+
+import finch
+import httpx
+import pytest
+
+from conftest import CLIENT_ID, CLIENT_SECRET, control
+
+
+def connect(base, connect_url, state="s-1"):
+    """Logs in at the emulator's Connect page; returns the code from the redirect."""
+    r = httpx.post(connect_url + "&state=" + state,
+                   data={"provider": "gusto", "username": "good_user", "password": "good_pass"})
+    assert r.status_code == 302, r.text
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(r.headers["location"]).query)
+    assert q["state"] == [state]
+    return q["code"][0]
+
+
+def test_connect_flow_through_the_sdk(emulator):
+    app = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, base_url=emulator, max_retries=0)
+    session = app.connect.sessions.new(customer_id="acme", customer_name="Acme", products=["company", "directory"],
+                                       redirect_uri="https://app.test/cb", sandbox="finch")
+    assert session.connect_url.startswith(emulator + "/authorize?session=")
+    again = app.connect.sessions.new(customer_id="acme", customer_name="Acme Corp", products=["company"],
+                                     redirect_uri="https://app.test/cb")
+    assert again.session_id == session.session_id  # staged session refreshed
+
+    code = connect(emulator, session.connect_url)
+    token = app.access_tokens.create(code=code, redirect_uri="https://app.test/cb")
+    assert token.token_type == "bearer" and token.customer_id == "acme" and token.entity_ids
+
+    with pytest.raises(finch.BadRequestError) as used:
+        app.access_tokens.create(code=code, redirect_uri="https://app.test/cb")
+    assert used.value.body["name"] == "invalid_grant_error"
+
+    employer = finch.Finch(access_token=token.access_token, base_url=emulator, max_retries=0)
+    info = employer.account.introspect()
+    assert info.connection_id == token.connection_id
+    assert info.connection_status.status == "connected"
+    company = employer.hris.company.retrieve()
+    assert company.legal_name == "Acme Corp, Inc."
+
+    with pytest.raises(finch.BadRequestError) as exists:
+        app.connect.sessions.new(customer_id="acme", customer_name="Acme", products=["company"])
+    assert exists.value.body["finch_code"] == "connection_already_exists"
+    assert exists.value.body["context"]["connection_id"] == token.connection_id
+
+    reauth = app.connect.sessions.reauthenticate(connection_id=token.connection_id, redirect_uri="https://app.test/cb")
+    code2 = connect(emulator, reauth.connect_url, state="s-2")
+    token2 = app.access_tokens.create(code=code2, redirect_uri="https://app.test/cb")
+    assert token2.connection_id == token.connection_id and token2.access_token != token.access_token
+
+    assert employer.account.disconnect().status == "success"
+    with pytest.raises(finch.AuthenticationError):
+        employer.account.introspect()
+
+    assert control(emulator, "/_emulator/violations") == []
+    seen = control(emulator, "/_emulator/requests")
+    assert seen and all(r["request_id"] for r in seen)
+
+
+def test_codes_expire_after_ten_minutes(emulator):
+    app = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, base_url=emulator, max_retries=0)
+    s = app.connect.sessions.new(customer_id="late", customer_name="Late", products=["company"], redirect_uri="https://app.test/cb")
+    code = connect(emulator, s.connect_url)
+    control(emulator, "/_emulator/clock", {"advance_seconds": 601})
+    with pytest.raises(finch.BadRequestError) as expired:
+        app.access_tokens.create(code=code, redirect_uri="https://app.test/cb")
+    assert expired.value.body["name"] == "invalid_grant_error"
+
+
+def test_wrong_credentials_and_sandbox_and_reauth_flip(emulator):
+    bad = finch.Finch(client_id=CLIENT_ID, client_secret="nope", base_url=emulator, max_retries=0)
+    with pytest.raises(finch.AuthenticationError) as denied:
+        bad.connect.sessions.new(customer_id="x", customer_name="X", products=["company"])
+    assert denied.value.body["finch_code"] == "invalid_client"
+
+    app = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, base_url=emulator, max_retries=0)
+    conn = app.sandbox.connections.create(provider_id="gusto")
+    employer = finch.Finch(access_token=conn.access_token, base_url=emulator, max_retries=0)
+    employer.sandbox.connections.accounts.update(connection_status="reauth")
+    assert employer.account.introspect().connection_status.status == "reauth"
+    with pytest.raises(finch.AuthenticationError) as reauth:
+        employer.hris.company.retrieve()
+    assert reauth.value.body["finch_code"] == "reauthenticate_user"
+
+    control(emulator, f"/_emulator/connections/{conn.connection_id}/status", {"status": "connected"})
+    assert employer.account.introspect().connection_status.status == "connected"
+    assert control(emulator, "/_emulator/violations") == []
+
+
+def test_injected_faults_carry_finch_bodies_and_request_ids(emulator):
+    control(emulator, "/_emulator/faults", {"path": "/introspect", "status": 429, "retry_after": 1, "times": 1})
+    app = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, base_url=emulator, max_retries=0)
+    conn = app.sandbox.connections.create(provider_id="gusto")
+    employer = finch.Finch(access_token=conn.access_token, base_url=emulator, max_retries=0)
+    with pytest.raises(finch.RateLimitError) as limited:
+        employer.account.introspect()
+    assert limited.value.response.headers["finch-request-id"]
+    assert limited.value.response.headers["retry-after"] == "1"
+    assert employer.account.introspect().connection_id == conn.connection_id  # fault used up
