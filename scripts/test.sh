@@ -15,12 +15,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 MOTO_PORT=$(free_port)
 start_moto "$MOTO_PORT" test-moto
-trap 'stop_pid test-moto' EXIT
-export PERCH_TEST_MOTO_URL="http://127.0.0.1:$MOTO_PORT"
-say "moto on $PERCH_TEST_MOTO_URL"
+trap 'stop_pid test-moto; stop_pid test-ddb' EXIT
+# The tests reach AWS exactly as the functions do: through the SDK's standard variables.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
+       AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+say "moto on $AWS_ENDPOINT_URL"
 
 say "running Rust tests (cargo test --workspace)"
 cargo test --workspace --locked
+
+ensure_dynamodb_local
+DDB_PORT=$(free_port)
+start_dynamodb_local "$DDB_PORT" test-ddb
+say "running the stack tests again with DynamoDB on DynamoDB Local (stricter than moto)"
+AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT" cargo test --locked -p perch-tests
 
 say "running the Finch SDK tests of the emulator (pytest)"
 cargo build --locked -p finch-emulator

@@ -296,10 +296,14 @@ fn code_hash(key: &[u8], code: &AuthorizationCode) -> Result<String, Error> {
 /// Completes a Connect flow: state, exchange, ownership, introspection, encrypted storage.
 #[tracing::instrument(skip_all, fields(mode = ?input.mode))]
 pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<CallbackOutcome, Error> {
-    let secrets = app.secrets.get().await?;
-    let now = OffsetDateTime::now_utc();
     let state_gone =
         || Error::invalid("state_invalid", "The state is missing, expired or already used; start Connect again.");
+    // Refuse what cannot succeed before touching Secrets Manager, DynamoDB or Finch.
+    if input.state.is_none() && (input.mode == FlowMode::Redirect || input.caller.is_none()) {
+        return Err(state_gone());
+    }
+    let secrets = app.secrets.get().await?;
+    let now = OffsetDateTime::now_utc();
 
     let flow = match (&input.state, input.mode) {
         (None, FlowMode::Redirect) => return Err(state_gone()),

@@ -3,7 +3,7 @@
 //! SDK and real HTTP.
 //!
 //! moto is one process per test run: `scripts/test.sh` starts it and exports
-//! `PERCH_TEST_MOTO_URL`; a bare `cargo test` starts its own from `.venv` with a watchdog that
+//! `AWS_ENDPOINT_URL`; a bare `cargo test` starts its own from `.venv` with a watchdog that
 //! stops it when the test binary exits. moto's state is shared, so every [`TestStack`] gets
 //! its own table, KMS key and secret (random names), and its own Finch emulator.
 //!
@@ -58,11 +58,8 @@ fn workspace_root() -> std::path::PathBuf {
 pub fn moto_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        if let Ok(u) = std::env::var("PERCH_TEST_MOTO_URL") {
-            return u;
-        }
         let bin = workspace_root().join(".venv/bin/moto_server");
-        assert!(bin.exists(), "moto is not installed: run `scripts/test.sh` (it installs .venv), or set PERCH_TEST_MOTO_URL");
+        assert!(bin.exists(), "moto is not installed: run `scripts/test.sh` (it installs .venv)");
         // Ask the OS for a free port, then hand it to moto.
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
         let script = format!(
@@ -86,8 +83,13 @@ pub fn moto_url() -> String {
     .clone()
 }
 
-/// An SDK configuration aimed at moto.
+/// An SDK configuration aimed at the emulators. Under `scripts/test.sh` the endpoints come from
+/// `AWS_ENDPOINT_URL` (moto) and `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local, in the stricter
+/// pass), read by the SDK exactly as the functions read them; otherwise this binary's own moto.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        return aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    }
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static"))

@@ -321,3 +321,78 @@ async fn the_emulator_refuses_requests_outside_finchs_spec() {
     assert!(fresh.finch.violations().is_empty(), "{:?}", fresh.finch.violations());
     assert!(fresh.finch_calls("POST", "/connect/sessions") >= 2);
 }
+
+#[tokio::test]
+async fn a_rotated_client_secret_is_picked_up_without_a_restart() {
+    let stack = TestStack::start().await;
+    let token = stack.token("acme");
+    let body = json!({"products": ["company"]});
+    assert_eq!(stack.post_json("/connect/sessions", Some(&token), &body).await.status(), 201);
+
+    // Finch's secret was rotated; Perch's cached copy is now wrong: Finch says invalid_client.
+    let secret_id = &stack.config.finch_secret_id;
+    let current: Value = serde_json::from_str(
+        stack.sm.get_secret_value().secret_id(secret_id).send().await.unwrap().secret_string().unwrap(),
+    )
+    .unwrap();
+    stack
+        .finch
+        .shared
+        .world()
+        .faults
+        .push(serde_json::from_value(json!({"path": "/connect/sessions", "status": 401, "times": 1})).unwrap());
+    let (s, p) = problem(stack.post_json("/connect/sessions", Some(&token), &body).await).await;
+    assert_eq!((s, p["code"].as_str().unwrap()), (502, "finch_rejected"));
+    let fetched_before = captured_logs().matches("Finch secret loaded").count();
+
+    // The next request re-reads the secret (the 401 dropped the cache) and succeeds.
+    stack.sm.put_secret_value().secret_id(secret_id).secret_string(current.to_string()).send().await.unwrap();
+    assert_eq!(stack.post_json("/connect/sessions", Some(&token), &body).await.status(), 201);
+    assert!(captured_logs().matches("Finch secret loaded").count() > fetched_before, "the secret was fetched again");
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_500_without_details() {
+    let stack = TestStack::start_with(|env| {
+        env.insert("TABLE_NAME", "perch-no-such-table".into());
+    })
+    .await;
+    let (s, p) = problem(
+        stack.post_json("/connect/sessions", Some(&stack.token("acme")), &json!({"products": ["company"]})).await,
+    )
+    .await;
+    assert_eq!((s, p["code"].as_str().unwrap()), (500, "internal"));
+    assert!(!p.to_string().contains("no-such-table"));
+    assert_eq!(
+        stack.finch_calls("POST", "/connect/sessions"),
+        0,
+        "nothing sent to Finch without a claimed customer id"
+    );
+}
+
+#[tokio::test]
+async fn every_finch_response_is_logged_with_its_request_id() {
+    let stack = TestStack::start().await;
+    stack.connect("acme").await;
+    stack.inject(json!({"path": "/connect/sessions", "status": 400, "times": 1}));
+    let _ = stack
+        .post_json(
+            "/connect/sessions",
+            Some(&stack.token("acme")),
+            &json!({"products": ["company"], "additional": true}),
+        )
+        .await;
+    let logs = captured_logs();
+    // Perch's calls: everything but the employer's browser on the Connect page.
+    let seen: Vec<_> = stack.finch.requests().into_iter().filter(|r| r.path != "/authorize").collect();
+    assert!(seen.len() >= 5);
+    for r in seen {
+        assert!(
+            logs.lines().any(|l| l.contains(&r.request_id) && l.contains("finch call")),
+            "no log line for {} {} ({})",
+            r.method,
+            r.path,
+            r.status
+        );
+    }
+}
