@@ -309,3 +309,8 @@ impl TestStack {
 pub fn location(r: &reqwest::Response) -> String {
     r.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned).expect("Location header")
 }
+
+/// A query parameter of a URL.
+pub fn query(url: &str, key: &str) -> Option<String> {
+    url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}

@@ -1,7 +1,7 @@
 //! Bad input, hostile callers and failing dependencies: each gets a clear problem response,
 //! nothing is half-written, no secret is echoed or logged.
 
-use perch_tests::{TestStack, captured_logs, location};
+use perch_tests::{TestStack, captured_logs, location, query};
 use serde_json::{Value, json};
 
 async fn problem(r: reqwest::Response) -> (u16, Value) {
@@ -16,10 +16,6 @@ async fn problem(r: reqwest::Response) -> (u16, Value) {
         assert_eq!(body["type"], format!("urn:perch:problem:{}", body["code"].as_str().unwrap()));
     }
     (status, body)
-}
-
-fn query(url: &str, key: &str) -> Option<String> {
-    url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 fn with_query(url: &str, key: &str, value: &str) -> String {
@@ -395,4 +391,18 @@ async fn every_finch_response_is_logged_with_its_request_id() {
             r.status
         );
     }
+}
+
+#[tokio::test]
+async fn the_finch_client_does_not_follow_redirects() {
+    let stack = TestStack::start().await;
+    let elsewhere = format!("{}/sandbox/connections", stack.finch.base_url);
+    stack.inject(json!({"path": "/connect/sessions", "status": 307, "location": elsewhere, "times": 1}));
+    let (s, p) = problem(
+        stack.post_json("/connect/sessions", Some(&stack.token("acme")), &json!({"products": ["company"]})).await,
+    )
+    .await;
+    assert_eq!((s, p["code"].as_str().unwrap()), (502, "finch_rejected"));
+    assert_eq!(stack.finch_calls("POST", "/connect/sessions"), 1);
+    assert_eq!(stack.finch_calls("POST", "/sandbox/connections"), 0, "the redirect was not followed");
 }

@@ -1,11 +1,7 @@
 //! The Connect flow end to end: moto + the Finch emulator + Perch's handlers over HTTP.
 
-use perch_tests::{APP_RETURN_URL, TestStack, location};
+use perch_tests::{APP_RETURN_URL, TestStack, location, query};
 use serde_json::{Value, json};
-
-fn query(url: &str, key: &str) -> Option<String> {
-    url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
-}
 
 #[tokio::test]
 async fn redirect_flow_stores_an_encrypted_connection_and_lists_it() {

@@ -154,7 +154,7 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
-fn injected(status: u16, retry_after: Option<u64>) -> Response {
+fn injected(status: u16, retry_after: Option<u64>, location: Option<&str>) -> Response {
     let body = match status {
         429 => {
             json!({"statusCode": 429, "status": 429, "code": 429, "message": "Too many requests", "name": "rate_limit_exceeded_error", "finch_code": "finch_api_ip_rl"})
@@ -205,7 +205,7 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
                 }
                 if let Some(status) = f.status {
                     fault_injected = true;
-                    break 'resp injected(status, f.retry_after);
+                    break 'resp injected(status, f.retry_after, f.location.as_deref());
                 }
             }
         }

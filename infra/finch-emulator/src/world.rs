@@ -88,6 +88,9 @@ pub struct Fault {
     /// How many requests it applies to; forever when absent.
     #[serde(default)]
     pub times: Option<u32>,
+    /// `Location` to send with the injected status (a redirect a client must not follow).
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 /// One request as the emulator saw it.
@@ -95,6 +98,7 @@ pub struct Fault {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// 0 while in flight, and for good when the client gave up (timed out) first.
     pub status: u16,
     pub request_id: String,
     pub injected: bool,
