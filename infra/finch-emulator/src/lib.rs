@@ -167,6 +167,9 @@ fn injected(status: u16, retry_after: Option<u64>, location: Option<&str>) -> Re
         s => json!({"code": s, "name": "injected_error", "message": "Injected by the Finch emulator"}),
     };
     let mut r = api::finch_error(status, body);
+    if let Some(v) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        r.headers_mut().insert("location", v);
+    }
     if let Some(secs) = retry_after
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {
