@@ -34,6 +34,11 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# True when nothing listens on loopback port $1.
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # Waits until something answers HTTP on $1 (bounded), else dies with the log $2.
 wait_http() {
     local url=$1 log=$2 i
@@ -50,6 +55,8 @@ stop_pid() {
     if [ -f "$f" ]; then
         local pid; pid=$(cat "$f")
         kill "$pid" 2>/dev/null || true
+        # Not necessarily our child (an earlier run's), so poll rather than `wait`.
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         wait "$pid" 2>/dev/null || true
         rm -f "$f"
     fi

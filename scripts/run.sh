@@ -17,18 +17,32 @@ MOTO_PORT=${MOTO_PORT:-5000}
 say "building perch-local and the Finch emulator (a cold build takes a few minutes)"
 cargo build --locked -p perch-local -p finch-emulator
 
-stop_pid perch-local
-stop_pid finch-emulator
-cleanup() { stop_pid finch-emulator; stop_pid moto; }
+# A previous stack (this script run before, perhaps still running elsewhere) is replaced.
+for name in perch-local finch-emulator moto; do stop_pid "$name"; done
+for port in "$PORT" "$FINCH_PORT" "$MOTO_PORT"; do
+    port_free "$port" || die "port $port is in use by another program: stop it or choose another (PORT, FINCH_PORT, MOTO_PORT)"
+done
+
+# This run stops only what it started (a newer run may already own the pid files).
+MINE=()
+cleanup() {
+    for pid in "${MINE[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for name in perch-local finch-emulator moto; do
+        if [ -f "$STATE/$name.pid" ] && printf '%s\n' "${MINE[@]}" | grep -qx "$(cat "$STATE/$name.pid" 2>/dev/null)"; then rm -f "$STATE/$name.pid"; fi
+    done
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 say "starting moto on 127.0.0.1:$MOTO_PORT"
 start_moto "$MOTO_PORT" moto
+MINE+=("$(cat "$STATE/moto.pid")")
 
 export FINCH_CLIENT_ID=7f4c5a6e-1d2b-4c3d-9e8f-0a1b2c3d4e5f FINCH_CLIENT_SECRET=finch-emulator-secret
 say "starting the Finch emulator on 127.0.0.1:$FINCH_PORT"
 target/debug/finch-emulator --port "$FINCH_PORT" > "$STATE/finch-emulator.log" 2>&1 &
 echo $! > "$STATE/finch-emulator.pid"
+MINE+=("$!")
 wait_http "http://127.0.0.1:$FINCH_PORT/_emulator/health" "$STATE/finch-emulator.log"
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
@@ -48,4 +62,7 @@ Get a token for customer "acme":
 The README walks through the rest. Ctrl-C stops the stack.
 
 MSG
-target/debug/perch-local
+target/debug/perch-local &
+echo $! > "$STATE/perch-local.pid"
+MINE+=("$!")
+wait "$!"
