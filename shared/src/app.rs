@@ -8,6 +8,7 @@ use aws_config::BehaviorVersion;
 use crate::config::Config;
 use crate::crypto::TokenCipher;
 use crate::error::Error;
+use crate::events::EventPublisher;
 use crate::finch::FinchClient;
 use crate::secrets::SecretCache;
 use crate::store::DynamoStore;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub cipher: TokenCipher,
     pub secrets: SecretCache,
     pub finch: FinchClient,
+    pub events: EventPublisher,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             config.secret_cache_ttl,
         );
         let finch = FinchClient::new(config.finch_api_url.clone(), config.finch_timeout, config.finch_max_retries)?;
-        Ok(Self { config, store, cipher, secrets, finch })
+        let events = EventPublisher::new(aws_sdk_eventbridge::Client::new(sdk), config.event_bus_name.clone());
+        Ok(Self { config, store, cipher, secrets, finch, events })
     }
 }

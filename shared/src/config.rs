@@ -43,6 +43,9 @@ pub struct Config {
     pub state_ttl: Duration,
     /// `SECRET_CACHE_TTL_SECONDS` (default 300): how long the Finch secret is cached.
     pub secret_cache_ttl: Duration,
+    /// `EVENT_BUS_NAME` (optional): the EventBridge bus for status-change events; when unset
+    /// they are only logged.
+    pub event_bus_name: Option<String>,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid { name: "FINCH_MAX_RETRIES", reason: e.to_string() })?,
             state_ttl: Duration::from_secs(number("STATE_TTL_SECONDS", 86_400)?),
             secret_cache_ttl: Duration::from_secs(number("SECRET_CACHE_TTL_SECONDS", 300)?),
+            event_bus_name: get("EVENT_BUS_NAME").filter(|v| !v.trim().is_empty()),
         })
     }
 }

@@ -183,15 +183,27 @@ pub async fn create_session(
             let s = app.finch.reauthenticate_session(&secrets, &body).await?;
             (s.value, Some(existing))
         }
-        Err(Error::Finch(e)) if e.is_finch_code("invalid_client") || e.status == 401 => {
-            app.secrets.invalidate().await;
-            return Err(Error::Finch(e));
-        }
-        Err(e) => return Err(e),
+        Err(e) => return Err(forget_secret_on_auth_failure(app, e).await),
     };
 
+    start_flow(app, &secrets, customer, finch_customer_id, session, req.flow, reauth_of, req.minutes_to_expire).await
+}
+
+/// Stores a pending flow for a new Finch session and hands out its state: in the
+/// `connect_url` for the redirect flow, beside it for the embedded flow.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_flow(
+    app: &AppState,
+    secrets: &crate::secrets::FinchSecrets,
+    customer: &CustomerId,
+    finch_customer_id: FinchCustomerId,
+    session: crate::finch::types::ConnectSession,
+    mode: FlowMode,
+    reauth_of: Option<ConnectionId>,
+    minutes_to_expire: Option<u32>,
+) -> Result<NewSession, Error> {
     let (state_value, state) = state_token::issue(secrets.state_key.expose_secret())?;
-    let ttl = match req.minutes_to_expire {
+    let ttl = match minutes_to_expire {
         Some(m) => app.config.state_ttl.min(std::time::Duration::from_secs(u64::from(m) * 60)),
         None => app.config.state_ttl,
     };
@@ -199,13 +211,13 @@ pub async fn create_session(
         customer: customer.clone(),
         finch_customer_id: finch_customer_id.clone(),
         session_id: session.session_id.clone(),
-        mode: req.flow,
+        mode,
         reauth_of: reauth_of.clone(),
         expires_at: OffsetDateTime::now_utc() + ttl,
     };
     app.store.put_state(state.id(), &flow).await?;
 
-    let (connect_url, state) = match req.flow {
+    let (connect_url, state) = match mode {
         FlowMode::Redirect => {
             let mut url = url::Url::parse(&session.connect_url)
                 .map_err(|e| Error::internal_from("Finch returned an unparseable connect_url", e))?;
@@ -218,11 +230,20 @@ pub async fn create_session(
     Ok(NewSession {
         session_id: session.session_id,
         connect_url,
-        flow: req.flow,
+        flow: mode,
         state,
         finch_customer_id,
         reauthenticates: reauth_of,
     })
+}
+
+/// A 401 on a client-authenticated call means the cached client secret is stale (rotated):
+/// drop it so the next request reads the current one.
+pub(crate) async fn forget_secret_on_auth_failure(app: &AppState, e: Error) -> Error {
+    if matches!(&e, Error::Finch(f) if f.status == 401) {
+        app.secrets.invalidate().await;
+    }
+    e
 }
 
 /// Picks and claims the Finch `customer_id` for this session (see the module docs).
@@ -348,9 +369,8 @@ pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<C
                 "The authorization code is invalid, expired or already used; start Connect again.",
             ));
         }
-        Err(Error::Finch(e)) if e.status == 401 => {
-            app.secrets.invalidate().await;
-            return Err(Error::Finch(e));
+        Err(e @ Error::Finch(_)) if matches!(&e, Error::Finch(f) if f.status == 401) => {
+            return Err(forget_secret_on_auth_failure(app, e).await);
         }
         Err(e @ Error::FinchTransport { maybe_sent: false, .. }) => {
             app.store.abandon_exchange(&hash).await?;
@@ -441,9 +461,12 @@ pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<C
         attempt += 1;
         let existing = app.store.get_connection(&connection_id).await?;
         let now = OffsetDateTime::now_utc();
-        let (created_at, expected) = match &existing {
-            None => (now, None),
-            Some(rec) if rec.customer == customer => (rec.created_at, Some(rec.version)),
+        let (created_at, expected, checked_at) = match &existing {
+            None => (now, None, None),
+            Some(rec) if rec.customer == customer && rec.is_disconnecting_or_gone() => {
+                return Err(Error::conflict("connection_disconnected", "This connection has been disconnected."));
+            }
+            Some(rec) if rec.customer == customer => (rec.created_at, Some(rec.version), rec.checked_at),
             Some(_) => {
                 tracing::error!(connection_id = %connection_id, "connection is held by another customer; not stored");
                 return Err(Error::invalid(
@@ -467,12 +490,26 @@ pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<C
             created_at,
             updated_at: now,
             last_finch_request_id: request_id.clone(),
+            status_observed_at: introspection.as_ref().map(|_| now),
+            checked_at,
+            disconnected_at: None,
             version: expected.map_or(1, |v| v + 1),
-            token: encrypted.clone(),
+            token: Some(encrypted.clone()),
         };
         match app.store.save_connection(&record, expected, Some(&hash)).await {
             Ok(outcome) => {
                 tracing::info!(connection_id = %connection_id, outcome = ?outcome, "connection stored");
+                app.events
+                    .publish(&crate::events::StatusChanged {
+                        connection_id: connection_id.clone(),
+                        customer_id: customer.clone(),
+                        provider_id: record.provider_id.clone(),
+                        previous_status: existing.as_ref().map(|r| r.status.clone()),
+                        status: record.status.clone(),
+                        source: if existing.is_some() { "reauthenticate" } else { "connect" },
+                        observed_at: now,
+                    })
+                    .await;
                 let outcome = match outcome {
                     SaveOutcome::Created => "created",
                     SaveOutcome::Replaced => "reauthenticated",
@@ -488,8 +525,9 @@ pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<C
     }
 }
 
-fn summary(r: &ConnectionRecord) -> ConnectionSummary {
+pub(crate) fn summary(r: &ConnectionRecord) -> ConnectionSummary {
     ConnectionSummary {
+        checked_at: r.checked_at,
         connection_id: r.connection_id.clone(),
         provider_id: r.provider_id.clone(),
         company_name: r.company_name.clone(),

@@ -73,6 +73,11 @@ pub fn json_response<T: Serialize>(status: u16, value: &T) -> Response<Body> {
     }
 }
 
+/// A 204 with no body.
+pub fn no_content() -> Response<Body> {
+    base_response(204, Vec::new(), "application/json")
+}
+
 /// A 302 to `location` (which must never carry a secret).
 pub fn redirect_response(location: &str) -> Response<Body> {
     let mut resp = base_response(302, Vec::new(), "text/plain");

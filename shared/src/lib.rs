@@ -10,6 +10,8 @@
 //! - [`store`]: connections, Finch customer-id claims, states and code markers in DynamoDB;
 //! - [`finch`]: the Finch API client, with Finch's retry rules and request-id logging;
 //! - [`connect`]: the Connect flow itself;
+//! - [`lifecycle`]: re-authentication and disconnection;
+//! - [`events`]: status-change events for the app (EventBridge);
 //! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge.
 
 pub mod app;
@@ -17,8 +19,10 @@ pub mod config;
 pub mod connect;
 pub mod crypto;
 pub mod error;
+pub mod events;
 pub mod finch;
 pub mod http;
+pub mod lifecycle;
 pub mod secrets;
 pub mod state_token;
 pub mod store;

@@ -37,6 +37,8 @@ pub enum Function {
     CreateConnectSession,
     OauthCallback,
     ListConnections,
+    CreateReauthSession,
+    Disconnect,
 }
 
 /// The routes of `template.yaml` (a test keeps the two in step).
@@ -45,7 +47,32 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/connect/callback", Function::OauthCallback, false),
     ("POST", "/connect/callback", Function::OauthCallback, true),
     ("GET", "/connections", Function::ListConnections, true),
+    ("POST", "/connections/{id}/reauthenticate", Function::CreateReauthSession, true),
+    ("DELETE", "/connections/{id}", Function::Disconnect, true),
 ];
+
+/// Matches a concrete path against a route template, returning the path parameters.
+pub fn match_template(template: &str, path: &str) -> Option<HashMap<String, String>> {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = HashMap::new();
+    for (a, b) in t.iter().zip(&p) {
+        match a.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+            Some(name) if !b.is_empty() => {
+                let decoded =
+                    url::form_urlencoded::parse(format!("v={b}").as_bytes()).next().map(|(_, v)| v.into_owned());
+                params.insert(name.to_owned(), decoded.unwrap_or_default());
+            }
+            Some(_) => return None,
+            None if a == b => {}
+            None => return None,
+        }
+    }
+    Some(params)
+}
 
 /// The development JWT issuer and verifier (API Gateway's authorizer, locally).
 #[derive(Clone)]
@@ -128,7 +155,9 @@ pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
     r = r
         .route("/connect/sessions", post(dispatch))
         .route("/connect/callback", get(dispatch).post(dispatch))
-        .route("/connections", get(dispatch));
+        .route("/connections", get(dispatch))
+        .route("/connections/{id}", axum::routing::delete(dispatch))
+        .route("/connections/{id}/reauthenticate", post(dispatch));
     r.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }).with_state(state)
 }
 
@@ -181,7 +210,10 @@ fn issue_response(s: &Local, customer: &str, ttl: i64) -> Response {
 async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let Some(&(_, _, function, needs_jwt)) = ROUTES.iter().find(|(m, p, _, _)| *m == method.as_str() && *p == path)
+    let Some((&(_, template, function, needs_jwt), params)) = ROUTES
+        .iter()
+        .filter(|(m, ..)| *m == method.as_str())
+        .find_map(|r| match_template(r.1, &path).map(|params| (r, params)))
     else {
         return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response();
     };
@@ -199,11 +231,13 @@ async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
         return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(json!({"message": "Request Entity Too Large"})))
             .into_response();
     };
-    let lreq = to_lambda(&parts, bytes, &method, &path, claims);
+    let lreq = to_lambda(&parts, bytes, &method, template, claims, params);
     let resp = match function {
         Function::CreateConnectSession => create_connect_session::handle(&s.app, lreq).await,
         Function::OauthCallback => oauth_callback::handle(&s.app, lreq).await,
         Function::ListConnections => list_connections::handle(&s.app, lreq).await,
+        Function::CreateReauthSession => create_reauth_session::handle(&s.app, lreq).await,
+        Function::Disconnect => disconnect::handle(&s.app, lreq).await,
     };
     from_lambda(resp)
 }
@@ -212,8 +246,9 @@ fn to_lambda(
     parts: &axum::http::request::Parts,
     bytes: Bytes,
     method: &Method,
-    path: &str,
+    template: &str,
     claims: Option<HashMap<String, String>>,
+    params: HashMap<String, String>,
 ) -> lambda_http::Request {
     let mut query: HashMap<String, Vec<String>> = HashMap::new();
     if let Some(q) = parts.uri.query() {
@@ -222,11 +257,11 @@ fn to_lambda(
         }
     }
     let mut ctx = ApiGatewayV2httpRequestContext::default();
-    ctx.route_key = Some(format!("{method} {path}"));
+    ctx.route_key = Some(format!("{method} {template}"));
     ctx.request_id = Some(uuid_like());
     ctx.stage = Some("$default".into());
     ctx.http.method = method.clone();
-    ctx.http.path = Some(path.to_owned());
+    ctx.http.path = Some(parts.uri.path().to_owned());
     if let Some(claims) = claims {
         let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
         jwt.claims = claims;
@@ -240,7 +275,9 @@ fn to_lambda(
         builder = builder.header(k, v);
     }
     let req = builder.body(body).unwrap_or_default();
-    req.with_query_string_parameters(query).with_request_context(RequestContext::ApiGatewayV2(ctx))
+    req.with_query_string_parameters(query)
+        .with_path_parameters(params)
+        .with_request_context(RequestContext::ApiGatewayV2(ctx))
 }
 
 fn uuid_like() -> String {

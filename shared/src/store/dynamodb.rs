@@ -12,7 +12,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{ConnectionRecord, ConnectionSummary, ExchangeStart, FlowMode, Page, PendingFlow, SaveOutcome};
+use super::{
+    ConnectionRecord, ConnectionSummary, DISCONNECTING, ExchangeStart, FlowMode, Observation, Page, PendingFlow,
+    SaveOutcome,
+};
 use crate::crypto::EncryptedToken;
 use crate::error::Error;
 use crate::types::{ConnectionId, ConnectionStatus, CustomerId, FinchCustomerId};
@@ -31,6 +34,7 @@ pub const LISTING_ATTRIBUTES: &[&str] = &[
     "finch_customer_id",
     "created_at",
     "updated_at",
+    "checked_at",
 ];
 
 /// How long a code-exchange marker is kept: codes live 10 minutes, replays come later.
@@ -57,8 +61,15 @@ fn list(v: &[String]) -> AttributeValue {
     AttributeValue::L(v.iter().map(|x| s(x.clone())).collect())
 }
 
+/// Timestamps are stored as fixed-width RFC 3339 (UTC, microseconds), so DynamoDB's string
+/// comparison orders them in time — the webhook's "only if newer" condition relies on it.
+pub(crate) fn stamp(t: OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
+}
+
 fn ts(t: OffsetDateTime) -> AttributeValue {
-    s(t.format(&Rfc3339).unwrap_or_default())
+    s(stamp(t))
 }
 
 fn get_s<'a>(item: &'a Item, k: &str) -> Result<&'a str, Error> {
@@ -91,6 +102,14 @@ fn get_ts(item: &Item, k: &str) -> Result<OffsetDateTime, Error> {
         .map_err(|e| Error::internal_from(format!("stored {k} is not RFC 3339"), e))
 }
 
+fn opt_ts(item: &Item, k: &str) -> Result<Option<OffsetDateTime>, Error> {
+    if item.contains_key(k) { get_ts(item, k).map(Some) } else { Ok(None) }
+}
+
+fn is_ccf<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
+}
+
 fn conn_pk(id: &ConnectionId) -> String {
     format!("CONN#{id}")
 }
@@ -100,7 +119,7 @@ fn cust_pk(c: &CustomerId) -> String {
 }
 
 fn sort_key(created_at: OffsetDateTime, id: &ConnectionId) -> String {
-    format!("{}#{id}", created_at.format(&Rfc3339).unwrap_or_default())
+    format!("{}#{id}", stamp(created_at))
 }
 
 fn ddb_err<E, R>(operation: &'static str, e: SdkError<E, R>) -> Error
@@ -131,11 +150,25 @@ impl ConnectionRecord {
             ("created_at".into(), ts(self.created_at)),
             ("updated_at".into(), ts(self.updated_at)),
             ("version".into(), n(self.version)),
-            ("token_ciphertext".into(), s(STANDARD.encode(&self.token.ciphertext))),
-            ("token_key_id".into(), s(self.token.key_id.clone())),
-            ("gsi1pk".into(), s(cust_pk(&self.customer))),
-            ("gsi1sk".into(), s(sort_key(self.created_at, &self.connection_id))),
         ]);
+        if let Some(t) = &self.token {
+            item.insert("token_ciphertext".into(), s(STANDARD.encode(&t.ciphertext)));
+            item.insert("token_key_id".into(), s(t.key_id.clone()));
+        }
+        // Tombstones leave the customer's listing.
+        if self.disconnected_at.is_none() {
+            item.insert("gsi1pk".into(), s(cust_pk(&self.customer)));
+            item.insert("gsi1sk".into(), s(sort_key(self.created_at, &self.connection_id)));
+        }
+        for (k, v) in [
+            ("status_observed_at", self.status_observed_at),
+            ("checked_at", self.checked_at),
+            ("disconnected_at", self.disconnected_at),
+        ] {
+            if let Some(t) = v {
+                item.insert(k.into(), ts(t));
+            }
+        }
         for (k, v) in [
             ("company_name", &self.company_name),
             ("status_message", &self.status_message),
@@ -151,9 +184,15 @@ impl ConnectionRecord {
     }
 
     fn from_item(item: &Item) -> Result<Self, Error> {
-        let ciphertext = STANDARD
-            .decode(get_s(item, "token_ciphertext")?)
-            .map_err(|e| Error::internal_from("stored token_ciphertext is not base64", e))?;
+        let token = match (opt_s(item, "token_ciphertext"), opt_s(item, "token_key_id")) {
+            (Some(ct), Some(key_id)) => Some(EncryptedToken {
+                ciphertext: STANDARD
+                    .decode(ct)
+                    .map_err(|e| Error::internal_from("stored token_ciphertext is not base64", e))?,
+                key_id,
+            }),
+            _ => None,
+        };
         Ok(Self {
             connection_id: ConnectionId::parse(get_s(item, "connection_id")?)?,
             customer: CustomerId::parse(get_s(item, "customer_id")?)?,
@@ -170,7 +209,10 @@ impl ConnectionRecord {
             updated_at: get_ts(item, "updated_at")?,
             last_finch_request_id: opt_s(item, "last_finch_request_id"),
             version: u64::try_from(get_n(item, "version")?).map_err(|e| Error::internal_from("negative version", e))?,
-            token: EncryptedToken { ciphertext, key_id: get_s(item, "token_key_id")?.to_owned() },
+            status_observed_at: opt_ts(item, "status_observed_at")?,
+            checked_at: opt_ts(item, "checked_at")?,
+            disconnected_at: opt_ts(item, "disconnected_at")?,
+            token,
         })
     }
 }
@@ -187,6 +229,7 @@ impl ConnectionSummary {
             finch_customer_id: FinchCustomerId::parse(get_s(item, "finch_customer_id")?)?,
             created_at: get_ts(item, "created_at")?,
             updated_at: get_ts(item, "updated_at")?,
+            checked_at: opt_ts(item, "checked_at")?,
         })
     }
 }
@@ -481,6 +524,265 @@ impl DynamoStore {
         let next_cursor = out.last_evaluated_key.as_ref().map(encode_cursor).transpose()?;
         Ok(Page { items, next_cursor })
     }
+
+    /// Records a status check, unless the connection changed since it was read at
+    /// `expected_version` (a webhook, a reauthentication or a disconnect got there first: their
+    /// data is newer). `Ok(false)` when the write was refused for that reason.
+    pub async fn record_check(
+        &self,
+        id: &ConnectionId,
+        expected_version: u64,
+        obs: &Observation,
+    ) -> Result<bool, Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut set = vec![
+            "#status = :status",
+            "status_observed_at = :observed",
+            "checked_at = :now",
+            "updated_at = :now",
+            "#version = #version + :one",
+        ];
+        let mut remove = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(conn_pk(id)))
+            .condition_expression("#version = :expected AND NOT #status IN (:disconnecting, :disconnected)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":status", s(obs.status.as_str()))
+            .expression_attribute_values(":observed", ts(obs.observed_at))
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expected", n(expected_version))
+            .expression_attribute_values(":disconnecting", s(DISCONNECTING))
+            .expression_attribute_values(":disconnected", s("disconnected"));
+        for (attr, placeholder, value) in [
+            ("status_message", ":message", &obs.status_message),
+            ("last_successful_sync", ":sync", &obs.last_successful_sync),
+            ("last_finch_request_id", ":rid", &obs.request_id),
+        ] {
+            match value {
+                Some(v) => {
+                    set.push(match attr {
+                        "status_message" => "status_message = :message",
+                        "last_successful_sync" => "last_successful_sync = :sync",
+                        _ => "last_finch_request_id = :rid",
+                    });
+                    req = req.expression_attribute_values(placeholder, s(v.clone()));
+                }
+                None if attr != "last_finch_request_id" => remove.push(attr),
+                None => {}
+            }
+        }
+        if let Some(p) = &obs.products {
+            set.push("products = :products");
+            req = req.expression_attribute_values(":products", list(p));
+        }
+        if let Some(e) = &obs.entity_ids {
+            set.push("entity_ids = :entities");
+            req = req.expression_attribute_values(":entities", list(e));
+        }
+        let mut expr = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        match req.update_expression(expr).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_ccf(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
+    /// Applies a status Finch pushed (webhook) if it is newer than what is stored. Returns the
+    /// status it replaced, or `None` when the connection is unknown, gone, or already newer.
+    pub async fn apply_pushed_status(
+        &self,
+        id: &ConnectionId,
+        status: &ConnectionStatus,
+        observed_at: OffsetDateTime,
+        event_id: &str,
+    ) -> Result<Option<(ConnectionRecord, ConnectionStatus)>, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(conn_pk(id)))
+            .update_expression(
+                "SET #status = :status, status_observed_at = :observed, updated_at = :now, last_event_id = :event, \
+                 #version = #version + :one REMOVE status_message",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND #kind = :connection AND NOT #status IN (:disconnecting, :disconnected) \
+                 AND (attribute_not_exists(status_observed_at) OR status_observed_at < :observed)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":observed", ts(observed_at))
+            .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
+            .expression_attribute_values(":event", s(event_id))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":connection", s("connection"))
+            .expression_attribute_values(":disconnecting", s(DISCONNECTING))
+            .expression_attribute_values(":disconnected", s("disconnected"))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_NEW returned nothing"))?;
+                let rec = ConnectionRecord::from_item(&item)?;
+                Ok(Some((rec, status.clone())))
+            }
+            Err(e) if is_ccf(&e) => Ok(None),
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
+    /// Remembers a webhook event id; `Ok(false)` if it was seen before (a redelivery).
+    pub async fn mark_event(&self, event_id: &str, ttl_secs: i64) -> Result<bool, Error> {
+        let now = OffsetDateTime::now_utc();
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(HashMap::from([
+                ("pk".into(), s(format!("EVENT#{event_id}"))),
+                ("kind".into(), s("event")),
+                ("received_at".into(), ts(now)),
+                ("expires_at".into(), n(now.unix_timestamp() + ttl_secs)),
+            ])))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_ccf(&e) => Ok(false),
+            Err(e) => Err(ddb_err("PutItem", e)),
+        }
+    }
+
+    /// Forgets an event id, so that Finch's redelivery is processed (after a failure).
+    pub async fn unmark_event(&self, event_id: &str) -> Result<(), Error> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("EVENT#{event_id}")))
+            .send()
+            .await
+            .map_err(|e| ddb_err("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// First step of a disconnect: marks the connection `disconnecting` (from `expected_version`).
+    /// `Ok(false)` if it changed meanwhile.
+    pub async fn mark_disconnecting(&self, id: &ConnectionId, expected_version: u64) -> Result<bool, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(conn_pk(id)))
+            .update_expression("SET #status = :disconnecting, updated_at = :now, #version = #version + :one")
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":disconnecting", s(DISCONNECTING))
+            .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_ccf(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
+    /// Last step of a disconnect: destroys the ciphertext and leaves a tombstone (id, customer,
+    /// provider, times, last Finch-Request-Id) outside the customer's listing. `Ok(false)` if
+    /// the connection is not `disconnecting` (another call finished first).
+    pub async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>) -> Result<bool, Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(conn_pk(id)))
+            .condition_expression("#status = :disconnecting")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":disconnecting", s(DISCONNECTING))
+            .expression_attribute_values(":disconnected", s("disconnected"))
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":one", n(1));
+        let set = match request_id {
+            Some(r) => {
+                req = req.expression_attribute_values(":rid", s(r));
+                "SET #status = :disconnected, disconnected_at = :now, updated_at = :now, #version = #version + :one, last_finch_request_id = :rid"
+            }
+            None => {
+                "SET #status = :disconnected, disconnected_at = :now, updated_at = :now, #version = #version + :one"
+            }
+        };
+        let res =
+            req.update_expression(format!("{set} REMOVE token_ciphertext, token_key_id, gsi1pk, gsi1sk")).send().await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_ccf(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
+    /// One page of one parallel-scan segment: live connections not checked since `cutoff`.
+    /// Memory is bounded by `limit`, whatever the table size.
+    pub async fn scan_due(
+        &self,
+        segment: i32,
+        total_segments: i32,
+        start: Option<&str>,
+        limit: i32,
+        cutoff: OffsetDateTime,
+    ) -> Result<ScanPage, Error> {
+        let mut q = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(segment)
+            .total_segments(total_segments)
+            .limit(limit)
+            .filter_expression(
+                "#kind = :connection AND NOT #status IN (:disconnecting, :disconnected) \
+                 AND (attribute_not_exists(checked_at) OR checked_at < :cutoff) \
+                 AND (attribute_not_exists(status_observed_at) OR status_observed_at < :cutoff)",
+            )
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":connection", s("connection"))
+            .expression_attribute_values(":disconnecting", s(DISCONNECTING))
+            .expression_attribute_values(":disconnected", s("disconnected"))
+            .expression_attribute_values(":cutoff", ts(cutoff));
+        if let Some(pk) = start {
+            q = q.exclusive_start_key("pk", s(pk));
+        }
+        let out = q.send().await.map_err(|e| ddb_err("Scan", e))?;
+        let items = out.items().iter().map(ConnectionRecord::from_item).collect::<Result<Vec<_>, _>>()?;
+        let next = out.last_evaluated_key.as_ref().map(|k| get_s(k, "pk").map(str::to_owned)).transpose()?;
+        Ok(ScanPage { items, next, scanned: out.scanned_count })
+    }
+}
+
+/// One page of a scan segment.
+#[derive(Debug)]
+pub struct ScanPage {
+    pub items: Vec<ConnectionRecord>,
+    /// Where the segment continues (`pk` of the last item read), if it does.
+    pub next: Option<String>,
+    /// Items read, before the filter.
+    pub scanned: i32,
 }
 
 /// A cursor names only the position (sort key and connection id); the partition is always the

@@ -27,7 +27,7 @@ pub mod schema;
 
 use time::OffsetDateTime;
 
-pub use dynamodb::{DynamoStore, INDEX_BY_CUSTOMER, LISTING_ATTRIBUTES};
+pub use dynamodb::{DynamoStore, INDEX_BY_CUSTOMER, LISTING_ATTRIBUTES, ScanPage};
 
 use crate::crypto::EncryptedToken;
 use crate::types::{ConnectionId, ConnectionStatus, CustomerId, FinchCustomerId};
@@ -51,9 +51,40 @@ pub struct ConnectionRecord {
     pub updated_at: OffsetDateTime,
     /// The `Finch-Request-Id`-bearing call that last changed this record, for support.
     pub last_finch_request_id: Option<String>,
+    /// When Finch's status was observed (an introspection, or a webhook's timestamp): a
+    /// status is only ever replaced by one observed later.
+    pub status_observed_at: Option<OffsetDateTime>,
+    /// When the status sweep last checked this connection.
+    pub checked_at: Option<OffsetDateTime>,
+    /// Set on the tombstone a disconnect leaves.
+    pub disconnected_at: Option<OffsetDateTime>,
     /// Optimistic-concurrency counter; bumped by every write.
     pub version: u64,
-    pub token: EncryptedToken,
+    /// `None` once disconnected: the ciphertext is destroyed, the tombstone kept.
+    pub token: Option<EncryptedToken>,
+}
+
+impl ConnectionRecord {
+    /// Whether a disconnect has started or finished.
+    pub fn is_disconnecting_or_gone(&self) -> bool {
+        matches!(self.status.as_str(), DISCONNECTING | "disconnected")
+    }
+}
+
+/// The status of a connection whose disconnect has started but not finished.
+pub const DISCONNECTING: &str = "disconnecting";
+
+/// What a status check or a webhook learned about a connection.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub status: ConnectionStatus,
+    pub status_message: Option<String>,
+    pub last_successful_sync: Option<String>,
+    /// `None` leaves the stored value alone (a webhook does not carry them).
+    pub products: Option<Vec<String>>,
+    pub entity_ids: Option<Vec<String>>,
+    pub request_id: Option<String>,
+    pub observed_at: OffsetDateTime,
 }
 
 /// The listing view of a connection (what the `by_customer` index projects).
@@ -70,6 +101,9 @@ pub struct ConnectionSummary {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// When the status sweep last checked the connection.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub checked_at: Option<OffsetDateTime>,
 }
 
 /// Which Connect flow a state belongs to.

@@ -1,0 +1,174 @@
+//! Keeping a connection: re-authentication and disconnection.
+//!
+//! **Re-authentication** keeps the `connection_id` and issues a new token. Perch asks Finch for
+//! a reauthentication session and hands out a state like the first connect; the callback then
+//! swaps the new ciphertext in with one write conditioned on the stored `version`, so a
+//! concurrent status check or webhook cannot interleave, and the old ciphertext stays until
+//! that write commits.
+//!
+//! **Disconnection** is three steps, each safe to repeat, so a retry after any failure finishes
+//! the job: mark the connection `disconnecting`; call Finch's `/disconnect` with the token
+//! (a 401 there means the token is already revoked, which is the goal); destroy the ciphertext
+//! and keep a tombstone (id, customer, provider, times, last `Finch-Request-Id`) for audit.
+//! Once the ciphertext is gone Finch is never called again for that connection. Billing at
+//! Finch continues until `/disconnect` succeeds, which is why the state machine insists on it.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::app::AppState;
+use crate::connect::{NewSession, forget_secret_on_auth_failure, start_flow};
+use crate::error::Error;
+use crate::events::StatusChanged;
+use crate::finch::types::ReauthenticateRequest;
+use crate::store::{ConnectionRecord, FlowMode};
+use crate::types::{ConnectionId, ConnectionStatus, CustomerId, Product};
+
+/// `POST /connections/{id}/reauthenticate` body; everything optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthRequest {
+    #[serde(default)]
+    pub flow: Option<FlowMode>,
+    #[serde(default)]
+    pub products: Option<Vec<Product>>,
+    #[serde(default)]
+    pub minutes_to_expire: Option<u32>,
+}
+
+impl ReauthRequest {
+    fn validate(&self) -> Result<(), Error> {
+        if let Some(p) = &self.products {
+            let mut seen = std::collections::HashSet::new();
+            if p.is_empty() || !p.iter().all(|x| seen.insert(*x)) {
+                return Err(Error::invalid("invalid_products", "`products` must list distinct Finch products."));
+            }
+        }
+        if self.minutes_to_expire.is_some_and(|m| !(1..=129_600).contains(&m)) {
+            return Err(Error::invalid(
+                "invalid_minutes_to_expire",
+                "`minutes_to_expire` must be between 1 and 129600.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The caller's live connection, or 404 — for a foreign, unknown, malformed or gone id alike.
+async fn owned_connection(app: &AppState, customer: &CustomerId, raw_id: &str) -> Result<ConnectionRecord, Error> {
+    let id = ConnectionId::parse(raw_id).map_err(|_| Error::NotFound("connection"))?;
+    match app.store.get_connection(&id).await? {
+        Some(rec) if rec.customer == *customer => Ok(rec),
+        _ => Err(Error::NotFound("connection")),
+    }
+}
+
+/// Starts a re-authentication of one of the caller's connections.
+#[tracing::instrument(skip_all, fields(customer = %customer))]
+pub async fn reauthenticate(
+    app: &AppState,
+    customer: &CustomerId,
+    raw_id: &str,
+    req: &ReauthRequest,
+) -> Result<NewSession, Error> {
+    req.validate()?;
+    let rec = owned_connection(app, customer, raw_id).await?;
+    if rec.is_disconnecting_or_gone() {
+        return Err(Error::NotFound("connection"));
+    }
+    let secrets = app.secrets.get().await?;
+    let mode = req.flow.unwrap_or(FlowMode::Redirect);
+    let redirect_uri = (mode == FlowMode::Redirect).then(|| app.config.redirect_uri.as_str());
+    let body = ReauthenticateRequest {
+        connection_id: rec.connection_id.as_str(),
+        minutes_to_expire: req.minutes_to_expire,
+        products: req.products.as_deref(),
+        redirect_uri,
+    };
+    let session = match app.finch.reauthenticate_session(&secrets, &body).await {
+        Ok(s) => s.value,
+        Err(Error::Finch(e)) if e.status == 400 => {
+            tracing::warn!(connection_id = %rec.connection_id, error = %e, "Finch no longer knows this connection");
+            return Err(Error::conflict(
+                "connection_not_found_at_finch",
+                "Finch no longer has this connection; disconnect it and connect again.",
+            ));
+        }
+        Err(e) => return Err(forget_secret_on_auth_failure(app, e).await),
+    };
+    start_flow(
+        app,
+        &secrets,
+        customer,
+        rec.finch_customer_id,
+        session,
+        mode,
+        Some(rec.connection_id),
+        req.minutes_to_expire,
+    )
+    .await
+}
+
+/// What a disconnect found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disconnected {
+    /// This call completed the disconnect.
+    Now,
+    /// It was already complete.
+    Already,
+}
+
+/// How often a disconnect re-reads after losing a race before giving up with a 409.
+const DISCONNECT_ATTEMPTS: u32 = 4;
+
+/// Disconnects one of the caller's connections (see the module docs). Idempotent.
+#[tracing::instrument(skip_all, fields(customer = %customer))]
+pub async fn disconnect(app: &AppState, customer: &CustomerId, raw_id: &str) -> Result<Disconnected, Error> {
+    for _ in 0..DISCONNECT_ATTEMPTS {
+        let rec = owned_connection(app, customer, raw_id).await?;
+        match rec.status.as_str() {
+            "disconnected" => return Ok(Disconnected::Already),
+            crate::store::DISCONNECTING => {}
+            _ => {
+                if !app.store.mark_disconnecting(&rec.connection_id, rec.version).await? {
+                    continue;
+                }
+            }
+        }
+        let request_id = match &rec.token {
+            Some(ciphertext) => {
+                let token = app.cipher.decrypt(ciphertext, &rec.connection_id, &rec.customer).await?;
+                match app.finch.disconnect(&token).await {
+                    Ok(t) => t.request_id,
+                    // The token is already revoked (disconnected at Finch before): the goal.
+                    Err(Error::Finch(e)) if e.status == 401 => {
+                        tracing::info!(connection_id = %rec.connection_id, finch_request_id = ?e.request_id, "Finch says the token is already revoked");
+                        e.request_id.clone()
+                    }
+                    Err(e) => {
+                        tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "Finch disconnect failed; the connection stays disconnecting until a retry");
+                        return Err(e);
+                    }
+                }
+            }
+            None => rec.last_finch_request_id.clone(),
+        };
+        if app.store.tombstone(&rec.connection_id, request_id.as_deref()).await? {
+            tracing::info!(connection_id = %rec.connection_id, finch_request_id = ?request_id, "connection disconnected; token destroyed");
+            app.events
+                .publish(&StatusChanged {
+                    connection_id: rec.connection_id.clone(),
+                    customer_id: rec.customer.clone(),
+                    provider_id: rec.provider_id.clone(),
+                    previous_status: Some(rec.status.clone()).filter(|s| s.as_str() != crate::store::DISCONNECTING),
+                    status: ConnectionStatus::Disconnected,
+                    source: "disconnect",
+                    observed_at: OffsetDateTime::now_utc(),
+                })
+                .await;
+            return Ok(Disconnected::Now);
+        }
+    }
+    Err(Error::conflict("connection_busy", "The connection kept changing; try again."))
+}
