@@ -39,6 +39,9 @@ start_moto "$MOTO_PORT" moto
 MINE+=("$(cat "$STATE/moto.pid")")
 
 export FINCH_CLIENT_ID=7f4c5a6e-1d2b-4c3d-9e8f-0a1b2c3d4e5f FINCH_CLIENT_SECRET=finch-emulator-secret
+# The emulator signs status-change webhooks to Perch with the secret Perch is given.
+FINCH_WEBHOOK_SECRET=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+export FINCH_WEBHOOK_SECRET FINCH_WEBHOOK_URL="http://127.0.0.1:$PORT/finch/webhooks"
 say "starting the Finch emulator on 127.0.0.1:$FINCH_PORT"
 target/debug/finch-emulator --port "$FINCH_PORT" > "$STATE/finch-emulator.log" 2>&1 &
 echo $! > "$STATE/finch-emulator.pid"

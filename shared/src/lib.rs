@@ -12,6 +12,7 @@
 //! - [`connect`]: the Connect flow itself;
 //! - [`lifecycle`]: re-authentication and disconnection;
 //! - [`events`]: status-change events for the app (EventBridge);
+//! - [`webhook`]: Finch webhooks, verified and applied;
 //! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge.
 
 pub mod app;
@@ -28,6 +29,7 @@ pub mod state_token;
 pub mod store;
 pub mod telemetry;
 pub mod types;
+pub mod webhook;
 
 pub use app::AppState;
 pub use config::Config;

@@ -127,14 +127,13 @@ const DISCONNECT_ATTEMPTS: u32 = 4;
 pub async fn disconnect(app: &AppState, customer: &CustomerId, raw_id: &str) -> Result<Disconnected, Error> {
     for _ in 0..DISCONNECT_ATTEMPTS {
         let rec = owned_connection(app, customer, raw_id).await?;
-        match rec.status.as_str() {
-            "disconnected" => return Ok(Disconnected::Already),
-            crate::store::DISCONNECTING => {}
-            _ => {
-                if !app.store.mark_disconnecting(&rec.connection_id, rec.version).await? {
-                    continue;
-                }
-            }
+        if rec.disconnected_at.is_some() {
+            return Ok(Disconnected::Already);
+        }
+        if rec.status.as_str() != crate::store::DISCONNECTING
+            && !app.store.mark_disconnecting(&rec.connection_id, rec.version).await?
+        {
+            continue;
         }
         let request_id = match &rec.token {
             Some(ciphertext) => {

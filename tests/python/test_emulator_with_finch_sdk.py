@@ -104,3 +104,34 @@ def test_injected_faults_carry_finch_bodies_and_request_ids(emulator):
     assert limited.value.response.headers["finch-request-id"]
     assert limited.value.response.headers["retry-after"] == "1"
     assert employer.account.introspect().connection_id == conn.connection_id  # fault used up
+
+
+def test_webhook_signatures_verify_with_finchs_verifier(emulator):
+    import base64
+    import json
+    import os
+    import time
+
+    secret = base64.b64encode(os.urandom(32)).decode()
+    body = json.dumps({"connection_id": "c-1", "company_id": "c", "account_id": "a", "event_type": "account.updated",
+                       "data": {"status": "reauth", "authentication_method": {"type": "credential"}}})
+    headers = control(emulator, "/_emulator/webhooks/sign", {"body": body, "secret": secret})
+    assert headers["finch-event-id"].startswith("msg_")
+    assert abs(int(headers["finch-timestamp"]) - time.time()) < 60
+    client = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, webhook_secret=secret, base_url=emulator)
+    event = client.webhooks.unwrap(body, headers)
+    assert event.event_type == "account.updated"
+    with pytest.raises(Exception):
+        client.webhooks.verify_signature(body.replace("reauth", "connected"), headers)
+    other = base64.b64encode(os.urandom(32)).decode()
+    with pytest.raises(Exception):
+        client.webhooks.verify_signature(body, headers, secret=other)
+
+
+def test_finchs_own_test_vector_signs_identically(emulator):
+    # finch-api-node tests/api-resources/webhooks.test.ts
+    headers = control(emulator, "/_emulator/webhooks/sign", {
+        "body": '{"company_id":"720be419-0293-4d32-a707-32179b0827ab"}',
+        "secret": "5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH",
+        "event_id": "msg_2Lh9KRb0pzN4LePd3XiA4v12Axj", "timestamp": 1676312382})
+    assert headers["finch-signature"] == "v1,m7y0TV2C+hlHxU42wCieApTSTaA8/047OAplBqxIV/s="

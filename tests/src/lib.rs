@@ -149,6 +149,7 @@ impl TestStack {
                 secret_id: &secret,
                 client_id: &emu.client_id,
                 client_secret: &emu.client_secret,
+                webhook_secret: None,
             },
         )
         .await
@@ -296,6 +297,41 @@ impl TestStack {
             .iter()
             .filter_map(|k| v[*k].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// Points the emulator's webhook sender at this stack's `POST /finch/webhooks`, with the
+    /// webhook secret Perch holds.
+    pub async fn enable_webhooks(&self) -> String {
+        let s = self.sm.get_secret_value().secret_id(&self.config.finch_secret_id).send().await.expect("secret");
+        let v: Value = serde_json::from_str(s.secret_string().unwrap_or("{}")).expect("json");
+        let secret = v["webhook_secret"].as_str().expect("webhook_secret").to_owned();
+        self.finch.shared.world().webhook = Some(finch_emulator::webhooks::Target {
+            url: format!("{}/finch/webhooks", self.base),
+            secret: secret.clone(),
+        });
+        secret
+    }
+
+    /// Flips a connection's status at the emulator (which delivers `account.updated` when
+    /// webhooks are enabled); returns the emulator's answer.
+    pub async fn flip(&self, connection_id: &str, status: &str) -> Value {
+        self.http
+            .post(format!("{}/_emulator/connections/{connection_id}/status", self.finch.base_url))
+            .json(&serde_json::json!({"status": status}))
+            .send()
+            .await
+            .expect("flip")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The stored status of a connection.
+    pub async fn stored_status(&self, id: &str) -> String {
+        self.raw_connection(id)
+            .await
+            .and_then(|i| i.get("status").and_then(|v| v.as_s().ok()).cloned())
+            .unwrap_or_default()
     }
 
     /// Injects a fault at the emulator.

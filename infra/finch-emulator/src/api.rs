@@ -392,9 +392,17 @@ pub async fn sandbox_set_status(State(s): State<Shared>, headers: HeaderMap, bod
         Ok(r) => r,
         Err(r) => return r,
     };
-    let mut w = s.world();
-    if let (Some(st), Some(conn)) = (req.connection_status, w.connections.get_mut(&c.id)) {
-        conn.status = st;
+    if let Some(st) = req.connection_status {
+        if let Some(conn) = s.world().connections.get_mut(&c.id) {
+            conn.status = st.clone();
+        }
+        // Finch notifies asynchronously; so does the emulator.
+        if let Some(payload) = crate::webhooks::account_updated(&s, &c.id, &st) {
+            let s = s.clone();
+            tokio::spawn(async move {
+                crate::webhooks::deliver(&s, &payload, None, None).await;
+            });
+        }
     }
     Json(json!({
         "connection_id": c.id, "entity_id": c.entity_id, "account_id": c.entity_id, "authentication_type": c.auth_type,

@@ -5,7 +5,10 @@
 //! - `POST /_emulator/faults {path?, method?, status?, latency_ms?, retry_after?, times?}`,
 //!   `DELETE /_emulator/faults` — inject or clear faults;
 //! - `POST /_emulator/clock {"advance_seconds": 601}` — move time forward (code expiry);
-//! - `GET /_emulator/requests`, `GET /_emulator/violations` — what was seen.
+//! - `GET /_emulator/requests`, `GET /_emulator/violations` — what was seen;
+//! - `POST /_emulator/webhooks {url, secret}` — where status changes are delivered, signed;
+//! - `POST /_emulator/webhooks/send {payload, event_id?, timestamp?}` — deliver any event;
+//! - `POST /_emulator/webhooks/sign {body, secret, event_id?, timestamp?}` — the headers only.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +17,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use serde_json::Value;
+
 use crate::Shared;
+use crate::webhooks;
 use crate::world::Fault;
 
 pub fn routes() -> Router<Shared> {
@@ -26,6 +32,9 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/violations", get(violations))
         .route("/_emulator/health", get(|| async { Json(json!({"ok": true})) }))
+        .route("/_emulator/webhooks", post(set_webhook))
+        .route("/_emulator/webhooks/send", post(send_webhook))
+        .route("/_emulator/webhooks/sign", post(sign_webhook))
 }
 
 async fn connections(State(s): State<Shared>) -> Response {
@@ -40,14 +49,64 @@ struct StatusBody {
     status: String,
 }
 
+/// Flips a connection's status and, when a webhook target is set, delivers `account.updated`
+/// before answering (the answer says how the delivery went).
 async fn set_status(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<StatusBody>) -> Response {
-    let mut w = s.world();
-    match w.connections.get_mut(&id) {
-        Some(c) => {
-            c.status = b.status;
-            Json(c.clone()).into_response()
+    let conn = {
+        let mut w = s.world();
+        match w.connections.get_mut(&id) {
+            Some(c) => {
+                c.status = b.status.clone();
+                c.clone()
+            }
+            None => return crate::not_found(),
         }
-        None => crate::not_found(),
+    };
+    let delivered = match webhooks::account_updated(&s, &id, &b.status) {
+        Some(payload) => webhooks::deliver(&s, &payload, None, None).await,
+        None => (0, None),
+    };
+    Json(json!({"connection": conn, "webhook_status": delivered.0, "webhook": delivered.1})).into_response()
+}
+
+async fn set_webhook(State(s): State<Shared>, Json(t): Json<webhooks::Target>) -> Response {
+    s.world().webhook = Some(t);
+    Json(json!({"ok": true})).into_response()
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    payload: Value,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+async fn send_webhook(State(s): State<Shared>, Json(b): Json<SendBody>) -> Response {
+    let (status, signed) = webhooks::deliver(&s, &b.payload, b.event_id, b.timestamp).await;
+    Json(json!({"webhook_status": status, "webhook": signed})).into_response()
+}
+
+#[derive(Deserialize)]
+struct SignBody {
+    body: String,
+    secret: String,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+async fn sign_webhook(State(s): State<Shared>, Json(b): Json<SignBody>) -> Response {
+    let event_id = b.event_id.unwrap_or_else(webhooks::new_event_id);
+    let timestamp = b.timestamp.unwrap_or_else(|| s.world().now().unix_timestamp());
+    match webhooks::sign(&b.secret, &event_id, timestamp, &b.body) {
+        Ok(signature) => Json(
+            json!({"finch-event-id": event_id, "finch-timestamp": timestamp.to_string(), "finch-signature": signature}),
+        )
+        .into_response(),
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod api;
 mod control;
 pub mod page;
 pub mod spec;
+pub mod webhooks;
 pub mod world;
 
 use std::net::SocketAddr;

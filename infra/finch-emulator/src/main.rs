@@ -1,7 +1,8 @@
 //! `finch-emulator [--port N] [--host ADDR] [--lenient]`
 //!
 //! Credentials come from `FINCH_CLIENT_ID` / `FINCH_CLIENT_SECRET` (defaults: the emulator's
-//! built-in pair). Prints `listening on http://…` once ready.
+//! built-in pair); status changes are delivered as signed webhooks to `FINCH_WEBHOOK_URL` with
+//! `FINCH_WEBHOOK_SECRET` when both are set. Prints `listening on http://…` once ready.
 
 use std::net::SocketAddr;
 
@@ -37,6 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let addr: SocketAddr = format!("{host}:{port}").parse()?;
     let running = spawn(config, addr).await?;
+    if let (Ok(url), Ok(secret)) = (std::env::var("FINCH_WEBHOOK_URL"), std::env::var("FINCH_WEBHOOK_SECRET")) {
+        running.shared.world().webhook = Some(finch_emulator::webhooks::Target { url, secret });
+    }
     println!("listening on {}", running.base_url);
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -114,6 +114,8 @@ pub struct World {
     pub faults: Vec<Fault>,
     pub requests: Vec<Seen>,
     pub violations: Vec<String>,
+    /// Where `account.updated` events go when a connection's status changes.
+    pub webhook: Option<crate::webhooks::Target>,
 }
 
 impl World {

@@ -15,6 +15,8 @@ pub struct Names<'a> {
     pub secret_id: &'a str,
     pub client_id: &'a str,
     pub client_secret: &'a str,
+    /// The webhook secret to share with the Finch emulator (a random one when `None`).
+    pub webhook_secret: Option<&'a str>,
 }
 
 /// What was created (or found).
@@ -57,12 +59,18 @@ pub async fn bootstrap(sdk: &aws_config::SdkConfig, n: &Names<'_>) -> Result<Cre
     if sm.describe_secret().secret_id(n.secret_id).send().await.is_err() {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-        let mut webhook = [0u8; 32];
-        getrandom::fill(&mut webhook).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+        let webhook = match n.webhook_secret {
+            Some(w) => w.to_owned(),
+            None => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+                STANDARD.encode(bytes)
+            }
+        };
         let value = serde_json::json!({
             "client_id": n.client_id,
             "client_secret": n.client_secret,
-            "webhook_secret": STANDARD.encode(webhook),
+            "webhook_secret": webhook,
             "state_key": STANDARD.encode(key),
         });
         sm.create_secret()

@@ -39,6 +39,7 @@ pub enum Function {
     ListConnections,
     CreateReauthSession,
     Disconnect,
+    FinchWebhook,
 }
 
 /// The routes of `template.yaml` (a test keeps the two in step).
@@ -49,6 +50,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/connections", Function::ListConnections, true),
     ("POST", "/connections/{id}/reauthenticate", Function::CreateReauthSession, true),
     ("DELETE", "/connections/{id}", Function::Disconnect, true),
+    ("POST", "/finch/webhooks", Function::FinchWebhook, false),
 ];
 
 /// Matches a concrete path against a route template, returning the path parameters.
@@ -157,7 +159,8 @@ pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
         .route("/connect/callback", get(dispatch).post(dispatch))
         .route("/connections", get(dispatch))
         .route("/connections/{id}", axum::routing::delete(dispatch))
-        .route("/connections/{id}/reauthenticate", post(dispatch));
+        .route("/connections/{id}/reauthenticate", post(dispatch))
+        .route("/finch/webhooks", post(dispatch));
     r.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }).with_state(state)
 }
 
@@ -238,6 +241,7 @@ async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
         Function::ListConnections => list_connections::handle(&s.app, lreq).await,
         Function::CreateReauthSession => create_reauth_session::handle(&s.app, lreq).await,
         Function::Disconnect => disconnect::handle(&s.app, lreq).await,
+        Function::FinchWebhook => finch_webhook::handle(&s.app, lreq).await,
     };
     from_lambda(resp)
 }

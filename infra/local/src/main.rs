@@ -34,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `perch-local bootstrap`: table, key and secret named by `TABLE_NAME`, `KMS_KEY_ID` (an
-/// alias) and `FINCH_SECRET_ID`, holding `FINCH_CLIENT_ID` / `FINCH_CLIENT_SECRET`.
+/// alias) and `FINCH_SECRET_ID`, holding `FINCH_CLIENT_ID` / `FINCH_CLIENT_SECRET` (and
+/// `FINCH_WEBHOOK_SECRET` when set).
 async fn bootstrap() -> Result<(), Box<dyn std::error::Error>> {
     let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} must be set for bootstrap"));
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
@@ -45,12 +46,14 @@ async fn bootstrap() -> Result<(), Box<dyn std::error::Error>> {
         var("FINCH_CLIENT_ID")?,
         var("FINCH_CLIENT_SECRET")?,
     );
+    let webhook = std::env::var("FINCH_WEBHOOK_SECRET").ok();
     let names = perch_local::bootstrap::Names {
         table: &table,
         key_alias: &alias,
         secret_id: &secret,
         client_id: &id,
         client_secret: &pw,
+        webhook_secret: webhook.as_deref(),
     };
     let created = perch_local::bootstrap::bootstrap(&sdk, &names).await.map_err(|e| e.chain())?;
     println!("bootstrapped table {table}, key {alias} ({}), secret {secret}", created.key_id);

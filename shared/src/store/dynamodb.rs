@@ -548,7 +548,9 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(conn_pk(id)))
-            .condition_expression("#version = :expected AND NOT #status IN (:disconnecting, :disconnected)")
+            .condition_expression(
+                "#version = :expected AND #status <> :disconnecting AND attribute_not_exists(disconnected_at)",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":status", s(obs.status.as_str()))
@@ -556,8 +558,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", ts(now))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(expected_version))
-            .expression_attribute_values(":disconnecting", s(DISCONNECTING))
-            .expression_attribute_values(":disconnected", s("disconnected"));
+            .expression_attribute_values(":disconnecting", s(DISCONNECTING));
         for (attr, placeholder, value) in [
             ("status_message", ":message", &obs.status_message),
             ("last_successful_sync", ":sync", &obs.last_successful_sync),
@@ -596,14 +597,14 @@ impl DynamoStore {
     }
 
     /// Applies a status Finch pushed (webhook) if it is newer than what is stored. Returns the
-    /// status it replaced, or `None` when the connection is unknown, gone, or already newer.
+    /// record as it was before, or `None` when the connection is unknown, gone, or newer.
     pub async fn apply_pushed_status(
         &self,
         id: &ConnectionId,
         status: &ConnectionStatus,
         observed_at: OffsetDateTime,
         event_id: &str,
-    ) -> Result<Option<(ConnectionRecord, ConnectionStatus)>, Error> {
+    ) -> Result<Option<ConnectionRecord>, Error> {
         let res = self
             .client
             .update_item()
@@ -614,8 +615,9 @@ impl DynamoStore {
                  #version = #version + :one REMOVE status_message",
             )
             .condition_expression(
-                "attribute_exists(pk) AND #kind = :connection AND NOT #status IN (:disconnecting, :disconnected) \
-                 AND (attribute_not_exists(status_observed_at) OR status_observed_at < :observed)",
+                "attribute_exists(pk) AND #kind = :connection AND #status <> :disconnecting \
+                 AND attribute_not_exists(disconnected_at) \
+                 AND (attribute_not_exists(status_observed_at) OR status_observed_at < :second_end)",
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#version", "version")
@@ -624,18 +626,19 @@ impl DynamoStore {
             .expression_attribute_values(":observed", ts(observed_at))
             .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
             .expression_attribute_values(":event", s(event_id))
+            // Finch timestamps are whole seconds: an event wins over anything observed within
+            // its own second (it reports a change; an introspection that second may predate it).
+            .expression_attribute_values(":second_end", ts(observed_at + time::Duration::seconds(1)))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":connection", s("connection"))
             .expression_attribute_values(":disconnecting", s(DISCONNECTING))
-            .expression_attribute_values(":disconnected", s("disconnected"))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match res {
             Ok(out) => {
-                let item = out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_NEW returned nothing"))?;
-                let rec = ConnectionRecord::from_item(&item)?;
-                Ok(Some((rec, status.clone())))
+                let item = out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_OLD returned nothing"))?;
+                Ok(Some(ConnectionRecord::from_item(&item)?))
             }
             Err(e) if is_ccf(&e) => Ok(None),
             Err(e) => Err(ddb_err("UpdateItem", e)),
@@ -755,7 +758,7 @@ impl DynamoStore {
             .total_segments(total_segments)
             .limit(limit)
             .filter_expression(
-                "#kind = :connection AND NOT #status IN (:disconnecting, :disconnected) \
+                "#kind = :connection AND #status <> :disconnecting AND attribute_not_exists(disconnected_at) \
                  AND (attribute_not_exists(checked_at) OR checked_at < :cutoff) \
                  AND (attribute_not_exists(status_observed_at) OR status_observed_at < :cutoff)",
             )
@@ -763,7 +766,6 @@ impl DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":connection", s("connection"))
             .expression_attribute_values(":disconnecting", s(DISCONNECTING))
-            .expression_attribute_values(":disconnected", s("disconnected"))
             .expression_attribute_values(":cutoff", ts(cutoff));
         if let Some(pk) = start {
             q = q.exclusive_start_key("pk", s(pk));

@@ -65,9 +65,10 @@ pub struct ConnectionRecord {
 }
 
 impl ConnectionRecord {
-    /// Whether a disconnect has started or finished.
+    /// Whether a disconnect has started or finished (a tombstone). A `disconnected` status
+    /// Finch reported is not a tombstone: the ciphertext is kept until Perch disconnects.
     pub fn is_disconnecting_or_gone(&self) -> bool {
-        matches!(self.status.as_str(), DISCONNECTING | "disconnected")
+        self.status.as_str() == DISCONNECTING || self.disconnected_at.is_some()
     }
 }
 

@@ -1,0 +1,9 @@
+use lambda_http::{run, service_fn};
+use perch::{AppState, Config};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    perch::telemetry::init();
+    let app = AppState::build(Config::from_env()?).await?;
+    run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(finch_webhook::handle(&app, req).await) })).await
+}

@@ -1,0 +1,84 @@
+//! Webhooks as Finch sends them: `finch-event-id` (`msg_…`), `finch-timestamp` (unix seconds)
+//! and `finch-signature: v1,<base64 HMAC-SHA256>` over `{id}.{timestamp}.{body}`, keyed with
+//! the base64-decoded secret (CONTRACT.md §10). Finch's own SDK verifies these signatures in
+//! `tests/python`.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::Shared;
+
+/// Where and with which secret to deliver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub url: String,
+    /// Standard base64, as Finch's dashboard shows it.
+    pub secret: String,
+}
+
+/// The headers of one signed delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signed {
+    pub event_id: String,
+    pub timestamp: i64,
+    pub signature: String,
+}
+
+/// Signs `body` as Finch would.
+pub fn sign(secret: &str, event_id: &str, timestamp: i64, body: &str) -> Result<String, String> {
+    let key = STANDARD.decode(secret.trim()).map_err(|_| "secret is not base64".to_owned())?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).map_err(|e| e.to_string())?;
+    mac.update(format!("{event_id}.{timestamp}.{body}").as_bytes());
+    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+}
+
+/// A fresh Svix-style event id.
+pub fn new_event_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The `account.updated` payload for a connection's new status.
+pub fn account_updated(s: &Shared, connection_id: &str, status: &str) -> Option<Value> {
+    let w = s.world();
+    let c = w.connections.get(connection_id)?;
+    Some(json!({
+        "connection_id": c.id, "company_id": c.company_id, "account_id": c.entity_id, "entity_id": c.entity_id,
+        "event_type": "account.updated",
+        "data": {"status": status, "authentication_method": {"type": c.auth_type}},
+    }))
+}
+
+/// Signs and POSTs `payload` to the configured target; returns the HTTP status (or 0 when
+/// nothing is configured or the target could not be reached) and the signed headers.
+pub async fn deliver(
+    s: &Shared,
+    payload: &Value,
+    event_id: Option<String>,
+    timestamp: Option<i64>,
+) -> (u16, Option<Signed>) {
+    let (target, now) = {
+        let w = s.world();
+        (w.webhook.clone(), w.now().unix_timestamp())
+    };
+    let Some(target) = target else { return (0, None) };
+    let body = payload.to_string();
+    let event_id = event_id.unwrap_or_else(new_event_id);
+    let timestamp = timestamp.unwrap_or(now);
+    let Ok(signature) = sign(&target.secret, &event_id, timestamp, &body) else { return (0, None) };
+    let status = reqwest::Client::new()
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("finch-event-id", &event_id)
+        .header("finch-timestamp", timestamp.to_string())
+        .header("finch-signature", &signature)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    (status, Some(Signed { event_id, timestamp, signature }))
+}

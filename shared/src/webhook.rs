@@ -1,0 +1,298 @@
+//! Finch webhooks: verify exactly as Finch's SDKs do, then apply `account.updated` at once.
+//!
+//! Verification (CONTRACT.md §10): the secret is a standard base64 string whose *decoded*
+//! bytes are the HMAC-SHA256 key; the signed content is `{finch-event-id}.{finch-timestamp}.`
+//! followed by the raw body as received; the timestamp must be within ±300 s of now;
+//! `finch-signature` holds space-separated `version,signature` pairs and any `v1` pair that
+//! matches (compared in constant time) is enough — that is how a secret rotation is carried.
+//! Anything else is refused before the body is even parsed, with no side effect.
+//!
+//! Delivery is at least once and unordered. The event id is recorded first (a conditional
+//! put): a redelivery is acknowledged with 200 and changes nothing — answering it with an
+//! error would only make Finch retry it for hours. A status is applied only if the event is
+//! newer than the status stored (`status_observed_at`), so a late, older event cannot undo a
+//! newer one from the status check or a re-authentication.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::events::StatusChanged;
+use crate::types::{ConnectionId, ConnectionStatus};
+
+/// Finch's tolerance for the timestamp, in seconds, either way.
+pub const TOLERANCE_SECS: i64 = 300;
+/// How long an event id is remembered (Finch retries for about a day).
+const EVENT_ID_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// A request whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub event_id: String,
+    pub timestamp: i64,
+}
+
+fn unauthorized(why: &'static str) -> Error {
+    Error::Unauthenticated(why)
+}
+
+/// Checks a webhook's headers and raw body against the base64 `secret` at time `now`.
+pub fn verify(
+    secret: &str,
+    event_id: Option<&str>,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<Verified, Error> {
+    let key = STANDARD.decode(secret.trim()).map_err(|_| Error::internal("webhook_secret is not standard base64"))?;
+    if key.is_empty() || STANDARD.encode(&key) != secret.trim() {
+        return Err(Error::internal("webhook_secret is not canonical base64"));
+    }
+    let (Some(event_id), Some(timestamp), Some(signature)) = (event_id, timestamp, signature) else {
+        return Err(Error::invalid(
+            "webhook_headers_missing",
+            "finch-event-id, finch-timestamp and finch-signature are required.",
+        ));
+    };
+    if event_id.is_empty() || event_id.len() > 256 || !event_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid("webhook_headers_invalid", "finch-event-id is malformed."));
+    }
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Error::invalid("webhook_headers_invalid", "finch-timestamp is not an integer."))?;
+    if now.saturating_sub(ts) > TOLERANCE_SECS {
+        return Err(unauthorized("The webhook timestamp is too old."));
+    }
+    if ts.saturating_sub(now) > TOLERANCE_SECS {
+        return Err(unauthorized("The webhook timestamp is too new."));
+    }
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&key).map_err(|_| Error::internal("webhook key rejected"))?;
+    mac.update(event_id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.trim().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    let matched = signature.split(' ').filter_map(|entry| entry.split_once(',')).any(|(version, sig)| {
+        version == "v1"
+            && !sig.contains(',')
+            && STANDARD.decode(sig).is_ok_and(|given| bool::from(given.as_slice().ct_eq(expected.as_slice())))
+    });
+    if !matched {
+        return Err(unauthorized("No webhook signature matched."));
+    }
+    Ok(Verified { event_id: event_id.to_owned(), timestamp: ts })
+}
+
+/// The envelope of every Finch webhook event.
+#[derive(Debug, Deserialize)]
+pub struct Event {
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    pub event_type: String,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// `account.updated`'s data: `authentication_method` is a string in Finch's docs and an object
+/// in its spec, so either is accepted; `status` is an open enum.
+#[derive(Debug, Deserialize)]
+pub struct AccountUpdated {
+    pub status: ConnectionStatus,
+    #[serde(default)]
+    pub authentication_method: Option<AuthenticationMethod>,
+}
+
+/// Either shape of `authentication_method`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AuthenticationMethod {
+    Name(String),
+    Detail {
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+    },
+}
+
+impl AuthenticationMethod {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Name(n) => Some(n),
+            Self::Detail { kind } => kind.as_deref(),
+        }
+    }
+}
+
+/// What Perch did with an event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// `applied`, `stale`, `ignored` (unknown connection or event type) or `duplicate`.
+    pub status: &'static str,
+    pub event_type: String,
+}
+
+/// Verifies and handles one delivery.
+#[tracing::instrument(skip_all)]
+pub async fn handle(
+    app: &AppState,
+    event_id: Option<&str>,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<Outcome, Error> {
+    let secrets = app.secrets.get().await?;
+    let secret = secrets
+        .webhook_secret
+        .as_ref()
+        .map(secrecy::ExposeSecret::expose_secret)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::internal("webhook_secret is not configured"))?;
+    let verified = verify(secret, event_id, timestamp, signature, body, OffsetDateTime::now_utc().unix_timestamp())?;
+    let event: Event = serde_json::from_slice(body)
+        .map_err(|_| Error::invalid("invalid_body", "The webhook body is not a Finch event."))?;
+    // Parse everything we will act on before recording the event, so a malformed delivery
+    // leaves no trace and Finch's retry is handled as new.
+    let update = if event.event_type == "account.updated" {
+        let data = event.data.clone().unwrap_or_default();
+        let parsed: AccountUpdated = serde_json::from_value(data)
+            .map_err(|_| Error::invalid("invalid_body", "account.updated carries no readable status."))?;
+        let id = event
+            .connection_id
+            .as_deref()
+            .map(ConnectionId::parse)
+            .transpose()
+            .map_err(|_| Error::invalid("invalid_body", "The event's connection_id is malformed."))?;
+        Some((id, parsed))
+    } else {
+        None
+    };
+
+    if !app.store.mark_event(&verified.event_id, EVENT_ID_TTL_SECS).await? {
+        tracing::info!(event_id = %verified.event_id, event_type = %event.event_type, "duplicate webhook delivery");
+        return Ok(Outcome { status: "duplicate", event_type: event.event_type });
+    }
+    let Some((connection_id, data)) = update else {
+        tracing::info!(event_id = %verified.event_id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
+        return Ok(Outcome { status: "ignored", event_type: event.event_type });
+    };
+    let Some(connection_id) = connection_id else {
+        tracing::info!(event_id = %verified.event_id, "account.updated without connection_id (legacy payload); nothing to apply");
+        return Ok(Outcome { status: "ignored", event_type: event.event_type });
+    };
+    let observed_at = OffsetDateTime::from_unix_timestamp(verified.timestamp)
+        .map_err(|_| Error::invalid("webhook_headers_invalid", "finch-timestamp is out of range."))?;
+    let applied =
+        match app.store.apply_pushed_status(&connection_id, &data.status, observed_at, &verified.event_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                // Let Finch's retry find the event unrecorded.
+                app.store.unmark_event(&verified.event_id).await?;
+                return Err(e);
+            }
+        };
+    match applied {
+        Some(old) => {
+            tracing::info!(
+                event_id = %verified.event_id, connection_id = %connection_id, status = data.status.as_str(),
+                entity_id = ?event.entity_id, authentication_method = ?data.authentication_method.as_ref().and_then(AuthenticationMethod::name),
+                "account.updated applied"
+            );
+            app.events
+                .publish(&StatusChanged {
+                    connection_id,
+                    customer_id: old.customer.clone(),
+                    provider_id: old.provider_id.clone(),
+                    previous_status: Some(old.status.clone()),
+                    status: data.status,
+                    source: "webhook",
+                    observed_at,
+                })
+                .await;
+            Ok(Outcome { status: "applied", event_type: event.event_type })
+        }
+        None => {
+            tracing::info!(event_id = %verified.event_id, connection_id = %connection_id, "account.updated not applied: unknown connection, disconnected, or older than the stored status");
+            Ok(Outcome { status: "stale", event_type: event.event_type })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Finch's own test vector (finch-api-node tests/api-resources/webhooks.test.ts).
+    const SECRET: &str = "5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH";
+    const ID: &str = "msg_2Lh9KRb0pzN4LePd3XiA4v12Axj";
+    const TS: i64 = 1_676_312_382;
+    const BODY: &[u8] = br#"{"company_id":"720be419-0293-4d32-a707-32179b0827ab"}"#;
+    const SIG: &str = "m7y0TV2C+hlHxU42wCieApTSTaA8/047OAplBqxIV/s=";
+
+    fn check(sig: &str, now: i64) -> Result<Verified, Error> {
+        verify(SECRET, Some(ID), Some(&TS.to_string()), Some(sig), BODY, now)
+    }
+
+    #[test]
+    fn finchs_test_vector_verifies() {
+        assert_eq!(check(&format!("v1,{SIG}"), TS).unwrap(), Verified { event_id: ID.into(), timestamp: TS });
+    }
+
+    #[test]
+    fn tolerance_is_300_seconds_either_way() {
+        assert!(check(&format!("v1,{SIG}"), TS + 300).is_ok());
+        assert!(check(&format!("v1,{SIG}"), TS - 300).is_ok());
+        assert!(check(&format!("v1,{SIG}"), TS + 360).is_err(), "too old");
+        assert!(check(&format!("v1,{SIG}"), TS - 360).is_err(), "too new");
+    }
+
+    #[test]
+    fn only_v1_entries_count_and_any_may_match() {
+        assert!(check(&format!("v2,{SIG}"), TS).is_err());
+        assert!(check(&format!("v2,{SIG} v1,{SIG}"), TS).is_ok());
+        assert!(check(&format!("v1,AAAA v1,{SIG}"), TS).is_ok());
+        assert!(check(SIG, TS).is_err(), "a bare signature has no version");
+        assert!(check("v1,AAAA", TS).is_err());
+        assert!(check("", TS).is_err());
+    }
+
+    #[test]
+    fn the_raw_body_is_what_is_signed() {
+        let reformatted = br#"{"company_id": "720be419-0293-4d32-a707-32179b0827ab"}"#;
+        assert!(verify(SECRET, Some(ID), Some(&TS.to_string()), Some(&format!("v1,{SIG}")), reformatted, TS).is_err());
+    }
+
+    #[test]
+    fn missing_headers_are_400_and_bad_signatures_401() {
+        let e = verify(SECRET, None, Some("1"), Some("v1,x"), BODY, TS).unwrap_err();
+        assert_eq!(e.problem().status, 400);
+        let e = verify(SECRET, Some(ID), Some("soon"), Some("v1,x"), BODY, TS).unwrap_err();
+        assert_eq!(e.problem().status, 400);
+        let e = check("v1,AAAA", TS).unwrap_err();
+        assert_eq!(e.problem().status, 401);
+    }
+
+    #[test]
+    fn authentication_method_is_a_string_or_an_object() {
+        let a: AccountUpdated =
+            serde_json::from_str(r#"{"status":"reauth","authentication_method":"assisted"}"#).unwrap();
+        assert_eq!(a.authentication_method.unwrap().name(), Some("assisted"));
+        let b: AccountUpdated = serde_json::from_str(
+            r#"{"status":"connected","authentication_method":{"type":"credential","benefits_support":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(b.authentication_method.unwrap().name(), Some("credential"));
+        let c: AccountUpdated = serde_json::from_str(r#"{"status":"something_new"}"#).unwrap();
+        assert_eq!(c.status, ConnectionStatus::Other("something_new".into()));
+    }
+}
