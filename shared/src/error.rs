@@ -210,11 +210,18 @@ pub struct FinchError {
     pub request_id: Option<String>,
     /// `context.connection_id` of a `connection_already_exists` answer.
     pub context_connection_id: Option<String>,
+    /// The wait Finch asked for (`retry-after-ms` / `retry-after`), if any.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl FinchError {
     pub fn is_finch_code(&self, code: &str) -> bool {
         self.finch_code.as_deref() == Some(code)
+    }
+
+    /// Worth another attempt later: 408, 409, 429 and 5xx (Finch's SDK rule).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.status, 408 | 409 | 429) || self.status >= 500
     }
 
     /// 401 `reauthenticate_user`: the employer must log in again.
@@ -266,6 +273,7 @@ mod tests {
             message: None,
             request_id: Some("req-1".into()),
             context_connection_id: None,
+            retry_after: None,
         });
         assert_eq!(e.problem().status, 503);
         assert!(e.chain().contains("req-1"));

@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: re-authentication and disconnection;
 //! - [`events`]: status-change events for the app (EventBridge);
 //! - [`webhook`]: Finch webhooks, verified and applied;
+//! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
 //! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge.
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod lifecycle;
 pub mod secrets;
 pub mod state_token;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 pub mod types;
 pub mod webhook;

@@ -128,9 +128,20 @@ impl TestStack {
         Self::start_with(|_| {}).await
     }
 
+    /// A stack whose test binary captures no logs (for measurements).
+    pub async fn start_quiet() -> Self {
+        Self::build(|_| {}, false).await
+    }
+
     /// Starts a stack; `tweak` may change the functions' environment before it is read.
     pub async fn start_with(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
-        init_logs();
+        Self::build(tweak, true).await
+    }
+
+    async fn build(tweak: impl FnOnce(&mut HashMap<&'static str, String>), capture_logs: bool) -> Self {
+        if capture_logs {
+            init_logs();
+        }
         let sdk = sdk_config().await;
         let run = uuid::Uuid::new_v4().simple().to_string();
         let finch =
@@ -332,6 +343,74 @@ impl TestStack {
             .await
             .and_then(|i| i.get("status").and_then(|v| v.as_s().ok()).cloned())
             .unwrap_or_default()
+    }
+
+    /// Seeds `n` connections for `customer` without going through Connect: each exists at the
+    /// emulator with a token, and in Perch with that token KMS-encrypted. Returns their ids.
+    pub async fn seed(&self, customer: &str, n: usize) -> Vec<String> {
+        use futures_util::StreamExt;
+        let pairs: Vec<(String, String)> = {
+            let mut w = self.finch.shared.world();
+            (0..n)
+                .map(|i| {
+                    let fcid = format!("{customer}-seed-{i}");
+                    let id = w.create_connection(
+                        Some(fcid),
+                        Some(format!("Seed {i}")),
+                        None,
+                        "gusto".into(),
+                        vec!["company".into()],
+                        "credential".into(),
+                        None,
+                        false,
+                    );
+                    let token = w.mint_token(&id);
+                    (id, token)
+                })
+                .collect()
+        };
+        let customer = perch::types::CustomerId::parse(customer).expect("customer");
+        futures_util::stream::iter(pairs.iter())
+            .map(|(id, token)| {
+                let customer = customer.clone();
+                async move {
+                    let cid = perch::types::ConnectionId::parse(id.clone()).expect("id");
+                    let enc = self
+                        .app
+                        .cipher
+                        .encrypt(&perch::types::AccessToken::new(token.clone()), &cid, &customer)
+                        .await
+                        .expect("encrypt");
+                    let now = time::OffsetDateTime::now_utc();
+                    let rec = perch::store::ConnectionRecord {
+                        connection_id: cid,
+                        customer: customer.clone(),
+                        finch_customer_id: perch::types::FinchCustomerId::parse(format!("{customer}-seed"))
+                            .expect("fcid"),
+                        provider_id: "gusto".into(),
+                        company_name: None,
+                        status: perch::types::ConnectionStatus::Connected,
+                        status_message: None,
+                        last_successful_sync: None,
+                        products: vec!["company".into()],
+                        entity_ids: vec![],
+                        client_type: None,
+                        created_at: now,
+                        updated_at: now,
+                        last_finch_request_id: None,
+                        status_observed_at: None,
+                        checked_at: None,
+                        disconnected_at: None,
+                        version: 1,
+                        token: Some(enc),
+                    };
+                    self.app.store.save_connection(&rec, None, None).await.expect("save");
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+        pairs.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Injects a fault at the emulator.

@@ -6,6 +6,8 @@
 //!   `DELETE /_emulator/faults` — inject or clear faults;
 //! - `POST /_emulator/clock {"advance_seconds": 601}` — move time forward (code expiry);
 //! - `GET /_emulator/requests`, `GET /_emulator/violations` — what was seen;
+//! - `POST /_emulator/rate_limits {ip_limit?, ip_window_ms?, penalty_ms?, product_limit?,
+//!   product_window_ms?}` (Finch's values by default), `DELETE`, `GET` (how many were refused);
 //! - `POST /_emulator/webhooks {url, secret}` — where status changes are delivered, signed;
 //! - `POST /_emulator/webhooks/send {payload, event_id?, timestamp?}` — deliver any event;
 //! - `POST /_emulator/webhooks/sign {body, secret, event_id?, timestamp?}` — the headers only.
@@ -32,6 +34,7 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/violations", get(violations))
         .route("/_emulator/health", get(|| async { Json(json!({"ok": true})) }))
+        .route("/_emulator/rate_limits", post(set_limits).delete(clear_limits).get(limit_stats))
         .route("/_emulator/webhooks", post(set_webhook))
         .route("/_emulator/webhooks/send", post(send_webhook))
         .route("/_emulator/webhooks/sign", post(sign_webhook))
@@ -67,6 +70,23 @@ async fn set_status(State(s): State<Shared>, Path(id): Path<String>, Json(b): Js
         None => (0, None),
     };
     Json(json!({"connection": conn, "webhook_status": delivered.0, "webhook": delivered.1})).into_response()
+}
+
+async fn set_limits(State(s): State<Shared>, Json(l): Json<crate::world::RateLimits>) -> Response {
+    let mut w = s.world();
+    w.rate_limits = Some(l.clone());
+    w.rate_state = crate::world::RateState::default();
+    Json(l).into_response()
+}
+
+async fn clear_limits(State(s): State<Shared>) -> Response {
+    s.world().rate_limits = None;
+    Json(json!({"cleared": true})).into_response()
+}
+
+async fn limit_stats(State(s): State<Shared>) -> Response {
+    let w = s.world();
+    Json(json!({"limits": w.rate_limits, "rejected": w.rate_state.rejected})).into_response()
 }
 
 async fn set_webhook(State(s): State<Shared>, Json(t): Json<webhooks::Target>) -> Response {

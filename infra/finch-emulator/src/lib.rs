@@ -161,6 +161,9 @@ fn injected(status: u16, retry_after: Option<u64>, location: Option<&str>) -> Re
             json!({"statusCode": 429, "status": 429, "code": 429, "message": "Too many requests", "name": "rate_limit_exceeded_error", "finch_code": "finch_api_ip_rl"})
         }
         408 => json!({"code": 408, "name": "client_connection_closed", "message": "Request timed out"}),
+        401 => {
+            json!({"code": 401, "name": "authentication_error", "finch_code": "reauthenticate_user", "message": "The employer must re-authenticate"})
+        }
         502 => {
             json!({"code": 502, "name": "bad_gateway_error", "finch_code": "upstream_provider_error", "message": "The provider failed to respond"})
         }
@@ -202,6 +205,31 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
     let mut fault_injected = false;
     let mut response = 'resp: {
         if !is_control && path != "/authorize" {
+            let limited = {
+                let mut w = s.world();
+                match w.rate_limits.clone() {
+                    Some(limits) => {
+                        // Application limits are per token and data endpoint; the IP limit is for all.
+                        let product = (path.starts_with("/employer/")).then(|| {
+                            let token = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            (token, path.clone())
+                        });
+                        w.rate_state.admit(&limits, product)
+                    }
+                    None => None,
+                }
+            };
+            if let Some(code) = limited {
+                break 'resp api::finch_error(
+                    429,
+                    json!({"statusCode": 429, "status": 429, "code": 429, "message": "Too many requests", "name": "rate_limit_exceeded_error", "finch_code": code}),
+                );
+            }
             let fault = s.world().take_fault(&method, &path);
             if let Some(f) = fault {
                 if let Some(ms) = f.latency_ms {

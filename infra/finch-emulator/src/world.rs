@@ -104,6 +104,86 @@ pub struct Seen {
     pub injected: bool,
 }
 
+/// Finch's documented limits (CONTRACT.md §8), with windows that tests may shrink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimits {
+    /// Requests per IP per window (Finch: 1,000 per 5 minutes).
+    #[serde(default = "default_ip_limit")]
+    pub ip_limit: u32,
+    #[serde(default = "default_ip_window_ms")]
+    pub ip_window_ms: u64,
+    /// Penalty once the IP limit is exceeded (Finch: 60 minutes).
+    #[serde(default = "default_penalty_ms")]
+    pub penalty_ms: u64,
+    /// Requests per token per data endpoint per window (Finch: 20 per minute for company).
+    #[serde(default = "default_product_limit")]
+    pub product_limit: u32,
+    #[serde(default = "default_product_window_ms")]
+    pub product_window_ms: u64,
+}
+
+fn default_ip_limit() -> u32 {
+    1000
+}
+fn default_ip_window_ms() -> u64 {
+    300_000
+}
+fn default_penalty_ms() -> u64 {
+    3_600_000
+}
+fn default_product_limit() -> u32 {
+    20
+}
+fn default_product_window_ms() -> u64 {
+    60_000
+}
+
+/// The rolling windows behind [`RateLimits`].
+#[derive(Debug, Default)]
+pub struct RateState {
+    pub ip: std::collections::VecDeque<std::time::Instant>,
+    pub penalty_until: Option<std::time::Instant>,
+    pub product: HashMap<(String, String), std::collections::VecDeque<std::time::Instant>>,
+    pub rejected: u64,
+}
+
+fn within(
+    q: &mut std::collections::VecDeque<std::time::Instant>,
+    now: std::time::Instant,
+    window: std::time::Duration,
+    limit: u32,
+) -> bool {
+    while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        q.pop_front();
+    }
+    q.push_back(now);
+    q.len() <= limit as usize
+}
+
+impl RateState {
+    /// Counts a request; `Some(finch_code)` when Finch would refuse it.
+    pub fn admit(&mut self, limits: &RateLimits, product_key: Option<(String, String)>) -> Option<&'static str> {
+        let now = std::time::Instant::now();
+        if self.penalty_until.is_some_and(|p| now < p) {
+            self.rejected += 1;
+            return Some("finch_api_ip_rl");
+        }
+        if !within(&mut self.ip, now, std::time::Duration::from_millis(limits.ip_window_ms), limits.ip_limit) {
+            self.penalty_until = Some(now + std::time::Duration::from_millis(limits.penalty_ms));
+            self.rejected += 1;
+            return Some("finch_api_ip_rl");
+        }
+        if let Some(key) = product_key {
+            let q = self.product.entry(key).or_default();
+            if !within(q, now, std::time::Duration::from_millis(limits.product_window_ms), limits.product_limit) {
+                self.rejected += 1;
+                return Some("finch_application_rl");
+            }
+        }
+        None
+    }
+}
+
 #[derive(Default)]
 pub struct World {
     pub clock_offset_secs: i64,
@@ -116,6 +196,9 @@ pub struct World {
     pub violations: Vec<String>,
     /// Where `account.updated` events go when a connection's status changes.
     pub webhook: Option<crate::webhooks::Target>,
+    /// Finch's rate limits, when enforced (off unless configured).
+    pub rate_limits: Option<RateLimits>,
+    pub rate_state: RateState,
 }
 
 impl World {

@@ -152,8 +152,10 @@ struct Local {
 /// The local API: Perch's routes plus the development token issuer.
 pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
     let state = Arc::new(Local { app, auth });
-    let mut r: Router<Arc<Local>> =
-        Router::new().route("/", get(landing)).route("/dev/token", post(dev_token).get(dev_token_get));
+    let mut r: Router<Arc<Local>> = Router::new()
+        .route("/", get(landing))
+        .route("/dev/token", post(dev_token).get(dev_token_get))
+        .route("/dev/sweep", post(dev_sweep));
     r = r
         .route("/connect/sessions", post(dispatch))
         .route("/connect/callback", get(dispatch).post(dispatch))
@@ -182,6 +184,34 @@ async fn landing(axum::extract::Query(q): axum::extract::Query<HashMap<String, S
         "<!doctype html><meta charset=utf-8><title>Perch (local)</title><h1>Perch (local)</h1>{body}"
     ))
     .into_response()
+}
+
+/// `POST /dev/sweep`: one status-check round now, inline (the deployed sweep fans out over
+/// SQS on a schedule), checking every connection regardless of when it was last checked.
+async fn dev_sweep(State(s): State<Arc<Local>>) -> Response {
+    let mut settings = match perch::sweep::SweepSettings::from_env() {
+        Ok(x) => x,
+        Err(e) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": e.to_string()}))).into_response();
+        }
+    };
+    settings.recheck_after = std::time::Duration::ZERO;
+    let pacer = perch::sweep::Pacer::new(settings.slot());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut totals = json!({"checked": 0, "changed": 0, "superseded": 0, "failed": 0});
+    for w in perch::sweep::plan(&settings, time::OffsetDateTime::now_utc()) {
+        match perch::sweep::run_segment(&s.app, &settings, &pacer, w, deadline).await {
+            Ok(r) => {
+                for (k, v) in
+                    [("checked", r.checked), ("changed", r.changed), ("superseded", r.superseded), ("failed", r.failed)]
+                {
+                    totals[k] = json!(totals[k].as_u64().unwrap_or(0) + v);
+                }
+            }
+            Err(e) => return perch::http::error_response(&e, None).map(|b| axum::body::Body::from(b.to_vec())),
+        }
+    }
+    axum::Json(totals).into_response()
 }
 
 #[derive(Deserialize)]

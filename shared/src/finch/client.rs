@@ -85,6 +85,12 @@ impl FinchClient {
         Ok(Self { http, base, max_retries })
     }
 
+    /// The same client (same connection pool) with another retry budget; the status sweep
+    /// uses 0 and paces its own retries against Finch's rate limits.
+    pub fn with_max_retries(&self, max_retries: u32) -> Self {
+        Self { http: self.http.clone(), base: self.base.clone(), max_retries }
+    }
+
     fn url(&self, path: &str) -> Result<Url, Error> {
         self.base.join(path).map_err(|e| Error::internal_from(format!("joining Finch path {path}"), e))
     }
@@ -232,7 +238,8 @@ impl FinchClient {
                             Some("false") => false,
                             _ => matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error(),
                         };
-                    let err = finch_error(operation, status, &bytes, request_id);
+                    let mut err = finch_error(operation, status, &bytes, request_id);
+                    err.retry_after = delay;
                     if !retryable || retries >= self.max_retries {
                         return Err(err.into());
                     }
@@ -309,6 +316,7 @@ fn finch_error(operation: &'static str, status: StatusCode, body: &[u8], request
         message: parsed.message,
         request_id,
         context_connection_id: parsed.context.and_then(|c| c.connection_id),
+        retry_after: None,
     }
 }
 

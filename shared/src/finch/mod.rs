@@ -3,4 +3,5 @@
 mod client;
 pub mod types;
 
+pub(crate) use client::backoff;
 pub use client::{FINCH_API_VERSION, FinchClient, Traced};

@@ -458,6 +458,26 @@ impl DynamoStore {
         expected_version: Option<u64>,
         code_hash: Option<&str>,
     ) -> Result<SaveOutcome, Error> {
+        let outcome = if expected_version.is_none() { SaveOutcome::Created } else { SaveOutcome::Replaced };
+        let lost =
+            || Error::conflict("connection_changed", "The connection changed while it was being saved; try again.");
+        let Some(h) = code_hash else {
+            // One item: a conditional put does it at half a transaction's write cost.
+            let mut put = self.client.put_item().table_name(&self.table).set_item(Some(record.to_item()));
+            put = match expected_version {
+                None => put.condition_expression("attribute_not_exists(pk)"),
+                Some(v) => put
+                    .condition_expression("#version = :expected AND customer_id = :customer")
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":expected", n(v))
+                    .expression_attribute_values(":customer", s(record.customer.as_str())),
+            };
+            return match put.send().await {
+                Ok(_) => Ok(outcome),
+                Err(e) if is_ccf(&e) => Err(lost()),
+                Err(e) => Err(ddb_err("PutItem", e)),
+            };
+        };
         let mut put = Put::builder().table_name(&self.table).set_item(Some(record.to_item()));
         put = match expected_version {
             None => put.condition_expression("attribute_not_exists(pk)"),
@@ -468,7 +488,7 @@ impl DynamoStore {
                 .expression_attribute_values(":customer", s(record.customer.as_str())),
         };
         let mut items = vec![TransactWriteItem::builder().put(put.build().map_err(build_err)?).build()];
-        if let Some(h) = code_hash {
+        {
             let upd = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(format!("CODE#{h}")))
@@ -483,20 +503,13 @@ impl DynamoStore {
         }
         let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         match res {
-            Ok(_) => Ok(if expected_version.is_none() { SaveOutcome::Created } else { SaveOutcome::Replaced }),
+            Ok(_) => Ok(outcome),
             Err(e) => {
                 let lost_race = e.as_service_error().is_some_and(|x| {
                     matches!(x, aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t)
                         if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")))
                 });
-                if lost_race {
-                    Err(Error::conflict(
-                        "connection_changed",
-                        "The connection changed while it was being saved; try again.",
-                    ))
-                } else {
-                    Err(ddb_err("TransactWriteItems", e))
-                }
+                if lost_race { Err(lost()) } else { Err(ddb_err("TransactWriteItems", e)) }
             }
         }
     }
