@@ -54,17 +54,16 @@ async fn the_sweep_records_status_request_ids_and_tells_the_app() {
     for t in stack.finch.shared.world().tokens.values_mut().filter(|t| t.connection_id == revoked) {
         t.revoked = true;
     }
-    // 401 reauthenticate_user is the other way Finch says reauth.
-    stack.inject(json!({"path": "/introspect", "status": 401, "times": 1}));
 
     let r = sweep_all(&stack, &settings(&[("SWEEP_IN_FLIGHT", "1")])).await;
     assert_eq!((r.checked, r.failed), (5, 0));
     assert_eq!(stack.stored_status(&ids[0]).await, "reauth");
     assert_eq!(stack.stored_status(&ids[1]).await, "disconnected");
     let statuses: Vec<String> = futures_util::future::join_all(ids.iter().map(|i| stack.stored_status(i))).await;
-    assert_eq!(statuses.iter().filter(|s| *s == "reauth").count(), 2, "{statuses:?}");
+    assert_eq!(&statuses[2..], ["connected", "connected", "connected"]);
 
-    let item = stack.raw_connection(&ids[4]).await.unwrap();
+    let healthy = ids.iter().zip(&statuses).find(|(_, s)| *s == "connected").map(|(i, _)| i.clone()).unwrap();
+    let item = stack.raw_connection(&healthy).await.unwrap();
     let rid = item["last_finch_request_id"].as_s().unwrap();
     assert!(stack.finch.requests().iter().any(|r| r.path == "/introspect" && &r.request_id == rid));
     assert!(item.contains_key("checked_at") && item.contains_key("last_successful_sync"));
@@ -78,6 +77,16 @@ async fn the_sweep_records_status_request_ids_and_tells_the_app() {
     // A second round finds nothing due.
     let again = sweep_all(&stack, &settings(&[])).await;
     assert_eq!((again.checked, again.finch_requests), (0, 0));
+}
+
+#[tokio::test]
+async fn a_401_reauthenticate_user_also_means_reauth() {
+    let stack = TestStack::start().await;
+    let ids = stack.seed("acme", 1).await;
+    stack.inject(json!({"path": "/introspect", "status": 401, "times": 1}));
+    let r = sweep_all(&stack, &settings(&[])).await;
+    assert_eq!((r.checked, r.changed), (1, 1));
+    assert_eq!(stack.stored_status(&ids[0]).await, "reauth");
 }
 
 #[tokio::test]
