@@ -186,6 +186,11 @@ pub async fn handle(
         tracing::info!(event_id = %verified.event_id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
         return Ok(Outcome { status: "ignored", event_type: event.event_type });
     };
+    if event.entity_id.is_some() && data.status == ConnectionStatus::Disconnected {
+        // One entity of a multi-entity connection left; the connection itself stays.
+        tracing::info!(event_id = %verified.event_id, connection_id = ?connection_id, entity_id = ?event.entity_id, "entity disconnected");
+        return Ok(Outcome { status: "ignored", event_type: event.event_type });
+    }
     let Some(connection_id) = connection_id else {
         tracing::info!(event_id = %verified.event_id, "account.updated without connection_id (legacy payload); nothing to apply");
         return Ok(Outcome { status: "ignored", event_type: event.event_type });

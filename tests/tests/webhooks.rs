@@ -148,3 +148,24 @@ async fn other_events_and_unknown_connections_are_acknowledged_and_ignored() {
     assert_eq!(r["webhook_status"], 200);
     assert_eq!(stack.raw_connection(&id).await.unwrap(), before);
 }
+
+#[tokio::test]
+async fn an_entity_leaving_does_not_disconnect_the_connection() {
+    let stack = TestStack::start().await;
+    stack.enable_webhooks().await;
+    let id = stack.connect("acme").await;
+    let mut event = account_updated(&id, "disconnected", json!("credential"));
+    event["entity_id"] = json!("8d1f4ef1-2b7a-4a7c-9a2e-0b6a1f7d9c11");
+    assert_eq!(send(&stack, event, None, Some(now() + 1)).await["webhook_status"], 200);
+    assert_eq!(stack.stored_status(&id).await, "connected");
+    // Without an entity, Finch is saying the connection itself is disconnected.
+    assert_eq!(
+        send(&stack, account_updated(&id, "disconnected", json!("credential")), None, Some(now() + 2)).await["webhook_status"],
+        200
+    );
+    assert_eq!(stack.stored_status(&id).await, "disconnected");
+    assert!(
+        stack.raw_connection(&id).await.unwrap().contains_key("token_ciphertext"),
+        "kept until the app disconnects"
+    );
+}

@@ -227,7 +227,6 @@ pub async fn token(State(s): State<Shared>, body: axum::body::Bytes) -> Response
         return invalid_grant("The connection of this code no longer exists");
     };
     let access_token = w.mint_token(&conn.id);
-    let _ = code.session_id;
     Json(json!({
         "access_token": access_token,
         "token_type": "bearer",

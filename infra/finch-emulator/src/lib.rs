@@ -334,7 +334,7 @@ fn check_request(op: &spec::Operation, headers: &axum::http::HeaderMap, body: &B
     problems
 }
 
-/// For `main` and tests: a 404 used by the control routes.
+/// The control routes' 404.
 pub(crate) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response()
 }

@@ -34,6 +34,7 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct Code {
     pub connection_id: String,
+    /// The session the code completed (kept for inspection).
     pub session_id: String,
     pub redirect_uri: Option<String>,
     pub issued_at: OffsetDateTime,

@@ -548,13 +548,15 @@ impl DynamoStore {
         obs: &Observation,
     ) -> Result<bool, Error> {
         let now = OffsetDateTime::now_utc();
-        let mut set = vec![
+        let mut set: Vec<String> = [
             "#status = :status",
             "status_observed_at = :observed",
             "checked_at = :now",
             "updated_at = :now",
             "#version = #version + :one",
-        ];
+        ]
+        .map(String::from)
+        .to_vec();
         let mut remove = Vec::new();
         let mut req = self
             .client
@@ -572,31 +574,27 @@ impl DynamoStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(expected_version))
             .expression_attribute_values(":disconnecting", s(DISCONNECTING));
-        for (attr, placeholder, value) in [
-            ("status_message", ":message", &obs.status_message),
-            ("last_successful_sync", ":sync", &obs.last_successful_sync),
-            ("last_finch_request_id", ":rid", &obs.request_id),
+        // Optional facts: set when observed; a message or sync time Finch no longer reports is
+        // removed, while the last request id is only ever replaced.
+        for (attr, value, remove_if_absent) in [
+            ("status_message", &obs.status_message, true),
+            ("last_successful_sync", &obs.last_successful_sync, true),
+            ("last_finch_request_id", &obs.request_id, false),
         ] {
             match value {
                 Some(v) => {
-                    set.push(match attr {
-                        "status_message" => "status_message = :message",
-                        "last_successful_sync" => "last_successful_sync = :sync",
-                        _ => "last_finch_request_id = :rid",
-                    });
-                    req = req.expression_attribute_values(placeholder, s(v.clone()));
+                    set.push(format!("{attr} = :{attr}"));
+                    req = req.expression_attribute_values(format!(":{attr}"), s(v.clone()));
                 }
-                None if attr != "last_finch_request_id" => remove.push(attr),
+                None if remove_if_absent => remove.push(attr),
                 None => {}
             }
         }
-        if let Some(p) = &obs.products {
-            set.push("products = :products");
-            req = req.expression_attribute_values(":products", list(p));
-        }
-        if let Some(e) = &obs.entity_ids {
-            set.push("entity_ids = :entities");
-            req = req.expression_attribute_values(":entities", list(e));
+        for (attr, value) in [("products", &obs.products), ("entity_ids", &obs.entity_ids)] {
+            if let Some(v) = value {
+                set.push(format!("{attr} = :{attr}"));
+                req = req.expression_attribute_values(format!(":{attr}"), list(v));
+            }
         }
         let mut expr = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
@@ -771,7 +769,8 @@ impl DynamoStore {
             .total_segments(total_segments)
             .limit(limit)
             .filter_expression(
-                "#kind = :connection AND #status <> :disconnecting AND attribute_not_exists(disconnected_at) \
+                "#kind = :connection AND NOT #status IN (:disconnecting, :disconnected) \
+                 AND attribute_not_exists(disconnected_at) \
                  AND (attribute_not_exists(checked_at) OR checked_at < :cutoff) \
                  AND (attribute_not_exists(status_observed_at) OR status_observed_at < :cutoff)",
             )
@@ -779,6 +778,8 @@ impl DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":connection", s("connection"))
             .expression_attribute_values(":disconnecting", s(DISCONNECTING))
+            // Revoked at Finch: nothing to learn until the app disconnects it here.
+            .expression_attribute_values(":disconnected", s("disconnected"))
             .expression_attribute_values(":cutoff", ts(cutoff));
         if let Some(pk) = start {
             q = q.exclusive_start_key("pk", s(pk));
