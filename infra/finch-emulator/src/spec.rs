@@ -11,7 +11,9 @@ pub const OPENAPI_JSON: &str = include_str!("../spec/openapi.json");
 /// The process-wide referee (parsing 330 kB once is enough).
 pub fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
-    SPEC.get_or_init(|| Spec::from_json(OPENAPI_JSON).unwrap_or_else(|_| Spec::from_json("{}").unwrap_or_else(|_| unreachable!())))
+    SPEC.get_or_init(|| {
+        Spec::from_json(OPENAPI_JSON).unwrap_or_else(|_| Spec::from_json("{}").unwrap_or_else(|_| unreachable!()))
+    })
 }
 
 #[cfg(test)]

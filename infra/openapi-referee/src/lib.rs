@@ -157,7 +157,9 @@ impl Spec {
             let fragment: String = pointer
                 .bytes()
                 .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => (b as char).to_string(),
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                        (b as char).to_string()
+                    }
                     other => format!("%{other:02X}"),
                 })
                 .collect();
@@ -192,6 +194,40 @@ impl Spec {
         let ptr =
             format!("/paths/{}/{}/responses/{status}/content/application~1json/schema", escape(&op.path), op.method);
         self.check(&ptr, body, &format!("{} {} response {status}", op.method.to_uppercase(), op.path))
+    }
+
+    /// Violations of a whole response: its status must be documented for the operation, and its
+    /// body must match the schema documented for that status and content type. Response
+    /// objects may be `$ref`s to `#/components/responses/…`.
+    pub fn check_response(&self, op: &Operation, status: u16, content_type: &str, body: &[u8]) -> Vec<String> {
+        let what = format!("{} {} response {status}", op.method.to_uppercase(), op.path);
+        let mut ptr = format!("/paths/{}/{}/responses/{status}", escape(&op.path), op.method);
+        let Some(mut response) = self.doc.pointer(&ptr) else {
+            return vec![format!("{what}: status not documented")];
+        };
+        if let Some(r) = response.get("$ref").and_then(Value::as_str) {
+            ptr = r.trim_start_matches('#').to_owned();
+            match self.doc.pointer(&ptr) {
+                Some(x) => response = x,
+                None => return vec![format!("{what}: dangling $ref {r}")],
+            }
+        }
+        let ct = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let Some(content) = response.get("content").and_then(Value::as_object) else {
+            return if body.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("{what}: documented without a body, got {} bytes", body.len())]
+            };
+        };
+        if !content.contains_key(&ct) {
+            return vec![format!("{what}: content type {ct:?} not documented")];
+        }
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return vec![format!("{what}: body is not JSON: {e}")],
+        };
+        self.check(&format!("{ptr}/content/{}/schema", escape(&ct)), &value, &what)
     }
 
     /// Whether the document declares a response schema for this status.
