@@ -101,3 +101,29 @@ start_dynamodb_local() {
     echo $! > "$STATE/$name.pid"
     wait_http "http://127.0.0.1:$port/" "$STATE/$name.log"
 }
+
+# Starts the Finch emulator and perch-local against the AWS emulator at $3, bootstrapping the
+# table, key and secret named after $4 (pids in $STATE/$4-finch.pid and $STATE/$4.pid).
+# Perch listens on port $1, the emulator on $2; they share a fresh webhook secret.
+start_finch_and_perch() {
+    local port=$1 finch_port=$2 aws=$3 name=$4
+    export FINCH_CLIENT_ID=7f4c5a6e-1d2b-4c3d-9e8f-0a1b2c3d4e5f FINCH_CLIENT_SECRET=finch-emulator-secret
+    FINCH_WEBHOOK_SECRET=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+    export FINCH_WEBHOOK_SECRET FINCH_WEBHOOK_URL="http://127.0.0.1:$port/finch/webhooks"
+    say "starting the Finch emulator on 127.0.0.1:$finch_port"
+    "$ROOT/target/debug/finch-emulator" --port "$finch_port" > "$STATE/$name-finch.log" 2>&1 &
+    echo $! > "$STATE/$name-finch.pid"
+    wait_http "http://127.0.0.1:$finch_port/_emulator/health" "$STATE/$name-finch.log"
+
+    export AWS_ENDPOINT_URL="$aws" AWS_REGION=us-east-1 \
+           AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+    export TABLE_NAME="$name" KMS_KEY_ID="alias/$name" FINCH_SECRET_ID="$name/finch" \
+           FINCH_API_URL="http://127.0.0.1:$finch_port" \
+           FINCH_REDIRECT_URI="http://127.0.0.1:$port/connect/callback" \
+           APP_RETURN_URL="http://127.0.0.1:$port/" PORT="$port"
+    say "creating the table, KMS key and Finch secret"
+    "$ROOT/target/debug/perch-local" bootstrap
+    "$ROOT/target/debug/perch-local" > "$STATE/$name.log" 2>&1 &
+    echo $! > "$STATE/$name.pid"
+    wait_http "http://127.0.0.1:$port/" "$STATE/$name.log"
+}

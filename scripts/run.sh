@@ -18,7 +18,7 @@ say "building perch-local and the Finch emulator (a cold build takes a few minut
 cargo build --locked -p perch-local -p finch-emulator
 
 # A previous stack (this script run before, perhaps still running elsewhere) is replaced.
-for name in perch-local finch-emulator moto; do stop_pid "$name"; done
+for name in perch-local perch-local-finch moto; do stop_pid "$name"; done
 for port in "$PORT" "$FINCH_PORT" "$MOTO_PORT"; do
     port_free "$port" || die "port $port is in use by another program: stop it or choose another (PORT, FINCH_PORT, MOTO_PORT)"
 done
@@ -27,7 +27,7 @@ done
 MINE=()
 cleanup() {
     for pid in "${MINE[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for name in perch-local finch-emulator moto; do
+    for name in perch-local perch-local-finch moto; do
         if [ -f "$STATE/$name.pid" ] && printf '%s\n' "${MINE[@]}" | grep -qx "$(cat "$STATE/$name.pid" 2>/dev/null)"; then rm -f "$STATE/$name.pid"; fi
     done
 }
@@ -38,24 +38,8 @@ say "starting moto on 127.0.0.1:$MOTO_PORT"
 start_moto "$MOTO_PORT" moto
 MINE+=("$(cat "$STATE/moto.pid")")
 
-export FINCH_CLIENT_ID=7f4c5a6e-1d2b-4c3d-9e8f-0a1b2c3d4e5f FINCH_CLIENT_SECRET=finch-emulator-secret
-# The emulator signs status-change webhooks to Perch with the secret Perch is given.
-FINCH_WEBHOOK_SECRET=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
-export FINCH_WEBHOOK_SECRET FINCH_WEBHOOK_URL="http://127.0.0.1:$PORT/finch/webhooks"
-say "starting the Finch emulator on 127.0.0.1:$FINCH_PORT"
-target/debug/finch-emulator --port "$FINCH_PORT" > "$STATE/finch-emulator.log" 2>&1 &
-echo $! > "$STATE/finch-emulator.pid"
-MINE+=("$!")
-wait_http "http://127.0.0.1:$FINCH_PORT/_emulator/health" "$STATE/finch-emulator.log"
-
-export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
-       AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
-export TABLE_NAME=perch-local KMS_KEY_ID=alias/perch-local FINCH_SECRET_ID=perch/local/finch \
-       FINCH_API_URL="http://127.0.0.1:$FINCH_PORT" \
-       FINCH_REDIRECT_URI="http://127.0.0.1:$PORT/connect/callback" \
-       APP_RETURN_URL="http://127.0.0.1:$PORT/" PORT
-say "creating the table, KMS key and Finch secret"
-target/debug/perch-local bootstrap
+start_finch_and_perch "$PORT" "$FINCH_PORT" "http://127.0.0.1:$MOTO_PORT" perch-local
+MINE+=("$(cat "$STATE/perch-local-finch.pid")" "$(cat "$STATE/perch-local.pid")")
 
 cat >&2 <<MSG
 
@@ -65,7 +49,4 @@ Get a token for customer "acme":
 The README walks through the rest. Ctrl-C stops the stack.
 
 MSG
-target/debug/perch-local &
-echo $! > "$STATE/perch-local.pid"
-MINE+=("$!")
-wait "$!"
+wait "$(cat "$STATE/perch-local.pid")"

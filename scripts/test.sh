@@ -24,6 +24,9 @@ say "moto on $AWS_ENDPOINT_URL"
 say "running Rust tests (cargo test --workspace)"
 cargo test --workspace --locked
 
+say "fuzzing Perch's API from api/openapi.json (schemathesis; FUZZ_EXAMPLES=1000 for a long run)"
+bash scripts/fuzz-api.sh
+
 ensure_dynamodb_local
 DDB_PORT=$(free_port)
 start_dynamodb_local "$DDB_PORT" test-ddb
