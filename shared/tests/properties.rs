@@ -1,6 +1,9 @@
 //! Properties of everything that parses untrusted input: it never panics, accepts what it
 //! issued, and refuses what was tampered with. (proptest; `PROPTEST_CASES` for longer runs.)
 
+// Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
