@@ -10,6 +10,8 @@
 //! Logs of the whole test binary are captured at DEBUG (the most verbose level Perch allows in
 //! production, see `perch::telemetry`) so tests can assert that no secret was ever logged.
 
+pub mod aws_faults;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -111,6 +113,8 @@ pub struct TestStack {
     pub kms: aws_sdk_kms::Client,
     pub sm: aws_sdk_secretsmanager::Client,
     pub key_id: String,
+    /// The fault-injecting proxy the functions reach AWS through (`start_with_aws_faults`).
+    pub aws: Option<aws_faults::AwsFaults>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -130,15 +134,24 @@ impl TestStack {
 
     /// A stack whose test binary captures no logs (for measurements).
     pub async fn start_quiet() -> Self {
-        Self::build(|_| {}, false).await
+        Self::build(|_| {}, false, false).await
+    }
+
+    /// A stack whose functions reach AWS through a fault-injecting proxy (`stack.aws`).
+    pub async fn start_with_aws_faults() -> Self {
+        Self::build(|_| {}, true, true).await
     }
 
     /// Starts a stack; `tweak` may change the functions' environment before it is read.
     pub async fn start_with(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
-        Self::build(tweak, true).await
+        Self::build(tweak, true, false).await
     }
 
-    async fn build(tweak: impl FnOnce(&mut HashMap<&'static str, String>), capture_logs: bool) -> Self {
+    async fn build(
+        tweak: impl FnOnce(&mut HashMap<&'static str, String>),
+        capture_logs: bool,
+        aws_proxy: bool,
+    ) -> Self {
         if capture_logs {
             init_logs();
         }
@@ -179,7 +192,26 @@ impl TestStack {
         ]);
         tweak(&mut env);
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-        let app = Arc::new(AppState::from_sdk_config(config.clone(), &sdk).expect("app state"));
+        let aws = if aws_proxy {
+            let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| moto_url());
+            Some(aws_faults::AwsFaults::start(moto, std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok()).await)
+        } else {
+            None
+        };
+        let app_sdk = match &aws {
+            Some(proxy) => {
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new("us-east-1"))
+                    .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                        "test", "test", None, None, "static",
+                    ))
+                    .endpoint_url(&proxy.url)
+                    .load()
+                    .await
+            }
+            None => sdk.clone(),
+        };
+        let app = Arc::new(AppState::from_sdk_config(config.clone(), &app_sdk).expect("app state"));
         let auth =
             DevAuth::random("perch-test".into(), "perch".into(), config.customer_claim.clone()).expect("dev auth");
         let router = perch_local::router(Arc::clone(&app), auth.clone());
@@ -198,6 +230,7 @@ impl TestStack {
             kms: aws_sdk_kms::Client::new(&sdk),
             sm: aws_sdk_secretsmanager::Client::new(&sdk),
             key_id: created.key_id,
+            aws,
             server,
         }
     }
