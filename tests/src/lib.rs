@@ -115,12 +115,28 @@ pub struct TestStack {
     pub key_id: String,
     /// The fault-injecting proxy the functions reach AWS through (`start_with_aws_faults`).
     pub aws: Option<aws_faults::AwsFaults>,
+    captures_logs: bool,
+    /// client_secret, state_key, webhook_secret: checked against the logs on drop.
+    secret_values: Vec<String>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for TestStack {
+    /// Every stack test is also a log-hygiene test: when it ends, none of its secrets — the
+    /// tokens and codes Finch issued, the client secret, the state and webhook keys — may be
+    /// in the captured logs (DEBUG, the most verbose level Perch allows in production).
     fn drop(&mut self) {
         self.server.abort();
+        if !self.captures_logs || std::thread::panicking() {
+            return;
+        }
+        let logs = captured_logs();
+        let mut secrets = self.issued_tokens();
+        secrets.extend(self.issued_codes());
+        secrets.extend(self.secret_values.iter().cloned());
+        for s in secrets.iter().filter(|s| s.len() >= 8) {
+            assert!(!logs.contains(s.as_str()), "a secret ({} characters) reached the logs", s.len());
+        }
     }
 }
 
@@ -219,7 +235,7 @@ impl TestStack {
             let _ = axum::serve(listener, router).await;
         });
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
-        Self {
+        let mut stack = Self {
             finch,
             app,
             base,
@@ -231,8 +247,12 @@ impl TestStack {
             sm: aws_sdk_secretsmanager::Client::new(&sdk),
             key_id: created.key_id,
             aws,
+            captures_logs: capture_logs,
+            secret_values: Vec::new(),
             server,
-        }
+        };
+        stack.secret_values = stack.secret_values().await;
+        stack
     }
 
     /// A development JWT for `customer`.
