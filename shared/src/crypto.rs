@@ -79,6 +79,45 @@ impl TokenCipher {
         })
     }
 
+    /// Moves a ciphertext under `to_key` inside KMS (the token is never in plaintext here),
+    /// keeping its encryption context. For key migrations; see `perch::rotation`.
+    #[tracing::instrument(skip_all, fields(connection_id = %connection))]
+    pub async fn reencrypt(
+        &self,
+        token: &EncryptedToken,
+        to_key: &str,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<EncryptedToken, Error> {
+        let mut req = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(token.ciphertext.clone()))
+            .source_key_id(&token.key_id)
+            .destination_key_id(to_key);
+        for (k, v) in context(connection, customer) {
+            req = req.source_encryption_context(k, v.clone()).destination_encryption_context(k, v);
+        }
+        let out = req.send().await.map_err(|e| {
+            let r = crate::error::aws_retryable(&e);
+            Error::aws("kms", "ReEncrypt", r, e)
+        })?;
+        let ciphertext = out.ciphertext_blob.ok_or_else(|| Error::internal("KMS ReEncrypt returned no ciphertext"))?;
+        Ok(EncryptedToken {
+            ciphertext: ciphertext.into_inner(),
+            key_id: out.key_id.unwrap_or_else(|| to_key.to_owned()),
+        })
+    }
+
+    /// The ARN of a key given by id, ARN or alias.
+    pub async fn key_arn(&self, key: &str) -> Result<String, Error> {
+        let out = self.client.describe_key().key_id(key).send().await.map_err(|e| {
+            let r = crate::error::aws_retryable(&e);
+            Error::aws("kms", "DescribeKey", r, e)
+        })?;
+        out.key_metadata.and_then(|m| m.arn).ok_or_else(|| Error::internal("DescribeKey returned no ARN"))
+    }
+
     /// Decrypts a token; fails if the ciphertext was made for another connection or customer.
     #[tracing::instrument(skip_all, fields(connection_id = %connection))]
     pub async fn decrypt(

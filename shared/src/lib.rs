@@ -11,6 +11,7 @@
 //! - [`finch`]: the Finch API client, with Finch's retry rules and request-id logging;
 //! - [`connect`]: the Connect flow itself;
 //! - [`lifecycle`]: re-authentication and disconnection;
+//! - [`rotation`]: moving tokens to a new KMS key, rotating the Finch secret;
 //! - [`events`]: status-change events for the app (EventBridge);
 //! - [`webhook`]: Finch webhooks, verified and applied;
 //! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
@@ -25,6 +26,7 @@ pub mod events;
 pub mod finch;
 pub mod http;
 pub mod lifecycle;
+pub mod rotation;
 pub mod secrets;
 pub mod state_token;
 pub mod store;

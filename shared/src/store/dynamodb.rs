@@ -751,6 +751,60 @@ impl DynamoStore {
         }
     }
 
+    /// Replaces a connection's ciphertext (a key migration) at `expected_version`.
+    /// `Ok(false)` if the connection changed meanwhile or has no token any more.
+    pub async fn replace_token(
+        &self,
+        id: &ConnectionId,
+        expected_version: u64,
+        token: &EncryptedToken,
+    ) -> Result<bool, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(conn_pk(id)))
+            .update_expression("SET token_ciphertext = :ct, token_key_id = :key, #version = #version + :one")
+            .condition_expression("#version = :expected AND attribute_exists(token_ciphertext)")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":ct", s(STANDARD.encode(&token.ciphertext)))
+            .expression_attribute_values(":key", s(token.key_id.clone()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_ccf(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
+    /// One page of every connection that still holds a ciphertext under a key other than `key_arn`.
+    pub async fn scan_tokens_not_under(
+        &self,
+        key_arn: &str,
+        start: Option<&str>,
+        limit: i32,
+    ) -> Result<ScanPage, Error> {
+        let mut q = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(limit)
+            .filter_expression("#kind = :connection AND attribute_exists(token_ciphertext) AND token_key_id <> :key")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":connection", s("connection"))
+            .expression_attribute_values(":key", s(key_arn));
+        if let Some(pk) = start {
+            q = q.exclusive_start_key("pk", s(pk));
+        }
+        let out = q.send().await.map_err(|e| ddb_err("Scan", e))?;
+        let items = out.items().iter().map(ConnectionRecord::from_item).collect::<Result<Vec<_>, _>>()?;
+        let next = out.last_evaluated_key.as_ref().map(|k| get_s(k, "pk").map(str::to_owned)).transpose()?;
+        Ok(ScanPage { items, next, scanned: out.scanned_count })
+    }
+
     /// One page of one parallel-scan segment: live connections not checked since `cutoff`.
     /// Memory is bounded by `limit`, whatever the table size.
     pub async fn scan_due(
