@@ -147,11 +147,20 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
 struct Local {
     app: Arc<AppState>,
     auth: DevAuth,
+    /// Concurrent invocations, as Lambda's concurrency would bound them; the rest queue.
+    /// Without it, a burst opens as many connections to the AWS emulator as there are
+    /// requests, which a single emulator process cannot accept.
+    slots: tokio::sync::Semaphore,
+}
+
+/// Concurrent invocations served at once (`LOCAL_CONCURRENCY`, default 32).
+fn local_concurrency() -> usize {
+    std::env::var("LOCAL_CONCURRENCY").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(32)
 }
 
 /// The local API: Perch's routes plus the development token issuer.
 pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
-    let state = Arc::new(Local { app, auth });
+    let state = Arc::new(Local { app, auth, slots: tokio::sync::Semaphore::new(local_concurrency()) });
     let mut r: Router<Arc<Local>> = Router::new()
         .route("/", get(landing))
         .route("/dev/token", post(dev_token).get(dev_token_get))
@@ -265,6 +274,9 @@ async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
             .into_response();
     };
     let lreq = to_lambda(&parts, bytes, &method, template, claims, params);
+    let Ok(_slot) = s.slots.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"message": "Service Unavailable"}))).into_response();
+    };
     let resp = match function {
         Function::CreateConnectSession => create_connect_session::handle(&s.app, lreq).await,
         Function::OauthCallback => oauth_callback::handle(&s.app, lreq).await,
