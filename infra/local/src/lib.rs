@@ -275,7 +275,8 @@ async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
     };
     let lreq = to_lambda(&parts, bytes, &method, template, claims, params);
     let Ok(_slot) = s.slots.acquire().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"message": "Service Unavailable"}))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"message": "Service Unavailable"})))
+            .into_response();
     };
     let resp = match function {
         Function::CreateConnectSession => create_connect_session::handle(&s.app, lreq).await,
