@@ -516,7 +516,13 @@ pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<C
                 };
                 return Ok(CallbackOutcome { connection: summary(&record), outcome });
             }
+            // A lost race re-reads at once; a transient AWS failure waits a little. The token is
+            // already exchanged: giving up here would cost the employer a reconnect.
             Err(Error::Conflict { .. }) if attempt < SAVE_ATTEMPTS => continue,
+            Err(Error::Aws { retryable: true, .. }) if attempt < SAVE_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                continue;
+            }
             Err(e) => {
                 tracing::error!(connection_id = %connection_id, error = %e.chain(), "token exchanged but not stored; the next connect attempt for this customer recovers the connection");
                 return Err(e);

@@ -158,11 +158,15 @@ impl fmt::Debug for Error {
 
 /// Whether an AWS SDK failure is worth retrying later: transport failures, throttling and
 /// service-side errors. The same rule for every AWS service Perch calls.
-pub fn aws_retryable<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+pub fn aws_retryable<E>(e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
     use aws_sdk_dynamodb::error::SdkError;
+    // A 5xx or 429 is transient whatever its body says (an emulator's HTML error page included).
+    if e.raw_response().is_some_and(|r| r.status().is_server_error() || r.status().as_u16() == 429) {
+        return true;
+    }
     match e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(se) => {

@@ -355,6 +355,35 @@ pub async fn run_segment(
     Ok(report)
 }
 
+impl SegmentReport {
+    /// Adds another run's counts to these (the continuation is not carried over).
+    pub fn absorb(&mut self, other: &SegmentReport) {
+        self.checked += other.checked;
+        self.changed += other.changed;
+        self.superseded += other.superseded;
+        self.failed += other.failed;
+        self.finch_requests += other.finch_requests;
+        self.rate_limited += other.rate_limited;
+        self.max_page_items = self.max_page_items.max(other.max_page_items);
+    }
+}
+
+/// A whole round in this one invocation, segment after segment, without a queue (local runs
+/// and small deployments). Stops at the deadline; `next` then says where.
+pub async fn run_round(app: &AppState, settings: &SweepSettings, deadline: Instant) -> Result<SegmentReport, Error> {
+    let pacer = Pacer::new(settings.slot());
+    let mut total = SegmentReport::default();
+    for work in plan(settings, OffsetDateTime::now_utc()) {
+        let r = run_segment(app, settings, &pacer, work, deadline).await?;
+        total.absorb(&r);
+        if r.next.is_some() {
+            total.next = r.next;
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// The work of a new sweep round: one item per segment.
 pub fn plan(settings: &SweepSettings, now: OffsetDateTime) -> Vec<SegmentWork> {
     (0..settings.segments)

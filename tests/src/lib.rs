@@ -482,3 +482,22 @@ pub fn location(r: &reqwest::Response) -> String {
 pub fn query(url: &str, key: &str) -> Option<String> {
     url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
+
+/// Sweep settings for tests: an effectively unlimited budget, 3 segments, a 1-hour recheck and
+/// no time margin, with `extra` overriding.
+pub fn sweep_settings(extra: &[(&str, &str)]) -> perch::sweep::SweepSettings {
+    let mut vars: HashMap<String, String> = [
+        ("SWEEP_BUDGET_REQUESTS", "100000"),
+        ("SWEEP_BUDGET_WINDOW_SECONDS", "1"),
+        ("SWEEP_SEGMENTS", "3"),
+        ("SWEEP_RECHECK_SECONDS", "3600"),
+        ("SWEEP_TIME_MARGIN_SECONDS", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    perch::sweep::SweepSettings::from_lookup(|k| vars.get(k).cloned()).expect("sweep settings")
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use perch::sweep::{self, Pacer, SweepSettings};
+use perch::sweep::{self, SweepSettings};
 use perch_tests::TestStack;
 use serde_json::json;
 
@@ -98,22 +98,12 @@ async fn a_thousand_concurrent_requests_lose_nothing() {
     })
     .unwrap();
     let sweeps = async {
-        let pacer = Pacer::new(settings.slot());
         let mut checked = 0;
         for _ in 0..2 {
-            for w in sweep::plan(&settings, time::OffsetDateTime::now_utc()) {
-                let r = sweep::run_segment(
-                    &stack.app,
-                    &settings,
-                    &pacer,
-                    w,
-                    tokio::time::Instant::now() + Duration::from_secs(300),
-                )
-                .await
-                .unwrap();
-                assert_eq!(r.failed, 0);
-                checked += r.checked + r.superseded;
-            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            let r = sweep::run_round(&stack.app, &settings, deadline).await.unwrap();
+            assert_eq!(r.failed, 0);
+            checked += r.checked + r.superseded;
         }
         checked
     };

@@ -4,44 +4,16 @@
 use std::time::Duration;
 
 use perch::sweep::{self, Pacer, SegmentReport, SweepSettings};
-use perch_tests::{TestStack, captured_logs, location, query};
+use perch_tests::{TestStack, captured_logs, location, query, sweep_settings};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-fn settings(extra: &[(&str, &str)]) -> SweepSettings {
-    let mut vars: std::collections::HashMap<String, String> = [
-        ("SWEEP_BUDGET_REQUESTS", "100000"),
-        ("SWEEP_BUDGET_WINDOW_SECONDS", "1"),
-        ("SWEEP_SEGMENTS", "3"),
-        ("SWEEP_RECHECK_SECONDS", "3600"),
-        ("SWEEP_TIME_MARGIN_SECONDS", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    SweepSettings::from_lookup(|k| vars.get(k).cloned()).unwrap()
-}
-
 /// A whole round, inline (what the function does without a queue).
 async fn sweep_all(stack: &TestStack, s: &SweepSettings) -> SegmentReport {
-    let pacer = Pacer::new(s.slot());
-    let mut total = SegmentReport::default();
-    for w in sweep::plan(s, OffsetDateTime::now_utc()) {
-        let r = sweep::run_segment(&stack.app, s, &pacer, w, Instant::now() + Duration::from_secs(600)).await.unwrap();
-        assert!(r.next.is_none());
-        total.checked += r.checked;
-        total.changed += r.changed;
-        total.superseded += r.superseded;
-        total.failed += r.failed;
-        total.finch_requests += r.finch_requests;
-        total.rate_limited += r.rate_limited;
-        total.max_page_items = total.max_page_items.max(r.max_page_items);
-    }
-    total
+    let r = sweep::run_round(&stack.app, s, Instant::now() + Duration::from_secs(600)).await.unwrap();
+    assert!(r.next.is_none());
+    r
 }
 
 #[tokio::test]
@@ -55,7 +27,7 @@ async fn the_sweep_records_status_request_ids_and_tells_the_app() {
         t.revoked = true;
     }
 
-    let r = sweep_all(&stack, &settings(&[("SWEEP_IN_FLIGHT", "1")])).await;
+    let r = sweep_all(&stack, &sweep_settings(&[("SWEEP_IN_FLIGHT", "1")])).await;
     assert_eq!((r.checked, r.failed), (5, 0));
     assert_eq!(stack.stored_status(&ids[0]).await, "reauth");
     assert_eq!(stack.stored_status(&ids[1]).await, "disconnected");
@@ -75,7 +47,7 @@ async fn the_sweep_records_status_request_ids_and_tells_the_app() {
     // The listing shows when a connection was last checked.
     assert!(stack.list("acme").await.iter().all(|c| c["checked_at"].is_string()));
     // A second round finds nothing due.
-    let again = sweep_all(&stack, &settings(&[])).await;
+    let again = sweep_all(&stack, &sweep_settings(&[])).await;
     assert_eq!((again.checked, again.finch_requests), (0, 0));
 }
 
@@ -84,7 +56,7 @@ async fn a_401_reauthenticate_user_also_means_reauth() {
     let stack = TestStack::start().await;
     let ids = stack.seed("acme", 1).await;
     stack.inject(json!({"path": "/introspect", "status": 401, "times": 1}));
-    let r = sweep_all(&stack, &settings(&[])).await;
+    let r = sweep_all(&stack, &sweep_settings(&[])).await;
     assert_eq!((r.checked, r.changed), (1, 1));
     assert_eq!(stack.stored_status(&ids[0]).await, "reauth");
 }
@@ -93,7 +65,7 @@ async fn a_401_reauthenticate_user_also_means_reauth() {
 async fn a_sweep_interrupted_mid_way_resumes_without_double_work() {
     let stack = TestStack::start().await;
     let ids = stack.seed("acme", 24).await;
-    let s = settings(&[("SWEEP_SEGMENTS", "1"), ("SWEEP_IN_FLIGHT", "1"), ("SWEEP_PAGE_SIZE", "10")]);
+    let s = sweep_settings(&[("SWEEP_SEGMENTS", "1"), ("SWEEP_IN_FLIGHT", "1"), ("SWEEP_PAGE_SIZE", "10")]);
     let pacer = Pacer::new(Duration::from_millis(40));
     let work = sweep::plan(&s, OffsetDateTime::now_utc()).remove(0);
     // The deadline comes after a handful of checks.
@@ -119,7 +91,7 @@ async fn a_webhook_during_a_check_wins_over_the_checks_older_result() {
     let id = ids[0].clone();
     // Finch still says `connected` to the slow introspection; meanwhile a webhook says `reauth`.
     stack.inject(json!({"path": "/introspect", "latency_ms": 800, "times": 1}));
-    let s = settings(&[("SWEEP_SEGMENTS", "1")]);
+    let s = sweep_settings(&[("SWEEP_SEGMENTS", "1")]);
     let sweep = async { sweep_all(&stack, &s).await };
     let webhook = async {
         // Wait (bounded) until the introspection is in flight at the emulator.
@@ -175,14 +147,14 @@ async fn retries_honour_retry_after_and_every_check_completes() {
     // Three faults in all: even if one connection meets every one, its 4th attempt succeeds.
     stack.inject(json!({"path": "/introspect", "status": 429, "retry_after": 0, "times": 2}));
     stack.inject(json!({"path": "/introspect", "status": 502, "times": 1}));
-    let r = sweep_all(&stack, &settings(&[("SWEEP_IN_FLIGHT", "2")])).await;
+    let r = sweep_all(&stack, &sweep_settings(&[("SWEEP_IN_FLIGHT", "2")])).await;
     assert_eq!((r.checked, r.failed), (6, 0));
     assert_eq!(r.rate_limited, 2);
     assert_eq!(r.finch_requests, 6 + 3);
     // A fourth consecutive failure gives up on that connection (and only that one).
     let more = stack.seed("globex", 1).await;
     stack.inject(json!({"path": "/introspect", "status": 503, "times": 4}));
-    let r = sweep_all(&stack, &settings(&[])).await;
+    let r = sweep_all(&stack, &sweep_settings(&[])).await;
     assert_eq!((r.checked, r.failed, r.finch_requests), (0, 1, 4));
     assert_eq!(stack.stored_status(&more[0]).await, "connected");
 }
@@ -196,7 +168,7 @@ async fn the_scheduled_run_fans_out_over_sqs_and_hands_over_near_the_deadline() 
     let queue =
         sqs.create_queue().queue_name(format!("perch-sweep-{}", uuid::Uuid::new_v4().simple())).send().await.unwrap();
     let url = queue.queue_url().unwrap().to_owned();
-    let s = settings(&[("SWEEP_QUEUE_URL", &url), ("SWEEP_SEGMENTS", "4"), ("SWEEP_TIME_MARGIN_SECONDS", "0")]);
+    let s = sweep_settings(&[("SWEEP_QUEUE_URL", &url), ("SWEEP_SEGMENTS", "4"), ("SWEEP_TIME_MARGIN_SECONDS", "0")]);
     let sweeper = check_connection_status::Sweeper::new(&stack.app, s, sqs.clone());
 
     let event = |payload: Value, millis: u64| {

@@ -4,28 +4,11 @@
 
 use std::time::Duration;
 
-use perch::sweep::{self, Pacer, SegmentReport, SweepSettings};
-use perch_tests::TestStack;
+use perch::sweep::{self, Pacer, SegmentReport};
+use perch_tests::{TestStack, sweep_settings};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::time::Instant;
-
-fn settings(extra: &[(&str, &str)]) -> SweepSettings {
-    let mut vars: std::collections::HashMap<String, String> = [
-        ("SWEEP_BUDGET_REQUESTS", "100000"),
-        ("SWEEP_BUDGET_WINDOW_SECONDS", "1"),
-        ("SWEEP_SEGMENTS", "3"),
-        ("SWEEP_RECHECK_SECONDS", "3600"),
-        ("SWEEP_TIME_MARGIN_SECONDS", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    SweepSettings::from_lookup(|k| vars.get(k).cloned()).unwrap()
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -49,7 +32,7 @@ async fn ten_thousand_connections_sweep_with_no_429_and_bounded_memory() {
     }
     stack.finch.shared.world().rate_limits =
         Some(serde_json::from_value(json!({"ip_limit": 1000, "ip_window_ms": 2000, "penalty_ms": 60000})).unwrap());
-    let s = settings(&[
+    let s = sweep_settings(&[
         ("SWEEP_BUDGET_REQUESTS", "900"),
         ("SWEEP_BUDGET_WINDOW_SECONDS", "2"),
         ("SWEEP_SEGMENTS", "4"),

@@ -78,19 +78,13 @@ async fn plan(s: &Sweeper<'_>, deadline: tokio::time::Instant) -> Result<Value, 
         }
         None => {
             // Without a queue there is no one to hand over to: sweep inline while time lasts.
-            let pacer = Pacer::new(s.settings.slot());
-            let mut checked = 0;
-            for w in work {
-                let report = sweep::run_segment(s.app, &s.settings, &pacer, w, deadline).await?;
-                checked += report.checked;
-                if report.next.is_some() {
-                    tracing::error!(
-                        "status sweep ran out of time without SWEEP_QUEUE_URL; the rest waits for the next round"
-                    );
-                    break;
-                }
+            let report = sweep::run_round(s.app, &s.settings, deadline).await?;
+            if report.next.is_some() {
+                tracing::error!(
+                    "status sweep ran out of time without SWEEP_QUEUE_URL; the rest waits for the next round"
+                );
             }
-            Ok(json!({"checked": checked}))
+            Ok(json!({"checked": report.checked}))
         }
     }
 }

@@ -205,22 +205,14 @@ async fn dev_sweep(State(s): State<Arc<Local>>) -> Response {
         }
     };
     settings.recheck_after = std::time::Duration::ZERO;
-    let pacer = perch::sweep::Pacer::new(settings.slot());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
-    let mut totals = json!({"checked": 0, "changed": 0, "superseded": 0, "failed": 0});
-    for w in perch::sweep::plan(&settings, time::OffsetDateTime::now_utc()) {
-        match perch::sweep::run_segment(&s.app, &settings, &pacer, w, deadline).await {
-            Ok(r) => {
-                for (k, v) in
-                    [("checked", r.checked), ("changed", r.changed), ("superseded", r.superseded), ("failed", r.failed)]
-                {
-                    totals[k] = json!(totals[k].as_u64().unwrap_or(0) + v);
-                }
-            }
-            Err(e) => return perch::http::error_response(&e, None).map(|b| axum::body::Body::from(b.to_vec())),
-        }
+    match perch::sweep::run_round(&s.app, &settings, deadline).await {
+        Ok(r) => axum::Json(
+            json!({"checked": r.checked, "changed": r.changed, "superseded": r.superseded, "failed": r.failed}),
+        )
+        .into_response(),
+        Err(e) => perch::http::error_response(&e, None).map(|b| axum::body::Body::from(b.to_vec())),
     }
-    axum::Json(totals).into_response()
 }
 
 #[derive(Deserialize)]

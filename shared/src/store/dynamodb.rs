@@ -110,6 +110,25 @@ fn is_ccf<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
 }
 
+/// The outcome of a conditional write: `true` if applied, `false` if its condition failed.
+fn conditional<T, E>(operation: &'static str, res: Result<T, SdkError<E, HttpResponse>>) -> Result<bool, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if is_ccf(&e) => Ok(false),
+        Err(e) => Err(ddb_err(operation, e)),
+    }
+}
+
+/// A scan's page as records, and where it continues.
+fn scan_page(out: aws_sdk_dynamodb::operation::scan::ScanOutput) -> Result<ScanPage, Error> {
+    let items = out.items().iter().map(ConnectionRecord::from_item).collect::<Result<Vec<_>, _>>()?;
+    let next = out.last_evaluated_key.as_ref().map(|k| get_s(k, "pk").map(str::to_owned)).transpose()?;
+    Ok(ScanPage { items, next, scanned: out.scanned_count })
+}
+
 fn conn_pk(id: &ConnectionId) -> String {
     format!("CONN#{id}")
 }
@@ -122,10 +141,11 @@ fn sort_key(created_at: OffsetDateTime, id: &ConnectionId) -> String {
     format!("{}#{id}", stamp(created_at))
 }
 
-fn ddb_err<E, R>(operation: &'static str, e: SdkError<E, R>) -> Error
+type HttpResponse = aws_sdk_dynamodb::config::http::HttpResponse;
+
+fn ddb_err<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let r = crate::error::aws_retryable(&e);
     Error::aws("dynamodb", operation, r, e)
@@ -263,11 +283,7 @@ impl DynamoStore {
             .expression_attribute_values(":owner", s(customer.as_str()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(ddb_err("PutItem", e)),
-        }
+        conditional("PutItem", res)
     }
 
     /// The customer a Finch `customer_id` was claimed by, if any.
@@ -415,22 +431,17 @@ impl DynamoStore {
     /// Forgets a started exchange whose request provably never reached Finch, so the same
     /// code can be tried again.
     pub async fn abandon_exchange(&self, code_hash: &str) -> Result<(), Error> {
-        self.client
+        let res = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .key("pk", s(format!("CODE#{code_hash}")))
             .condition_expression("phase = :p")
             .expression_attribute_values(":p", s("exchanging"))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
-                if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) {
-                    Ok(())
-                } else {
-                    Err(ddb_err("DeleteItem", e))
-                }
-            })
+            .await;
+        // Already gone or already done: either way nothing is left to abandon.
+        conditional("DeleteItem", res).map(|_| ())
     }
 
     /// Reads a connection (strongly consistent).
@@ -600,11 +611,7 @@ impl DynamoStore {
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        match req.update_expression(expr).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(ddb_err("UpdateItem", e)),
-        }
+        conditional("UpdateItem", req.update_expression(expr).send().await)
     }
 
     /// Applies a status Finch pushed (webhook) if it is newer than what is stored. Returns the
@@ -672,11 +679,7 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(ddb_err("PutItem", e)),
-        }
+        conditional("PutItem", res)
     }
 
     /// Forgets an event id, so that Finch's redelivery is processed (after a failure).
@@ -709,11 +712,7 @@ impl DynamoStore {
             .expression_attribute_values(":expected", n(expected_version))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(ddb_err("UpdateItem", e)),
-        }
+        conditional("UpdateItem", res)
     }
 
     /// Last step of a disconnect: destroys the ciphertext and leaves a tombstone (id, customer,
@@ -744,11 +743,7 @@ impl DynamoStore {
         };
         let res =
             req.update_expression(format!("{set} REMOVE token_ciphertext, token_key_id, gsi1pk, gsi1sk")).send().await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(ddb_err("UpdateItem", e)),
-        }
+        conditional("UpdateItem", res)
     }
 
     /// Replaces a connection's ciphertext (a key migration) at `expected_version`.
@@ -773,11 +768,7 @@ impl DynamoStore {
             .expression_attribute_values(":expected", n(expected_version))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(ddb_err("UpdateItem", e)),
-        }
+        conditional("UpdateItem", res)
     }
 
     /// One page of every connection that still holds a ciphertext under a key other than `key_arn`.
@@ -799,10 +790,7 @@ impl DynamoStore {
         if let Some(pk) = start {
             q = q.exclusive_start_key("pk", s(pk));
         }
-        let out = q.send().await.map_err(|e| ddb_err("Scan", e))?;
-        let items = out.items().iter().map(ConnectionRecord::from_item).collect::<Result<Vec<_>, _>>()?;
-        let next = out.last_evaluated_key.as_ref().map(|k| get_s(k, "pk").map(str::to_owned)).transpose()?;
-        Ok(ScanPage { items, next, scanned: out.scanned_count })
+        scan_page(q.send().await.map_err(|e| ddb_err("Scan", e))?)
     }
 
     /// One page of one parallel-scan segment: live connections not checked since `cutoff`.
@@ -838,10 +826,7 @@ impl DynamoStore {
         if let Some(pk) = start {
             q = q.exclusive_start_key("pk", s(pk));
         }
-        let out = q.send().await.map_err(|e| ddb_err("Scan", e))?;
-        let items = out.items().iter().map(ConnectionRecord::from_item).collect::<Result<Vec<_>, _>>()?;
-        let next = out.last_evaluated_key.as_ref().map(|k| get_s(k, "pk").map(str::to_owned)).transpose()?;
-        Ok(ScanPage { items, next, scanned: out.scanned_count })
+        scan_page(q.send().await.map_err(|e| ddb_err("Scan", e))?)
     }
 }
 
