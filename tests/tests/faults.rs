@@ -70,14 +70,24 @@ async fn dynamodb_throttling_at_each_step_is_a_clear_503_and_retries_complete() 
     assert_eq!((s, c.as_str()), (503, "service_unavailable"));
     assert_eq!(stack.post_json("/connect/sessions", Some(&token), &body).await.status(), 201);
 
-    // The callback: the connection cannot be written (transaction throttled).
+    // The callback: the connection cannot be written (transaction throttled). The token is
+    // already exchanged, so a short outage is ridden out inside the request...
     let cb = stack.callback_url_for("acme", body.clone()).await;
     aws.inject(AwsFault::outage("DynamoDB_20120810.TransactWriteItems", 400, "ProvisionedThroughputExceededException"));
+    assert_eq!(stack.get(&cb, None).await.status(), 302);
+    assert_eq!(stack.list("acme").await.len(), 1);
+    // ... and a long one is a clear 503 that leaves nothing half-written; connecting again recovers.
+    let cb = stack.callback_url_for("globex", body.clone()).await;
+    let throttled =
+        AwsFault { times: 9, ..AwsFault::outage("DynamoDB_20120810.TransactWriteItems", 400, "ThrottlingException") };
+    aws.inject(throttled);
     let (s, c) = code_of(stack.get(&cb, None).await).await;
     assert_eq!((s, c.as_str()), (503, "service_unavailable"));
-    assert!(stack.list("acme").await.is_empty());
-    let id = retry_connect(&stack, "acme").await;
-    assert_eq!(stack.list("acme").await.len(), 1);
+    assert!(stack.list("globex").await.is_empty());
+    aws.clear();
+    retry_connect(&stack, "globex").await;
+    assert_eq!(stack.list("globex").await.len(), 1);
+    let id = stack.list("acme").await[0]["connection_id"].as_str().unwrap().to_owned();
 
     // The listing, and a disconnect whose final write fails: it stays disconnecting, then finishes.
     aws.inject(AwsFault::outage("DynamoDB_20120810.Query", 400, "ThrottlingException"));
