@@ -13,6 +13,11 @@ cargo fmt --all -- --check || die "code is not formatted: run 'cargo fmt --all'"
 say "building and linting (cargo clippy -D warnings; a cold build takes a few minutes)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "checking template.yaml (cfn-lint, sam validate --lint; offline)"
+"$VENV/bin/cfn-lint" template.yaml
+SAM_CLI_TELEMETRY=0 AWS_EC2_METADATA_DISABLED=true "$VENV/bin/sam" validate --lint --region us-east-1 >/dev/null \
+    || die "sam validate --lint failed: run it to see why"
+
 MOTO_PORT=$(free_port)
 start_moto "$MOTO_PORT" test-moto
 trap 'stop_pid test-moto; stop_pid test-ddb' EXIT
