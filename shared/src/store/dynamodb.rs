@@ -549,6 +549,20 @@ impl DynamoStore {
         Ok(Page { items, next_cursor })
     }
 
+    /// An UpdateItem on a connection. Every write to a connection bumps its `version`, so the
+    /// `#version` name and the `:one` increment come with it.
+    fn update_connection(
+        &self,
+        id: &ConnectionId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(conn_pk(id)))
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":one", n(1))
+    }
+
     /// Records a status check, unless the connection changed since it was read at
     /// `expected_version` (a webhook, a reauthentication or a disconnect got there first: their
     /// data is newer). `Ok(false)` when the write was refused for that reason.
@@ -570,19 +584,14 @@ impl DynamoStore {
         .to_vec();
         let mut remove = Vec::new();
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(conn_pk(id)))
+            .update_connection(id)
             .condition_expression(
                 "#version = :expected AND #status <> :disconnecting AND attribute_not_exists(disconnected_at)",
             )
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#version", "version")
             .expression_attribute_values(":status", s(obs.status.as_str()))
             .expression_attribute_values(":observed", ts(obs.observed_at))
             .expression_attribute_values(":now", ts(now))
-            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(expected_version))
             .expression_attribute_values(":disconnecting", s(DISCONNECTING));
         // Optional facts: set when observed; a message or sync time Finch no longer reports is
@@ -624,10 +633,7 @@ impl DynamoStore {
         event_id: &str,
     ) -> Result<Option<ConnectionRecord>, Error> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(conn_pk(id)))
+            .update_connection(id)
             .update_expression(
                 "SET #status = :status, status_observed_at = :observed, updated_at = :now, last_event_id = :event, \
                  #version = #version + :one REMOVE status_message",
@@ -638,7 +644,6 @@ impl DynamoStore {
                  AND (attribute_not_exists(status_observed_at) OR status_observed_at < :second_end)",
             )
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#version", "version")
             .expression_attribute_names("#kind", "kind")
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":observed", ts(observed_at))
@@ -647,7 +652,6 @@ impl DynamoStore {
             // Finch timestamps are whole seconds: an event wins over anything observed within
             // its own second (it reports a change; an introspection that second may predate it).
             .expression_attribute_values(":second_end", ts(observed_at + time::Duration::seconds(1)))
-            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":connection", s("connection"))
             .expression_attribute_values(":disconnecting", s(DISCONNECTING))
             .return_values(ReturnValue::AllOld)
@@ -698,17 +702,12 @@ impl DynamoStore {
     /// `Ok(false)` if it changed meanwhile.
     pub async fn mark_disconnecting(&self, id: &ConnectionId, expected_version: u64) -> Result<bool, Error> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(conn_pk(id)))
+            .update_connection(id)
             .update_expression("SET #status = :disconnecting, updated_at = :now, #version = #version + :one")
             .condition_expression("#version = :expected")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#version", "version")
             .expression_attribute_values(":disconnecting", s(DISCONNECTING))
             .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
-            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(expected_version))
             .send()
             .await;
@@ -721,17 +720,12 @@ impl DynamoStore {
     pub async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>) -> Result<bool, Error> {
         let now = OffsetDateTime::now_utc();
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(conn_pk(id)))
+            .update_connection(id)
             .condition_expression("#status = :disconnecting")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#version", "version")
             .expression_attribute_values(":disconnecting", s(DISCONNECTING))
             .expression_attribute_values(":disconnected", s("disconnected"))
-            .expression_attribute_values(":now", ts(now))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":now", ts(now));
         let set = match request_id {
             Some(r) => {
                 req = req.expression_attribute_values(":rid", s(r));
@@ -755,16 +749,11 @@ impl DynamoStore {
         token: &EncryptedToken,
     ) -> Result<bool, Error> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(conn_pk(id)))
+            .update_connection(id)
             .update_expression("SET token_ciphertext = :ct, token_key_id = :key, #version = #version + :one")
             .condition_expression("#version = :expected AND attribute_exists(token_ciphertext)")
-            .expression_attribute_names("#version", "version")
             .expression_attribute_values(":ct", s(STANDARD.encode(&token.ciphertext)))
             .expression_attribute_values(":key", s(token.key_id.clone()))
-            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(expected_version))
             .send()
             .await;
