@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit, handler and stack tests (moto + Finch emulator),
-# and the Finch SDK test of the emulator. Installs what it needs into .venv. Idempotent.
+# Runs every test: formatting, lints, template checks, unit, handler and stack tests (moto +
+# Finch emulator), the Finch SDK test of the emulator, and the arm64 build of every function.
+# Installs what it needs into .venv. Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -42,5 +43,8 @@ AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT" PERCH_SWEEP_CONNECTIONS=1
 say "running the Finch SDK tests of the emulator (pytest)"
 cargo build --locked -p finch-emulator
 "$VENV/bin/python" -m pytest -q tests/python
+
+# Last: the longest step, and nothing above needs its artifacts.
+bash scripts/build-lambdas.sh
 
 say "all tests passed"

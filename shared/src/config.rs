@@ -18,6 +18,13 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+impl ConfigError {
+    /// Logs the refusal (cold start stops right after).
+    pub fn log(&self) {
+        tracing::error!(error = %self, "configuration refused at cold start");
+    }
+}
+
 /// Everything the functions need to know about their environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,8 +56,10 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads the process environment; a refusal is also logged, so a function that cannot
+    /// start says why in its own log group.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_lookup(|k| std::env::var(k).ok()).inspect_err(ConfigError::log)
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {

@@ -75,8 +75,9 @@ pub struct SweepSettings {
 }
 
 impl SweepSettings {
+    /// Reads the process environment; a refusal is logged (see [`Config::from_env`](crate::Config::from_env)).
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_lookup(|k| std::env::var(k).ok()).inspect_err(crate::config::ConfigError::log)
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, crate::config::ConfigError> {

@@ -5,6 +5,11 @@
 //! `x-amz-target` (`TrentService.Decrypt`, `DynamoDB_20120810.PutItem`,
 //! `secretsmanager.GetSecretValue`, …), in which case it answers as AWS does when throttling or
 //! failing: the status, the `__type` and the `x-amzn-ErrorType` header the SDK parses.
+//!
+//! It also records every call as IAM would see it: who signed it (the access key id in the
+//! `Authorization` header), the operation (`x-amz-target`) and the JSON request (table, index,
+//! key, encryption context, …). `tests/tests/least_privilege.rs` checks those against the
+//! template's policies.
 
 use std::sync::{Arc, Mutex};
 
@@ -30,10 +35,22 @@ impl AwsFault {
     }
 }
 
+/// One AWS request that reached the proxy.
+#[derive(Debug, Clone)]
+pub struct AwsCall {
+    /// The access key id that signed it.
+    pub principal: String,
+    /// `x-amz-target`, e.g. `DynamoDB_20120810.PutItem`.
+    pub target: String,
+    /// The JSON request body (`Null` if it was not JSON).
+    pub body: serde_json::Value,
+}
+
 #[derive(Default)]
 struct Inner {
     faults: Vec<AwsFault>,
     injected: u32,
+    calls: Vec<AwsCall>,
 }
 
 /// A running proxy; `url` is the endpoint to give the SDK.
@@ -65,6 +82,11 @@ impl AwsFaults {
         self.inner.lock().unwrap().faults.clear();
     }
 
+    /// Every request seen so far, faulted or forwarded.
+    pub fn calls(&self) -> Vec<AwsCall> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
     /// How many requests were answered with a fault.
     pub fn injected(&self) -> u32 {
         self.inner.lock().unwrap().injected
@@ -76,8 +98,21 @@ type Shared = Arc<(Arc<Mutex<Inner>>, String, Option<String>, reqwest::Client)>;
 async fn forward(State(s): State<Shared>, req: Request) -> Response {
     let (inner, moto, dynamodb, client) = &*s;
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    // `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/<service>/aws4_request, …`
+    let principal = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
     let fault = {
         let mut i = inner.lock().unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        i.calls.push(AwsCall { principal, target: target.clone(), body });
         let hit = i.faults.iter().position(|f| target.starts_with(&f.target) && f.times > 0);
         hit.map(|idx| {
             i.faults[idx].times -= 1;
@@ -97,8 +132,6 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         Some(d) if target.starts_with("DynamoDB_") => d,
         _ => moto,
     };
-    let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
     let url = format!("{base}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut out = client.request(parts.method.clone(), url).body(bytes.to_vec());
     for (k, v) in &parts.headers {

@@ -140,6 +140,26 @@ impl Drop for TestStack {
     }
 }
 
+/// How a stack's functions reach AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aws {
+    Direct,
+    Proxy,
+    ProxyPerFunction,
+}
+
+/// The access key id the harness's own calls sign with behind the proxy.
+pub const HARNESS: &str = "test-harness";
+
+async fn proxy_sdk(url: &str, access_key_id: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(access_key_id, "test", None, None, "static"))
+        .endpoint_url(url)
+        .load()
+        .await
+}
+
 /// The app URL the callback sends browsers to.
 pub const APP_RETURN_URL: &str = "http://app.test/connections";
 
@@ -150,24 +170,33 @@ impl TestStack {
 
     /// A stack whose test binary captures no logs (for measurements).
     pub async fn start_quiet() -> Self {
-        Self::build(|_| {}, false, false).await
+        Self::build(|_| {}, false, Aws::Direct).await
     }
 
     /// A stack whose functions reach AWS through a fault-injecting proxy (`stack.aws`).
     pub async fn start_with_aws_faults() -> Self {
-        Self::build(|_| {}, true, true).await
+        Self::build(|_| {}, true, Aws::Proxy).await
     }
 
     /// Starts a stack; `tweak` may change the functions' environment before it is read.
     pub async fn start_with(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
-        Self::build(tweak, true, false).await
+        Self::build(tweak, true, Aws::Direct).await
     }
 
-    async fn build(
-        tweak: impl FnOnce(&mut HashMap<&'static str, String>),
-        capture_logs: bool,
-        aws_proxy: bool,
-    ) -> Self {
+    /// A stack whose functions reach AWS through the recording proxy, each signing with its
+    /// own access key id (its binary name), as each Lambda has its own role. The harness's own
+    /// calls (`stack.app`, seeding) sign as [`HARNESS`].
+    pub async fn start_with_identities(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
+        Self::build(tweak, true, Aws::ProxyPerFunction).await
+    }
+
+    /// An SDK configuration that reaches AWS through this stack's proxy signing as `principal`.
+    pub async fn sdk_as(&self, principal: &str) -> aws_config::SdkConfig {
+        let proxy = self.aws.as_ref().expect("a stack started with a proxy");
+        proxy_sdk(&proxy.url, principal).await
+    }
+
+    async fn build(tweak: impl FnOnce(&mut HashMap<&'static str, String>), capture_logs: bool, aws_mode: Aws) -> Self {
         if capture_logs {
             init_logs();
         }
@@ -208,29 +237,28 @@ impl TestStack {
         ]);
         tweak(&mut env);
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-        let aws = if aws_proxy {
+        let aws = if aws_mode == Aws::Direct {
+            None
+        } else {
             let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| moto_url());
             Some(aws_faults::AwsFaults::start(moto, std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok()).await)
-        } else {
-            None
         };
         let app_sdk = match &aws {
-            Some(proxy) => {
-                aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new("us-east-1"))
-                    .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                        "test", "test", None, None, "static",
-                    ))
-                    .endpoint_url(&proxy.url)
-                    .load()
-                    .await
-            }
+            Some(proxy) => proxy_sdk(&proxy.url, HARNESS).await,
             None => sdk.clone(),
         };
         let app = Arc::new(AppState::from_sdk_config(config.clone(), &app_sdk).expect("app state"));
+        let mut per_function = HashMap::new();
+        if let (Aws::ProxyPerFunction, Some(proxy)) = (aws_mode, &aws) {
+            for (_, _, function, _) in perch_local::ROUTES {
+                let sdk = proxy_sdk(&proxy.url, function.binary()).await;
+                let state = AppState::from_sdk_config(config.clone(), &sdk).expect("app state");
+                per_function.insert(*function, Arc::new(state));
+            }
+        }
         let auth =
             DevAuth::random("perch-test".into(), "perch".into(), config.customer_claim.clone()).expect("dev auth");
-        let router = perch_local::router(Arc::clone(&app), auth.clone());
+        let router = perch_local::router_per_function(Arc::clone(&app), per_function, auth.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -470,6 +498,30 @@ impl TestStack {
     pub fn inject(&self, fault: Value) {
         let f: finch_emulator::world::Fault = serde_json::from_value(fault).expect("fault");
         self.finch.shared.world().faults.push(f);
+    }
+}
+
+/// `template.yaml` as JSON. CloudFormation's short tags (`!Ref X`, `!GetAtt X.Arn`, `!Sub "…"`)
+/// load as their plain strings, which is all that naming a resource or parameter needs here.
+pub fn template() -> Value {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template.yaml");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("template.yaml parses");
+    yaml_to_json(&docs[0])
+}
+
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) | Yaml::Real(s) => Value::from(s.as_str()),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Boolean(b) => Value::from(*b),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .map(|(k, v)| (k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}")), yaml_to_json(v)))
+                .collect(),
+        ),
+        _ => Value::Null,
     }
 }
 

@@ -222,3 +222,22 @@ async fn the_scheduled_run_fans_out_over_sqs_and_hands_over_near_the_deadline() 
     assert!(batches >= 2, "the first batch handed work back");
     assert_eq!(stack.finch_calls("GET", "/introspect"), 12, "every connection once, none twice");
 }
+
+#[tokio::test]
+async fn each_segment_ends_with_the_json_line_the_templates_metric_filters_read() {
+    let stack = TestStack::start().await;
+    let ids = stack.seed("initech", 2).await;
+    // One connection's checks keep failing (a 429 first, then 503s past the retries).
+    stack.inject(json!({"path": "/introspect", "status": 429, "retry_after": 0, "times": 1}));
+    stack.inject(json!({"path": "/introspect", "status": 503, "times": 3}));
+    let r = sweep_all(&stack, &sweep_settings(&[("SWEEP_IN_FLIGHT", "1")])).await;
+    assert_eq!((r.checked, r.failed, r.rate_limited), (1, 1, 1), "{ids:?}");
+    // template.yaml: { $.fields.message = "status check segment done" && $.fields.failed > 0 },
+    // metric value $.fields.failed (and likewise rate_limited): numbers, not strings.
+    let summary = captured_logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "status check segment done")
+        .find(|v| v["fields"]["failed"].as_u64() == Some(1) && v["fields"]["rate_limited"].as_u64() == Some(1));
+    assert!(summary.is_some(), "no summary line with numeric failed and rate_limited");
+}

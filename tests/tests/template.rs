@@ -72,3 +72,70 @@ fn the_vendored_finch_spec_is_finchs() {
         Err(_) => assert!(finch_emulator::spec::OPENAPI_JSON.contains("\"2020-09-17\"")),
     }
 }
+
+/// The template's resources of one type, by logical id.
+fn resources_of<'a>(t: &'a serde_json::Value, kind: &str) -> Vec<(&'a String, &'a serde_json::Value)> {
+    t["Resources"].as_object().unwrap().iter().filter(|(_, r)| r["Type"] == kind).collect()
+}
+
+#[test]
+fn each_route_is_served_by_the_function_the_local_router_calls() {
+    let t = perch_tests::template();
+    let mut served = BTreeSet::new();
+    for (_, f) in resources_of(&t, "AWS::Serverless::Function") {
+        let binary = f["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        for e in f["Properties"]["Events"].as_object().unwrap().values().filter(|e| e["Type"] == "HttpApi") {
+            let public = e["Properties"]["Auth"]["Authorizer"] == "NONE";
+            let (method, path) =
+                (e["Properties"]["Method"].as_str().unwrap(), e["Properties"]["Path"].as_str().unwrap());
+            served.insert((method.to_owned(), path.to_owned(), binary.to_owned(), !public));
+        }
+    }
+    let local: BTreeSet<_> = perch_local::ROUTES
+        .iter()
+        .map(|(m, p, f, jwt)| ((*m).to_owned(), (*p).to_owned(), f.binary().to_owned(), *jwt))
+        .collect();
+    assert_eq!(served, local, "(method, path, function, behind the JWT authorizer)");
+}
+
+#[test]
+fn every_function_logs_to_a_group_with_retention_and_has_error_and_throttle_alarms() {
+    let t = perch_tests::template();
+    let groups: BTreeSet<&String> = resources_of(&t, "AWS::Logs::LogGroup")
+        .into_iter()
+        .filter(|(_, g)| g["Properties"]["RetentionInDays"] == "LogRetentionDays")
+        .map(|(name, _)| name)
+        .collect();
+    let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    let alarmed = |namespace: &str, metric: &str, dimension: &str| {
+        alarms.iter().any(|(_, a)| {
+            let p = &a["Properties"];
+            p["Namespace"] == namespace
+                && p["MetricName"] == metric
+                && p["Dimensions"][0]["Value"] == dimension
+                && p["AlarmActions"][0] == "AlarmTopic"
+        })
+    };
+    for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
+        let group = f["Properties"]["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_owned();
+        assert!(groups.contains(&group), "{name} logs to {group:?}, not a group with LogRetentionDays");
+        for metric in ["Errors", "Throttles"] {
+            assert!(alarmed("AWS/Lambda", metric, name), "{name} has no {metric} alarm");
+        }
+    }
+    assert!(alarmed("AWS/SQS", "ApproximateNumberOfMessagesVisible", "SweepDeadLetterQueue.QueueName"));
+    assert!(alarmed("AWS/ApiGateway", "5xx", "HttpApi"));
+    for metric in ["SweepCheckFailures", "SweepRateLimited"] {
+        let filtered = resources_of(&t, "AWS::Logs::MetricFilter").iter().any(|(_, m)| {
+            let p = &m["Properties"];
+            p["LogGroupName"] == "CheckConnectionStatusLogs"
+                && p["MetricTransformations"][0]["MetricName"] == metric
+                // The filter reads the line perch::sweep logs at the end of every segment run.
+                && p["FilterPattern"].as_str().unwrap().contains("\"status check segment done\"")
+        });
+        assert!(filtered, "no metric filter makes {metric}");
+        assert!(alarms.iter().any(|(_, a)| a["Properties"]["MetricName"] == metric), "no alarm on {metric}");
+    }
+    let sweep = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src/sweep.rs")).unwrap();
+    assert!(sweep.contains("\"status check segment done\"") && sweep.contains("rate_limited = report.rate_limited"));
+}

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Which function serves a route, and whether the route sits behind the JWT authorizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {
     CreateConnectSession,
     OauthCallback,
@@ -40,6 +40,20 @@ pub enum Function {
     CreateReauthSession,
     Disconnect,
     FinchWebhook,
+}
+
+impl Function {
+    /// The function's binary (and package) name, as `template.yaml` builds it.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::CreateConnectSession => "create-connect-session",
+            Self::OauthCallback => "oauth-callback",
+            Self::ListConnections => "list-connections",
+            Self::CreateReauthSession => "create-reauth-session",
+            Self::Disconnect => "disconnect",
+            Self::FinchWebhook => "finch-webhook",
+        }
+    }
 }
 
 /// The routes of `template.yaml` (a test keeps the two in step).
@@ -146,6 +160,9 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
 
 struct Local {
     app: Arc<AppState>,
+    /// A function's own state where it has one (tests give each function its own AWS
+    /// identity, as each Lambda has its own role); otherwise `app`.
+    per_function: HashMap<Function, Arc<AppState>>,
     auth: DevAuth,
     /// Concurrent invocations, as Lambda's concurrency would bound them; the rest queue.
     /// Without it, a burst opens as many connections to the AWS emulator as there are
@@ -160,7 +177,17 @@ fn local_concurrency() -> usize {
 
 /// The local API: Perch's routes plus the development token issuer.
 pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
-    let state = Arc::new(Local { app, auth, slots: tokio::sync::Semaphore::new(local_concurrency()) });
+    router_per_function(app, HashMap::new(), auth)
+}
+
+/// The local API with some functions on a state of their own (see [`Local::per_function`]).
+pub fn router_per_function(
+    app: Arc<AppState>,
+    per_function: HashMap<Function, Arc<AppState>>,
+    auth: DevAuth,
+) -> Router {
+    let slots = tokio::sync::Semaphore::new(local_concurrency());
+    let state = Arc::new(Local { app, per_function, auth, slots });
     let mut r: Router<Arc<Local>> = Router::new()
         .route("/", get(landing))
         .route("/dev/token", post(dev_token).get(dev_token_get))
@@ -270,13 +297,14 @@ async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"message": "Service Unavailable"})))
             .into_response();
     };
+    let app = s.per_function.get(&function).unwrap_or(&s.app);
     let resp = match function {
-        Function::CreateConnectSession => create_connect_session::handle(&s.app, lreq).await,
-        Function::OauthCallback => oauth_callback::handle(&s.app, lreq).await,
-        Function::ListConnections => list_connections::handle(&s.app, lreq).await,
-        Function::CreateReauthSession => create_reauth_session::handle(&s.app, lreq).await,
-        Function::Disconnect => disconnect::handle(&s.app, lreq).await,
-        Function::FinchWebhook => finch_webhook::handle(&s.app, lreq).await,
+        Function::CreateConnectSession => create_connect_session::handle(app, lreq).await,
+        Function::OauthCallback => oauth_callback::handle(app, lreq).await,
+        Function::ListConnections => list_connections::handle(app, lreq).await,
+        Function::CreateReauthSession => create_reauth_session::handle(app, lreq).await,
+        Function::Disconnect => disconnect::handle(app, lreq).await,
+        Function::FinchWebhook => finch_webhook::handle(app, lreq).await,
     };
     from_lambda(resp)
 }

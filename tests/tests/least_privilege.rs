@@ -1,0 +1,400 @@
+//! Least privilege, checked: each function's role in `template.yaml` allows every AWS call its
+//! code makes, and grants nothing it does not use.
+//!
+//! How: the stack runs each function with its own AWS identity (its binary name as the access
+//! key id) behind the recording proxy, as each Lambda has its own role. A scenario drives
+//! every function through every path that touches AWS, including the clean-up paths that run
+//! only when something fails. Each recorded request is turned into what IAM evaluates — an
+//! action, a resource and, for KMS, the encryption context (a `TransactWriteItems` is one
+//! `PutItem`/`UpdateItem`/`DeleteItem`/`ConditionCheckItem` per item, as IAM authorizes it) —
+//! and checked against the statements of that function's role, conditions included.
+//!
+//! A third check closes the loop: every AWS operation the source can call is one the scenario
+//! exercised, so a new SDK call fails this test even before a scenario covers it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use perch_tests::TestStack;
+use perch_tests::aws_faults::{AwsCall, AwsFault};
+use serde_json::{Value, json};
+
+const CHECK: &str = "check-connection-status";
+
+/// Operations the source can call that no function does: `perch-admin reencrypt` runs the KMS
+/// ones with an operator's credentials (README "Operations"); `perch-local bootstrap` creates
+/// the table locally (the template creates it on AWS).
+const NOT_BY_FUNCTIONS: &[&str] = &["ReEncrypt", "DescribeKey", "CreateTable", "UpdateTimeToLive"];
+
+// --- template.yaml -------------------------------------------------------------------------
+
+/// A string or a list of strings, as IAM allows for `Action` and `Resource`.
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The logical resource a policy `Resource` names: `ConnectionsTable.Arn` → `ConnectionsTable`,
+/// `${ConnectionsTable.Arn}/index/by_customer` → `ConnectionsTable/index/by_customer`.
+fn logical(resource: &str) -> String {
+    resource.replace("${", "").replace('}', "").replace(".Arn", "")
+}
+
+#[derive(Debug, Clone)]
+struct Statement {
+    actions: Vec<String>,
+    resources: Vec<String>,
+    condition: Option<Value>,
+}
+
+/// Each function's binary name → the statements of its role.
+fn roles(t: &Value) -> BTreeMap<String, Vec<Statement>> {
+    let resources = t["Resources"].as_object().unwrap();
+    let mut out = BTreeMap::new();
+    for (name, r) in resources.iter().filter(|(_, r)| r["Type"] == "AWS::Serverless::Function") {
+        let binary = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned();
+        let role = r["Properties"]["Role"].as_str().unwrap_or_else(|| panic!("{name} has no Role of its own"));
+        let role = &resources[&logical(role)];
+        assert_eq!(role["Type"], "AWS::IAM::Role");
+        assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{name}: managed policies are not least privilege");
+        let statements = role["Properties"]["Policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap().clone())
+            .map(|s| {
+                assert_eq!(s["Effect"], "Allow", "{name}");
+                assert!(s["NotAction"].is_null() && s["NotResource"].is_null(), "{name}");
+                let resources = strings(&s["Resource"]).iter().map(|r| logical(r)).collect::<Vec<_>>();
+                assert!(!resources.iter().any(|r| r.contains('*')), "{name}: a wildcard resource");
+                Statement { actions: strings(&s["Action"]), resources, condition: s.get("Condition").cloned() }
+            })
+            .collect();
+        out.insert(binary, statements);
+    }
+    out
+}
+
+// --- recorded calls, as IAM sees them ------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct IamRequest {
+    action: String,
+    resource: String,
+    /// The KMS encryption context.
+    context: BTreeMap<String, String>,
+}
+
+/// What names the stack's resources carry locally, by their logical ids in the template.
+struct Names(HashMap<String, &'static str>);
+
+impl Names {
+    fn logical(&self, physical: &str) -> String {
+        self.0.get(physical).map(|s| (*s).to_owned()).unwrap_or_else(|| format!("unknown resource {physical}"))
+    }
+}
+
+fn iam_requests(call: &AwsCall, names: &Names) -> Vec<IamRequest> {
+    let (service, op) = call.target.split_once('.').unwrap_or(("", ""));
+    let b = &call.body;
+    let plain = |action: String, resource: String| IamRequest { action, resource, context: BTreeMap::new() };
+    match service {
+        s if s.starts_with("DynamoDB_") => match op {
+            "TransactWriteItems" => b["TransactItems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|item| item.as_object().unwrap().iter())
+                .map(|(kind, inner)| {
+                    let action = match kind.as_str() {
+                        "ConditionCheck" => "ConditionCheckItem".to_owned(),
+                        k => format!("{k}Item"),
+                    };
+                    plain(format!("dynamodb:{action}"), names.logical(inner["TableName"].as_str().unwrap()))
+                })
+                .collect(),
+            _ => {
+                let mut resource = names.logical(b["TableName"].as_str().unwrap());
+                if let Some(index) = b["IndexName"].as_str() {
+                    resource = format!("{resource}/index/{index}");
+                }
+                vec![plain(format!("dynamodb:{op}"), resource)]
+            }
+        },
+        "TrentService" => {
+            // Decrypt of a symmetric ciphertext need not name the key: IAM uses the one that made it.
+            // A key ARN (`arn:aws:kms:…:key/<id>`) names the key by its id.
+            let resource = b["KeyId"]
+                .as_str()
+                .map(|k| names.logical(k.rsplit_once(":key/").map_or(k, |(_, id)| id)))
+                .unwrap_or_else(|| "TokenKey".into());
+            let context: BTreeMap<String, String> = b["EncryptionContext"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+                .unwrap_or_default();
+            let actions = if op == "ReEncrypt" { vec!["ReEncryptFrom", "ReEncryptTo"] } else { vec![op] };
+            actions
+                .into_iter()
+                .map(|a| IamRequest {
+                    action: format!("kms:{a}"),
+                    resource: resource.clone(),
+                    context: context.clone(),
+                })
+                .collect()
+        }
+        "secretsmanager" => vec![plain(format!("secretsmanager:{op}"), names.logical(b["SecretId"].as_str().unwrap()))],
+        "AWSEvents" => b["Entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| plain(format!("events:{op}"), names.logical(e["EventBusName"].as_str().unwrap_or("default"))))
+            .collect(),
+        // SendMessageBatch is authorized as sqs:SendMessage.
+        "AmazonSQS" => {
+            vec![plain(format!("sqs:{}", op.trim_end_matches("Batch")), names.logical(b["QueueUrl"].as_str().unwrap()))]
+        }
+        _ => panic!("an AWS call this test does not know how to authorize: {}", call.target),
+    }
+}
+
+/// Whether `statement` allows `request`, conditions included. A condition this test cannot
+/// evaluate fails it rather than passing silently.
+fn allows(statement: &Statement, request: &IamRequest) -> bool {
+    if !statement.actions.contains(&request.action) || !statement.resources.contains(&request.resource) {
+        return false;
+    }
+    let Some(condition) = &statement.condition else { return true };
+    condition.as_object().unwrap().iter().all(|(operator, tests)| {
+        assert_eq!(operator, "StringEquals", "a condition operator this test cannot evaluate");
+        tests.as_object().unwrap().iter().all(|(key, want)| {
+            let field = key.strip_prefix("kms:EncryptionContext:").expect("a condition key this test cannot evaluate");
+            request.context.get(field).map(String::as_str) == want.as_str()
+        })
+    })
+}
+
+/// Statements for what Lambda itself does with the role (write logs, poll SQS), not the code.
+fn platform(statement: &Statement) -> bool {
+    statement.actions.iter().all(|a| {
+        a.starts_with("logs:")
+            || ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+                .contains(&a.as_str())
+    })
+}
+
+// --- the scenario --------------------------------------------------------------------------
+
+fn lambda_event(payload: Value) -> lambda_runtime::LambdaEvent<Value> {
+    let mut ctx = lambda_runtime::Context::default();
+    ctx.deadline = (std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    lambda_runtime::LambdaEvent::new(payload, ctx)
+}
+
+/// Drives every function through every path that reaches AWS; returns the stack (whose proxy
+/// holds the calls) and the sweep queue's URL.
+async fn run_scenario() -> (TestStack, String) {
+    let sdk = perch_tests::sdk_config().await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let bus = format!("perch-status-{run}");
+    aws_sdk_eventbridge::Client::new(&sdk).create_event_bus().name(&bus).send().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = sqs.create_queue().queue_name(format!("perch-sweep-{run}")).send().await.unwrap();
+    let queue_url = queue.queue_url().unwrap().to_owned();
+    let stack = TestStack::start_with_identities(|env| {
+        env.insert("EVENT_BUS_NAME", bus.clone());
+    })
+    .await;
+    stack.enable_webhooks().await;
+
+    // create-connect-session + oauth-callback: the redirect flow.
+    let id = stack.connect("acme").await;
+
+    // The embedded flow (the JWT-authenticated POST callback), then the frontend retrying the
+    // code, answered from its code marker.
+    let s = stack.new_session("globex", json!({"flow": "embedded", "products": ["company"]})).await;
+    let page = stack.login_at_finch(s["connect_url"].as_str().unwrap()).await.text().await.unwrap();
+    let code = page.split("data-code=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let token = stack.token("globex");
+    let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code, "state": s["state"]})).await;
+    assert_eq!(r.status(), 201);
+    let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code})).await;
+    assert_eq!(r.status(), 200, "a retried code answers from its marker");
+
+    // Another connection for the same customer looks up the Finch ids its connections hold.
+    let extra = stack.new_session("acme", json!({"products": ["company"], "additional": true})).await;
+    assert_eq!(extra["finch_customer_id"], "acme-2");
+
+    // Connecting again with the same Finch customer becomes a reauthentication.
+    let again = stack.new_session("acme", json!({"products": ["company"]})).await;
+    assert_eq!(again["reauthenticates"], id.as_str());
+
+    // list-connections.
+    assert_eq!(stack.list("acme").await.len(), 1);
+
+    // finch-webhook: applied, then a failure half-way that un-records the event for Finch's retry.
+    assert_eq!(stack.flip(&id, "reauth").await["webhook_status"], 200);
+    let aws = stack.aws.as_ref().unwrap();
+    aws.inject(AwsFault::outage("DynamoDB_20120810.UpdateItem", 500, "InternalServerError"));
+    assert_ne!(stack.flip(&id, "connected").await["webhook_status"], 200);
+    aws.clear();
+
+    // create-reauth-session, and the reauthentication's callback swapping the token.
+    let r = stack.post_json(&format!("/connections/{id}/reauthenticate"), Some(&stack.token("acme")), &json!({})).await;
+    assert_eq!(r.status(), 201);
+    let s: Value = r.json().await.unwrap();
+    let r = stack.login_at_finch(s["connect_url"].as_str().unwrap()).await;
+    let back = stack.get(&perch_tests::location(&r), None).await;
+    assert_eq!(perch_tests::query(&perch_tests::location(&back), "outcome").as_deref(), Some("reauthenticated"));
+
+    // check-connection-status: the schedule plans onto SQS, then SQS delivers the segments.
+    let check_sdk = stack.sdk_as(CHECK).await;
+    let check_app = perch::AppState::from_sdk_config(stack.config.clone(), &check_sdk).unwrap();
+    let settings = perch_tests::sweep_settings(&[
+        ("SWEEP_QUEUE_URL", &queue_url),
+        ("SWEEP_SEGMENTS", "1"),
+        ("SWEEP_RECHECK_SECONDS", "0"),
+    ]);
+    let sweeper = check_connection_status::Sweeper::new(&check_app, settings, aws_sdk_sqs::Client::new(&check_sdk));
+    // Finch's side changes without a webhook, for the sweep to find (and announce).
+    stack.finch.shared.world().connections.get_mut(&id).unwrap().status = "reauth".into();
+    let scheduled = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let planned = check_connection_status::handle(&sweeper, lambda_event(scheduled)).await.unwrap();
+    assert_eq!(planned["planned"], 1);
+    let got = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).send().await.unwrap();
+    let records: Vec<Value> =
+        got.messages().iter().map(|m| json!({"messageId": m.message_id(), "body": m.body()})).collect();
+    let out = check_connection_status::handle(&sweeper, lambda_event(json!({ "Records": records }))).await.unwrap();
+    assert_eq!(out["batchItemFailures"], json!([]));
+    assert_eq!(stack.stored_status(&id).await, "reauth", "the sweep saw the change");
+
+    // disconnect.
+    let r = stack.http.delete(format!("{}/connections/{id}", stack.base)).bearer_auth(stack.token("acme")).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    (stack, queue_url)
+}
+
+#[tokio::test]
+async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
+    let (stack, queue_url) = run_scenario().await;
+    let config = &stack.config;
+    let names = Names(HashMap::from([
+        (config.table_name.clone(), "ConnectionsTable"),
+        (config.kms_key_id.clone(), "TokenKey"),
+        (stack.key_id.clone(), "TokenKey"),
+        (config.finch_secret_id.clone(), "FinchSecret"),
+        (config.event_bus_name.clone().unwrap(), "StatusEventBus"),
+        (queue_url, "SweepQueue"),
+    ]));
+    let mut seen: BTreeMap<String, BTreeSet<IamRequest>> = BTreeMap::new();
+    for call in stack.aws.as_ref().unwrap().calls() {
+        if call.principal != perch_tests::HARNESS {
+            seen.entry(call.principal.clone()).or_default().extend(iam_requests(&call, &names));
+        }
+    }
+    let roles = roles(&perch_tests::template());
+    assert_eq!(roles.len(), 7, "every function has a role");
+    let mut problems = Vec::new();
+    for (function, statements) in &roles {
+        let requests = seen.remove(function).unwrap_or_default();
+        // 1. Every call is allowed.
+        for r in &requests {
+            if !statements.iter().any(|s| allows(s, r)) {
+                problems.push(format!(
+                    "{function} calls {} on {} {:?}: not allowed by its role",
+                    r.action, r.resource, r.context
+                ));
+            }
+        }
+        // 2. Every grant is used (Lambda's own logging and polling aside, checked below).
+        for s in statements {
+            if platform(s) {
+                continue;
+            }
+            for action in &s.actions {
+                for resource in &s.resources {
+                    if !requests.iter().any(|r| &r.action == action && &r.resource == resource && allows(s, r)) {
+                        problems.push(format!("{function} is granted {action} on {resource} but never calls it"));
+                    }
+                }
+            }
+        }
+        // 3. Lambda's own needs: logs to the function's own group; only the sweep polls SQS.
+        let logs: Vec<&Statement> =
+            statements.iter().filter(|s| s.actions.iter().any(|a| a.starts_with("logs:"))).collect();
+        assert_eq!(logs.len(), 1, "{function}: one logging statement");
+        assert_eq!(logs[0].actions, ["logs:CreateLogStream", "logs:PutLogEvents"], "{function}");
+        assert_eq!(logs[0].resources.len(), 1, "{function}");
+        assert!(logs[0].resources[0].ends_with("Logs"), "{function} logs to {:?}", logs[0].resources);
+        let polls = statements.iter().any(|s| platform(s) && s.actions.iter().any(|a| a.starts_with("sqs:")));
+        assert_eq!(polls, function == CHECK, "{function}: SQS polling is the sweep's alone");
+    }
+    assert!(seen.is_empty(), "calls signed by no function of the template: {seen:?}");
+    assert!(problems.is_empty(), "least privilege:\n  {}", problems.join("\n  "));
+}
+
+/// Every AWS operation the source can call, found by its SDK method (`.put_item()` on a
+/// client), as `PutItem`.
+fn operations_in_source() -> BTreeSet<String> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut files = Vec::new();
+    let mut dirs =
+        vec![std::path::PathBuf::from(root).join("shared/src"), std::path::PathBuf::from(root).join("functions")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    // A client (`client`, `self.client`, `sqs`) followed by a method call with no arguments:
+    // the SDK's operation builders.
+    let call = regex::Regex::new(r"\b(?:client|sqs)\s*\.\s*([a-z_]+)\(\)").unwrap();
+    let mut ops = BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for c in call.captures_iter(&text) {
+            let pascal: String = c[1].split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
+            if pascal != "Clone" {
+                ops.insert(pascal);
+            }
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn the_scenario_exercises_every_aws_operation_the_source_can_call() {
+    let in_source = operations_in_source();
+    assert!(
+        in_source.contains("PutItem") && in_source.contains("SendMessageBatch"),
+        "the scan finds calls: {in_source:?}"
+    );
+    let (stack, _) = run_scenario().await;
+    let called: BTreeSet<String> = stack
+        .aws
+        .as_ref()
+        .unwrap()
+        .calls()
+        .iter()
+        .filter(|c| c.principal != perch_tests::HARNESS)
+        .filter_map(|c| c.target.split_once('.').map(|(_, op)| op.to_owned()))
+        .collect();
+    for op in NOT_BY_FUNCTIONS {
+        assert!(in_source.contains(*op), "{op} is no longer in the source: drop it from NOT_BY_FUNCTIONS");
+        assert!(!called.contains(*op), "a function calls {op}, which no role allows");
+    }
+    let missed: Vec<&String> =
+        in_source.iter().filter(|op| !called.contains(*op) && !NOT_BY_FUNCTIONS.contains(&op.as_str())).collect();
+    assert!(
+        missed.is_empty(),
+        "the source can call {missed:?}, which the least-privilege scenario never does: extend it"
+    );
+}
