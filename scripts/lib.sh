@@ -96,8 +96,10 @@ ensure_dynamodb_local() {
 start_dynamodb_local() {
     local port=$1 name=$2
     stop_pid "$name"
+    # -sharedDb: one database whatever the access key, as on AWS, where the table belongs to the
+    # account, not to whoever signs (the tests sign as each function, as their roles would).
     java -Xmx256m -Djava.library.path="$DDB_JAR_DIR/DynamoDBLocal_lib" -jar "$DDB_JAR_DIR/DynamoDBLocal.jar" \
-        -inMemory -port "$port" -disableTelemetry > "$STATE/$name.log" 2>&1 &
+        -inMemory -sharedDb -port "$port" -disableTelemetry > "$STATE/$name.log" 2>&1 &
     echo $! > "$STATE/$name.pid"
     wait_http "http://127.0.0.1:$port/" "$STATE/$name.log"
 }
