@@ -1,0 +1,159 @@
+//! The AWS endpoint the benchmarked functions talk to: a proxy in front of moto that records,
+//! then a stub that replays.
+//!
+//! A function's warm path makes the same AWS calls in the same order on every invocation.
+//! The harness runs two warm-up invocations through to moto (the real SDK against a real
+//! emulator), keeping the second one's answers, then replays those answers by operation and
+//! position for the measured invocations. The function still builds, signs and sends every
+//! request and parses every answer; what is gone is moto's own latency (milliseconds of
+//! Python per call), which would otherwise be most of the wall time measured. Every request is
+//! counted by operation in both modes.
+//!
+//! Finch's calls come through here too (no `x-amz-target`): always forwarded to the emulator,
+//! never replayed, counted as `finch:METHOD /path`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Clone)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Default)]
+struct Inner {
+    replaying: bool,
+    /// Answers recorded since the last `record()`, by `x-amz-target`, in order.
+    recorded: HashMap<String, Vec<Answer>>,
+    /// Per invocation: how many answers of each target were replayed.
+    cursor: HashMap<String, usize>,
+    /// Requests by `x-amz-target`, since the last `reset_counts()`.
+    counts: HashMap<String, u64>,
+    /// Requests a replay had no answer for.
+    misses: u64,
+}
+
+/// A running proxy/stub; `url` goes into `AWS_ENDPOINT_URL`.
+#[derive(Clone)]
+pub struct AwsEndpoint {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl AwsEndpoint {
+    pub async fn start(moto: String, finch: String) -> std::io::Result<Self> {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new((Arc::clone(&inner), moto, finch, reqwest::Client::new()));
+        let app = axum::Router::new().fallback(serve).with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, inner })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forward to moto, recording the answers from now on.
+    pub fn record(&self) {
+        let mut i = self.lock();
+        i.replaying = false;
+        i.recorded.clear();
+    }
+
+    /// Answer from the recording from now on.
+    pub fn replay(&self) {
+        let mut i = self.lock();
+        i.replaying = true;
+        i.cursor.clear();
+    }
+
+    /// A new invocation: replay each operation's answers from the first again.
+    pub fn next_invocation(&self) {
+        self.lock().cursor.clear();
+    }
+
+    pub fn reset_counts(&self) {
+        let mut i = self.lock();
+        i.counts.clear();
+        i.misses = 0;
+    }
+
+    /// Requests by operation since the last reset, and replay misses.
+    pub fn counts(&self) -> (HashMap<String, u64>, u64) {
+        let i = self.lock();
+        (i.counts.clone(), i.misses)
+    }
+}
+
+type Shared = Arc<(Arc<Mutex<Inner>>, String, String, reqwest::Client)>;
+
+async fn serve(State(s): State<Shared>, req: Request) -> Response {
+    let (inner, moto, finch, client) = &*s;
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let finch_call = target.is_empty();
+    let key = if finch_call { format!("finch:{} {}", req.method(), req.uri().path()) } else { target.clone() };
+    let replayed = {
+        let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *i.counts.entry(key).or_default() += 1;
+        if i.replaying && !finch_call {
+            let n = *i.cursor.get(&target).unwrap_or(&0);
+            let answer = i.recorded.get(&target).and_then(|v| v.get(n).or_else(|| v.last())).cloned();
+            *i.cursor.entry(target.clone()).or_default() += 1;
+            if answer.is_none() {
+                i.misses += 1;
+            }
+            Some(answer)
+        } else {
+            None
+        }
+    };
+    if let Some(answer) = replayed {
+        return match answer {
+            Some(a) => respond(&a),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "no recorded answer").into_response(),
+        };
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+    let base = if finch_call { finch } else { moto };
+    let url = format!("{base}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut out = client.request(parts.method.clone(), url).body(bytes);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            out = out.header(k, v);
+        }
+    }
+    let answer = match out.send().await {
+        Ok(r) => {
+            let status = r.status();
+            let mut headers = r.headers().clone();
+            headers.remove("content-length");
+            headers.remove("transfer-encoding");
+            Answer { status, headers, body: r.bytes().await.unwrap_or_default() }
+        }
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    if !finch_call {
+        let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        i.recorded.entry(target).or_default().push(answer.clone());
+    }
+    respond(&answer)
+}
+
+fn respond(a: &Answer) -> Response {
+    let mut r = Response::new(Body::from(a.body.clone()));
+    *r.status_mut() = a.status;
+    *r.headers_mut() = a.headers.clone();
+    r
+}

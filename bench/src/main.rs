@@ -1,0 +1,348 @@
+//! `perch-bench`: Perch's functions as shipped (release profile), each run as its own process
+//! under a Lambda Runtime API emulator on loopback, measured the way PERFORMANCE.md §8 asks.
+//!
+//! Per function:
+//! - **init**: exec → first `GET /next`, wall time and CPU time (`schedstat` of every thread:
+//!   stable where wall time is noisy), over `--spawns` fresh processes; peak RSS then;
+//! - **warm**: `--invocations` invocations of its everyday path — wall time from handing over
+//!   the event to receiving the answer, CPU time of the whole loop turn (event in → next
+//!   `GET /next`), remote calls per invocation to each AWS service and to Finch, peak RSS after
+//!   1,000 and after all invocations;
+//! - **size**: the binary, stripped, and deflated as a zip would hold it.
+//!
+//! The same-run baseline is a hello-world `lambda_runtime` binary with the same profile and
+//! runtime flavour (`perch-bench-hello`), so ratios hold on a noisy machine.
+//!
+//! AWS is moto behind a recording proxy that then replays (see [`aws`]); Finch is the
+//! emulator; both on loopback. `scripts/bench.sh` builds, starts moto and runs this.
+
+mod aws;
+mod procfs;
+mod runtime_api;
+mod scenarios;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use perch_tests::TestStack;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stats::{Summary, summarize};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MICROS: Duration = Duration::from_micros(1);
+const MILLIS: Duration = Duration::from_millis(1);
+
+#[derive(Debug)]
+struct Opts {
+    bin_dir: PathBuf,
+    out: PathBuf,
+    spawns: usize,
+    invocations: usize,
+    only: Option<String>,
+    /// The Node.js peer's folder (`bench/peer-node`, with its `node_modules`).
+    peer: Option<PathBuf>,
+}
+
+impl Opts {
+    fn parse() -> Result<Self, BoxError> {
+        let mut o = Self {
+            bin_dir: PathBuf::from("target/release"),
+            out: PathBuf::from("target/bench"),
+            spawns: 30,
+            invocations: 10_000,
+            only: None,
+            peer: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
+            match a.as_str() {
+                "--smoke" => (o.spawns, o.invocations) = (5, 50),
+                "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
+                "--out" => o.out = PathBuf::from(value()?),
+                "--spawns" => o.spawns = value()?.parse()?,
+                "--invocations" => o.invocations = value()?.parse()?,
+                "--only" => o.only = Some(value()?),
+                "--peer" => o.peer = Some(PathBuf::from(value()?)),
+                other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// What is measured: a binary of ours, or the Node.js peer.
+struct Subject {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    /// The file whose size is reported (none for the peer).
+    artifact: Option<PathBuf>,
+}
+
+impl Subject {
+    fn binary(opts: &Opts, name: &str) -> Self {
+        let program = opts.bin_dir.join(name);
+        Self { name: name.to_owned(), artifact: Some(program.clone()), program, args: Vec::new() }
+    }
+}
+
+/// Everything measured for one binary.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct Measured {
+    name: String,
+    /// Stripped size and deflated size, bytes.
+    size: u64,
+    zipped: u64,
+    init_wall_ms: Summary,
+    init_cpu_ms: Summary,
+    rss_after_init_kib: u64,
+    warm_wall_us: Summary,
+    warm_cpu_us: Summary,
+    rss_after_1k_kib: u64,
+    rss_after_all_kib: u64,
+    /// Remote calls per invocation, by `service:operation` (Finch: `finch:METHOD path`).
+    calls_per_invocation: BTreeMap<String, f64>,
+    failures: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let opts = Opts::parse()?;
+    std::fs::create_dir_all(&opts.out)?;
+    let moto =
+        std::env::var("AWS_ENDPOINT_URL").map_err(|_| "AWS_ENDPOINT_URL must point at moto (scripts/bench.sh)")?;
+    let stack = TestStack::start_quiet().await;
+    let aws = aws::AwsEndpoint::start(moto, stack.finch.base_url.clone()).await?;
+    stack.seed(scenarios::CUSTOMER, 19).await;
+
+    let mut results = Vec::new();
+    let hello = measure(&opts, &Subject::binary(&opts, "perch-bench-hello"), None, &stack, &aws).await?;
+    eprintln!("{}", line(&hello));
+    results.push(hello);
+    let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+    for function in scenarios::FUNCTIONS.iter().filter(|f| wanted(f)) {
+        let mut scenario = scenarios::Scenario::prepare(function, &stack).await;
+        let m = measure(&opts, &Subject::binary(&opts, function), Some(&mut scenario), &stack, &aws).await?;
+        eprintln!("{}", line(&m));
+        results.push(m);
+    }
+    // The peer does the callback's work; it gets the callback's events.
+    if let Some(dir) = opts.peer.clone().filter(|_| wanted("peer-node")) {
+        let peer = Subject {
+            name: "peer-node-callback".into(),
+            program: PathBuf::from("node"),
+            args: vec![dir.join("bootstrap.mjs").display().to_string()],
+            artifact: None,
+        };
+        let mut scenario = scenarios::Scenario::prepare("oauth-callback", &stack).await;
+        let m = measure(&opts, &peer, Some(&mut scenario), &stack, &aws).await?;
+        eprintln!("{}", line(&m));
+        results.push(m);
+    }
+    let json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(opts.out.join("functions.json"), &json)?;
+    println!("{json}");
+    Ok(())
+}
+
+fn line(m: &Measured) -> String {
+    format!(
+        "{:<24} init cpu p50 {:.2} ms, wall p50 {:.2} ms | warm cpu p50 {:.0} µs, wall p50 {:.0} µs p99 {:.0} µs | rss {} / {} KiB | {:.2} MB | failures {}",
+        m.name,
+        m.init_cpu_ms.p50,
+        m.init_wall_ms.p50,
+        m.warm_cpu_us.p50,
+        m.warm_wall_us.p50,
+        m.warm_wall_us.p99,
+        m.rss_after_init_kib,
+        m.rss_after_all_kib,
+        m.size as f64 / 1e6,
+        m.failures
+    )
+}
+
+/// The environment a function gets: what `template.yaml` sets, pointed at loopback, plus what
+/// Lambda itself sets.
+fn environment(stack: &TestStack, aws: &aws::AwsEndpoint, runtime_api: &str, name: &str) -> Vec<(String, String)> {
+    let c = &stack.config;
+    let mut env: Vec<(String, String)> = [
+        ("TABLE_NAME", c.table_name.clone()),
+        ("KMS_KEY_ID", c.kms_key_id.clone()),
+        ("FINCH_SECRET_ID", c.finch_secret_id.clone()),
+        // Finch through the same proxy, so its calls are counted with the AWS ones.
+        ("FINCH_API_URL", aws.url.clone()),
+        ("FINCH_REDIRECT_URI", c.redirect_uri.to_string()),
+        ("APP_RETURN_URL", c.app_return_url.to_string()),
+        ("SWEEP_RECHECK_SECONDS", "0".into()),
+        ("SWEEP_BUDGET_REQUESTS", "1000000".into()),
+        ("SWEEP_BUDGET_WINDOW_SECONDS", "1".into()),
+        ("SWEEP_TIME_MARGIN_SECONDS", "0".into()),
+        ("AWS_ENDPOINT_URL", aws.url.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "INFO".into()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Ok(path) = std::env::var("PATH") {
+        env.push(("PATH".into(), path));
+    }
+    env
+}
+
+fn spawn(subject: &Subject, env: &[(String, String)]) -> std::io::Result<tokio::process::Child> {
+    // The functions' logs: written as on Lambda, kept only when asked (PERCH_BENCH_LOGS=dir).
+    let log = || -> std::io::Result<Stdio> {
+        match std::env::var_os("PERCH_BENCH_LOGS") {
+            Some(dir) => {
+                let path = PathBuf::from(dir).join(format!("{}.log", subject.name));
+                Ok(std::fs::OpenOptions::new().create(true).append(true).open(path)?.into())
+            }
+            None => Ok(Stdio::null()),
+        }
+    };
+    tokio::process::Command::new(&subject.program)
+        .args(&subject.args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log()?)
+        .stderr(log()?)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+async fn measure(
+    opts: &Opts,
+    subject: &Subject,
+    mut scenario: Option<&mut scenarios::Scenario>,
+    stack: &TestStack,
+    aws: &aws::AwsEndpoint,
+) -> Result<Measured, BoxError> {
+    let name = subject.name.as_str();
+    let mut m = Measured { name: name.to_owned(), ..Default::default() };
+    if let Some(artifact) = &subject.artifact {
+        let bytes = std::fs::read(artifact)
+            .map_err(|e| format!("{}: {e} (build with scripts/bench.sh)", artifact.display()))?;
+        (m.size, m.zipped) = (bytes.len() as u64, deflated(&bytes)?);
+    }
+
+    // Init, over fresh processes.
+    let (mut walls, mut cpus, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.spawns {
+        let mut api = runtime_api::RuntimeApi::start().await?;
+        let env = environment(stack, aws, &api.addr, name);
+        let started = Instant::now();
+        let mut child = spawn(subject, &env)?;
+        let pid = child.id().ok_or("no pid")?;
+        let at = api.wait_next(Duration::from_secs(10)).await.map_err(|e| format!("{name}: {e}"))?;
+        cpus.push(procfs::cpu(pid));
+        rss.push(procfs::peak_rss_kib(pid));
+        walls.push(at.duration_since(started));
+        child.kill().await?;
+    }
+    m.init_wall_ms = summarize(&walls, MILLIS);
+    m.init_cpu_ms = summarize(&cpus, MILLIS);
+    rss.sort_unstable();
+    m.rss_after_init_kib = rss.get(rss.len() / 2).copied().unwrap_or(0);
+
+    // Warm, in one process.
+    let mut api = runtime_api::RuntimeApi::start().await?;
+    let env = environment(stack, aws, &api.addr, name);
+    let mut child = spawn(subject, &env)?;
+    let pid = child.id().ok_or("no pid")?;
+    api.wait_next(Duration::from_secs(10)).await?;
+    // Two warm-ups through to moto; the second one's answers are what the rest replay.
+    for w in 0..2 {
+        aws.record();
+        let event = match scenario.as_deref_mut() {
+            Some(s) => s.event(stack, w).await,
+            None => serde_json::json!({"hello": w}),
+        };
+        let (answer, _, _) = invoke(&mut api, pid, &event).await?;
+        if let Some(s) = scenario.as_deref() {
+            if !s.succeeded(&answer) {
+                return Err(format!("{name}: warm-up {w} answered {answer}").into());
+            }
+            s.after(stack);
+        }
+    }
+    aws.replay();
+    aws.reset_counts();
+    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
+    for i in 0..opts.invocations {
+        let event = match scenario.as_deref_mut() {
+            Some(s) => s.event(stack, i + 2).await,
+            None => serde_json::json!({"hello": i}),
+        };
+        aws.next_invocation();
+        let (answer, wall, cpu) = invoke(&mut api, pid, &event).await?;
+        if let Some(s) = scenario.as_deref() {
+            if !s.succeeded(&answer) {
+                m.failures += 1;
+                if m.failures == 1 {
+                    eprintln!("{name}: invocation {i} answered {answer}");
+                }
+            }
+            s.after(stack);
+        }
+        walls.push(wall);
+        cpus.push(cpu);
+        if i + 1 == 1000.min(opts.invocations) {
+            m.rss_after_1k_kib = procfs::peak_rss_kib(pid);
+        }
+    }
+    m.rss_after_all_kib = procfs::peak_rss_kib(pid);
+    m.warm_wall_us = summarize(&walls, MICROS);
+    m.warm_cpu_us = summarize(&cpus, MICROS);
+    let (counts, misses) = aws.counts();
+    if misses > 0 {
+        return Err(format!("{name}: {misses} AWS requests had no recorded answer: the warm path is not stable").into());
+    }
+    let n = opts.invocations.max(1) as f64;
+    m.calls_per_invocation = counts.into_iter().map(|(k, v)| (k, v as f64 / n)).collect();
+    child.kill().await?;
+    Ok(m)
+}
+
+/// One invocation: the answer, the wall time until it arrived, and the CPU time of the whole
+/// loop turn (until the function asked for its next event).
+async fn invoke(
+    api: &mut runtime_api::RuntimeApi,
+    pid: u32,
+    event: &Value,
+) -> Result<(Value, Duration, Duration), BoxError> {
+    let body = axum::body::Bytes::from(serde_json::to_vec(event)?);
+    let cpu_before = procfs::cpu(pid);
+    let sent = api.deliver(body).await;
+    let (at, ok, answer) = api.wait_response(Duration::from_secs(30)).await?;
+    api.wait_next(Duration::from_secs(30)).await?;
+    let cpu = procfs::cpu(pid).saturating_sub(cpu_before);
+    let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    if !ok {
+        return Err(format!("the function reported an error: {answer}").into());
+    }
+    Ok((answer, at.duration_since(sent), cpu))
+}
+
+/// The size of `bytes` deflated at level 9, as a zip archive would store them.
+fn deflated(bytes: &[u8]) -> std::io::Result<u64> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes)?;
+    Ok(e.finish()?.len() as u64)
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The benchmark (BENCHMARKS.md): builds the functions as shipped (release profile, this
+# machine's target), the hello-world baseline and the harness; installs the Node.js peer;
+# starts moto; runs perch-bench. Not part of the test command.
+#   scripts/bench.sh            full run (~15 min): 30 spawns and 10,000 invocations per function
+#   scripts/bench.sh --smoke    a minute: 5 spawns, 50 invocations
+# Other options go to perch-bench (bench/src/main.rs): --only NAME, --spawns N, --invocations N.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+need_tools
+ensure_venv
+
+if ! command -v node >/dev/null; then
+    say "installing Node.js for the peer (apt)"
+    apt-get install -y nodejs npm >/dev/null || die "could not install Node.js: apt-get install -y nodejs npm"
+fi
+if [ ! -d bench/peer-node/node_modules ]; then
+    say "installing the Node.js peer's packages (npm ci)"
+    (cd bench/peer-node && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in bench/peer-node"
+fi
+
+say "building the functions, the baseline and the harness (release; ~10 min cold on 2 cores)"
+packages=(-p perch-bench -p perch-bench-hello)
+for f in functions/*/; do packages+=(-p "$(basename "$f" | tr _ -)"); done
+cargo build --release --locked "${packages[@]}"
+
+MOTO_PORT=$(free_port)
+start_moto "$MOTO_PORT" bench-moto
+trap 'stop_pid bench-moto' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
+       AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+
+say "measuring (results in target/bench/)"
+target/release/perch-bench --peer bench/peer-node "$@"
