@@ -31,5 +31,7 @@ trap 'stop_pid bench-moto' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
        AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
 
-say "measuring (results in target/bench/)"
+say "measuring (results in target/bench/; --save writes BENCHMARKS.md)"
+export PERCH_BENCH_COMMAND="scripts/bench.sh $*" \
+       PERCH_BENCH_TOOLS="$(rustc -V | cut -d' ' -f1-2), Node.js $(node --version), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
 target/release/perch-bench --peer bench/peer-node "$@"

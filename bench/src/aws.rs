@@ -38,6 +38,8 @@ struct Inner {
     counts: HashMap<String, u64>,
     /// Requests a replay had no answer for.
     misses: u64,
+    /// When set, `Scan` answers a synthetic table of this many connections (see `synthesize`).
+    synthetic: Option<u64>,
 }
 
 /// A running proxy/stub; `url` goes into `AWS_ENDPOINT_URL`.
@@ -83,6 +85,13 @@ impl AwsEndpoint {
         self.lock().cursor.clear();
     }
 
+    /// From now on, `Scan` pages through `n` connections made from the recorded ones, with ids
+    /// `00000000-0000-4000-8000-<n>`; everything else still replays. The sweep at any size,
+    /// with no table behind it.
+    pub fn synthesize(&self, n: Option<u64>) {
+        self.lock().synthetic = n;
+    }
+
     pub fn reset_counts(&self) {
         let mut i = self.lock();
         i.counts.clear();
@@ -103,6 +112,20 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let finch_call = target.is_empty();
     let key = if finch_call { format!("finch:{} {}", req.method(), req.uri().path()) } else { target.clone() };
+    let synthetic = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synthetic;
+    if let (Some(n), true) = (synthetic, target.ends_with(".Scan")) {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *i.counts.entry(key).or_default() += 1;
+        let template = i.recorded.get(&target).and_then(|v| v.first()).cloned();
+        drop(i);
+        let _ = parts;
+        return match template {
+            Some(a) => synthetic_page(&a, &bytes, n),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "no recorded Scan to synthesize from").into_response(),
+        };
+    }
     let replayed = {
         let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *i.counts.entry(key).or_default() += 1;
@@ -155,5 +178,40 @@ fn respond(a: &Answer) -> Response {
     let mut r = Response::new(Body::from(a.body.clone()));
     *r.status_mut() = a.status;
     *r.headers_mut() = a.headers.clone();
+    r
+}
+
+/// One page of the synthetic table: the recorded page's items, cycled, renumbered from the
+/// request's `ExclusiveStartKey`, `Limit` at a time.
+fn synthetic_page(template: &Answer, request: &[u8], n: u64) -> Response {
+    use serde_json::{Value, json};
+    let id = |k: u64| format!("00000000-0000-4000-8000-{k:012}");
+    let req: Value = serde_json::from_slice(request).unwrap_or(Value::Null);
+    let page: Value = serde_json::from_slice(&template.body).unwrap_or(Value::Null);
+    let items = page["Items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the recorded Scan had no items").into_response();
+    }
+    let limit = req["Limit"].as_u64().unwrap_or(100).max(1);
+    let start = req["ExclusiveStartKey"]["pk"]["S"]
+        .as_str()
+        .and_then(|pk| pk.rsplit('-').next())
+        .and_then(|k| k.parse::<u64>().ok())
+        .map_or(0, |k| k + 1);
+    let end = (start + limit).min(n);
+    let out: Vec<Value> = (start..end)
+        .map(|k| {
+            let mut item = items[(k as usize) % items.len()].clone();
+            item["pk"] = json!({"S": format!("CONN#{}", id(k))});
+            item["connection_id"] = json!({"S": id(k)});
+            item
+        })
+        .collect();
+    let mut body = json!({"Items": out, "Count": end - start, "ScannedCount": end - start});
+    if end < n {
+        body["LastEvaluatedKey"] = json!({"pk": {"S": format!("CONN#{}", id(end - 1))}});
+    }
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.headers_mut() = template.headers.clone();
     r
 }

@@ -18,9 +18,11 @@
 
 mod aws;
 mod procfs;
+mod report;
 mod runtime_api;
 mod scenarios;
 mod stats;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,11 +41,15 @@ const MILLIS: Duration = Duration::from_millis(1);
 
 #[derive(Debug)]
 struct Opts {
+    smoke: bool,
     bin_dir: PathBuf,
     out: PathBuf,
     spawns: usize,
     invocations: usize,
     only: Option<String>,
+    /// Save the results as the new reference (`bench/results.json`) and write them into
+    /// `BENCHMARKS.md`.
+    save: bool,
     /// The Node.js peer's folder (`bench/peer-node`, with its `node_modules`).
     peer: Option<PathBuf>,
 }
@@ -51,23 +57,26 @@ struct Opts {
 impl Opts {
     fn parse() -> Result<Self, BoxError> {
         let mut o = Self {
+            smoke: false,
             bin_dir: PathBuf::from("target/release"),
             out: PathBuf::from("target/bench"),
             spawns: 30,
             invocations: 10_000,
             only: None,
+            save: false,
             peer: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
             match a.as_str() {
-                "--smoke" => (o.spawns, o.invocations) = (5, 50),
+                "--smoke" => (o.smoke, o.spawns, o.invocations) = (true, 5, 50),
                 "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
                 "--out" => o.out = PathBuf::from(value()?),
                 "--spawns" => o.spawns = value()?.parse()?,
                 "--invocations" => o.invocations = value()?.parse()?,
                 "--only" => o.only = Some(value()?),
+                "--save" => o.save = true,
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
@@ -90,6 +99,13 @@ impl Subject {
         let program = opts.bin_dir.join(name);
         Self { name: name.to_owned(), artifact: Some(program.clone()), program, args: Vec::new() }
     }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct Results {
+    functions: Vec<Measured>,
+    sweep: Vec<sweep::SweepRun>,
 }
 
 /// Everything measured for one binary.
@@ -145,10 +161,59 @@ async fn main() -> Result<(), BoxError> {
         eprintln!("{}", line(&m));
         results.push(m);
     }
-    let json = serde_json::to_string_pretty(&results)?;
-    std::fs::write(opts.out.join("functions.json"), &json)?;
-    println!("{json}");
+    let sweep = if wanted("sweep") {
+        sweep::run(opts.smoke, &Subject::binary(&opts, "check-connection-status"), &stack, &aws).await?
+    } else {
+        Vec::new()
+    };
+    let run = Results { functions: results, sweep };
+    let json = serde_json::to_string_pretty(&run)?;
+    std::fs::write(opts.out.join("results.json"), &json)?;
+    let previous: Option<Results> = std::fs::read(REFERENCE).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let command = std::env::var("PERCH_BENCH_COMMAND").unwrap_or_else(|_| "perch-bench".into());
+    let md = report::markdown(&run, previous.as_ref(), &machine(), &command);
+    std::fs::write(opts.out.join("report.md"), &md)?;
+    println!("{md}");
+    if opts.save {
+        std::fs::write(REFERENCE, &json)?;
+        let doc = std::fs::read_to_string("BENCHMARKS.md")?;
+        let (head, rest) = doc.split_once(BEGIN).ok_or("BENCHMARKS.md has no results marker")?;
+        let (_, tail) = rest.split_once(END).ok_or("BENCHMARKS.md has no end-of-results marker")?;
+        std::fs::write("BENCHMARKS.md", format!("{head}{BEGIN}\n{md}\n{END}{tail}"))?;
+        eprintln!("saved: {REFERENCE} and BENCHMARKS.md");
+    }
     Ok(())
+}
+
+/// The saved reference run that "changes since" compares with.
+const REFERENCE: &str = "bench/results.json";
+const BEGIN: &str = "<!-- perch-bench results: written by scripts/bench.sh --save -->";
+const END: &str = "<!-- end of perch-bench results -->";
+
+/// CPU model, cores, kernel, load and toolchains, for the report.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let date = time::OffsetDateTime::now_utc().date();
+    let tools = std::env::var("PERCH_BENCH_TOOLS").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, Linux {}, load average {} at start, {date}; {} builds (Lambda runs arm64){}",
+        kernel.trim(),
+        load.join(" "),
+        std::env::consts::ARCH,
+        if tools.is_empty() { String::new() } else { format!("; {tools}") }
+    )
 }
 
 fn line(m: &Measured) -> String {
@@ -244,7 +309,7 @@ async fn measure(
     // Init, over fresh processes.
     let (mut walls, mut cpus, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..opts.spawns {
-        let mut api = runtime_api::RuntimeApi::start().await?;
+        let mut api = runtime_api::RuntimeApi::start(Duration::from_secs(30)).await?;
         let env = environment(stack, aws, &api.addr, name);
         let started = Instant::now();
         let mut child = spawn(subject, &env)?;
@@ -261,7 +326,7 @@ async fn measure(
     m.rss_after_init_kib = rss.get(rss.len() / 2).copied().unwrap_or(0);
 
     // Warm, in one process.
-    let mut api = runtime_api::RuntimeApi::start().await?;
+    let mut api = runtime_api::RuntimeApi::start(Duration::from_secs(30)).await?;
     let env = environment(stack, aws, &api.addr, name);
     let mut child = spawn(subject, &env)?;
     let pid = child.id().ok_or("no pid")?;

@@ -29,6 +29,8 @@ pub enum Seen {
 }
 
 struct Inner {
+    /// How long each invocation may run (Lambda's timeout).
+    timeout: Duration,
     /// Events waiting for the function's next `GET /next`.
     events: Mutex<mpsc::Receiver<(String, Bytes)>>,
     seen: mpsc::UnboundedSender<Seen>,
@@ -50,10 +52,11 @@ impl Drop for RuntimeApi {
 }
 
 impl RuntimeApi {
-    pub async fn start() -> std::io::Result<Self> {
+    /// An emulator whose invocations may run for `timeout` (the deadline each event carries).
+    pub async fn start(timeout: Duration) -> std::io::Result<Self> {
         let (events_tx, events_rx) = mpsc::channel(1);
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner { events: Mutex::new(events_rx), seen: seen_tx });
+        let inner = Arc::new(Inner { timeout, events: Mutex::new(events_rx), seen: seen_tx });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -106,7 +109,7 @@ async fn next(State(s): State<Arc<Inner>>) -> Response {
     let Some((id, body)) = s.events.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
+    let deadline = std::time::SystemTime::now() + s.timeout;
     let deadline_ms = deadline.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     let mut headers = HeaderMap::new();
     let mut set = |k: &'static str, v: String| {

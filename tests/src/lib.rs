@@ -149,7 +149,13 @@ enum Aws {
 }
 
 /// The access key id the harness's own calls sign with behind the proxy.
-pub const HARNESS: &str = "test-harness";
+pub const HARNESS: &str = "testharness";
+
+/// The access key id a function signs with behind the proxy: its binary name without dashes
+/// (DynamoDB Local refuses key ids that are not alphanumeric).
+pub fn access_key_id(binary: &str) -> String {
+    binary.replace('-', "")
+}
 
 async fn proxy_sdk(url: &str, access_key_id: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -185,15 +191,16 @@ impl TestStack {
 
     /// A stack whose functions reach AWS through the recording proxy, each signing with its
     /// own access key id (its binary name), as each Lambda has its own role. The harness's own
-    /// calls (`stack.app`, seeding) sign as [`HARNESS`].
+    /// calls (`stack.app`, seeding) sign as [`HARNESS`]. See [`access_key_id`].
     pub async fn start_with_identities(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
         Self::build(tweak, true, Aws::ProxyPerFunction).await
     }
 
-    /// An SDK configuration that reaches AWS through this stack's proxy signing as `principal`.
-    pub async fn sdk_as(&self, principal: &str) -> aws_config::SdkConfig {
+    /// An SDK configuration that reaches AWS through this stack's proxy signing as the function
+    /// `binary`.
+    pub async fn sdk_as(&self, binary: &str) -> aws_config::SdkConfig {
         let proxy = self.aws.as_ref().expect("a stack started with a proxy");
-        proxy_sdk(&proxy.url, principal).await
+        proxy_sdk(&proxy.url, &access_key_id(binary)).await
     }
 
     async fn build(tweak: impl FnOnce(&mut HashMap<&'static str, String>), capture_logs: bool, aws_mode: Aws) -> Self {
@@ -251,7 +258,7 @@ impl TestStack {
         let mut per_function = HashMap::new();
         if let (Aws::ProxyPerFunction, Some(proxy)) = (aws_mode, &aws) {
             for (_, _, function, _) in perch_local::ROUTES {
-                let sdk = proxy_sdk(&proxy.url, function.binary()).await;
+                let sdk = proxy_sdk(&proxy.url, &access_key_id(function.binary())).await;
                 let state = AppState::from_sdk_config(config.clone(), &sdk).expect("app state");
                 per_function.insert(*function, Arc::new(state));
             }

@@ -2,7 +2,7 @@
 //! code makes, and grants nothing it does not use.
 //!
 //! How: the stack runs each function with its own AWS identity (its binary name as the access
-//! key id) behind the recording proxy, as each Lambda has its own role. A scenario drives
+//! key id, see `perch_tests::access_key_id`) behind the recording proxy, as each Lambda has its own role. A scenario drives
 //! every function through every path that touches AWS, including the clean-up paths that run
 //! only when something fails. Each recorded request is turned into what IAM evaluates — an
 //! action, a resource and, for KMS, the encryption context (a `TransactWriteItems` is one
@@ -300,7 +300,7 @@ async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
     assert_eq!(roles.len(), 7, "every function has a role");
     let mut problems = Vec::new();
     for (function, statements) in &roles {
-        let requests = seen.remove(function).unwrap_or_default();
+        let requests = seen.remove(&perch_tests::access_key_id(function)).unwrap_or_default();
         // 1. Every call is allowed.
         for r in &requests {
             if !statements.iter().any(|s| allows(s, r)) {

@@ -1,0 +1,265 @@
+//! The results as Markdown: the tables of `BENCHMARKS.md`, the targets of PERFORMANCE.md §9
+//! with what was measured, and what changed since the previous saved run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::{Measured, Results};
+
+const HELLO: &str = "perch-bench-hello";
+const PEER: &str = "peer-node-callback";
+
+fn mb(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn find<'a>(r: &'a Results, name: &str) -> Option<&'a Measured> {
+    r.functions.iter().find(|m| m.name == name)
+}
+
+/// The service of an `x-amz-target` (or `finch:…`).
+fn service(key: &str) -> &'static str {
+    match key {
+        k if k.starts_with("DynamoDB") => "DynamoDB",
+        k if k.starts_with("TrentService") => "KMS",
+        k if k.starts_with("secretsmanager") => "Secrets Manager",
+        k if k.starts_with("AWSEvents") => "EventBridge",
+        k if k.starts_with("AmazonSQS") => "SQS",
+        k if k.starts_with("finch:") => "Finch",
+        _ => "other",
+    }
+}
+
+const SERVICES: &[&str] = &["DynamoDB", "KMS", "Secrets Manager", "EventBridge", "SQS", "Finch"];
+
+fn calls_by_service(m: &Measured) -> BTreeMap<&'static str, f64> {
+    let mut out = BTreeMap::new();
+    for (k, v) in &m.calls_per_invocation {
+        *out.entry(service(k)).or_default() += v;
+    }
+    out
+}
+
+pub fn markdown(r: &Results, previous: Option<&Results>, machine: &str, command: &str) -> String {
+    let mut s = String::new();
+    let hello = find(r, HELLO);
+    let hello_cpu = hello.map_or(0.0, |h| h.init_cpu_ms.p50);
+    let _ = writeln!(s, "Machine: {machine}  \nCommand: `{command}`\n");
+
+    let spawns = r.functions.first().map_or(0, |m| m.init_cpu_ms.n);
+    let invocations = r.functions.first().map_or(0, |m| m.warm_cpu_us.n);
+    let _ = writeln!(s, "### Functions\n");
+    let _ = writeln!(
+        s,
+        "Init over {spawns} spawns (exec → first `/next`); warm over {invocations} invocations (CPU: the whole loop turn; wall: event handed over → answer received). RSS is peak (`VmHWM`).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| binary | init CPU p50 (max) | × hello | init wall p50 | RSS after init | warm CPU p50 / p99 | warm wall p50 / p99 | RSS after 1k / all | stripped / zipped |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for m in &r.functions {
+        let size = if m.size > 0 {
+            format!("{:.2} / {:.2} MB", m.size as f64 / 1e6, m.zipped as f64 / 1e6)
+        } else {
+            "—".into()
+        };
+        let ratio = if hello_cpu > 0.0 { m.init_cpu_ms.p50 / hello_cpu } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} ms ({:.2}) | {:.1}× | {:.2} ms | {:.1} MB | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.1} / {:.1} MB | {} |",
+            m.name,
+            m.init_cpu_ms.p50,
+            m.init_cpu_ms.max,
+            ratio,
+            m.init_wall_ms.p50,
+            mb(m.rss_after_init_kib),
+            m.warm_cpu_us.p50,
+            m.warm_cpu_us.p99,
+            m.warm_wall_us.p50,
+            m.warm_wall_us.p99,
+            mb(m.rss_after_1k_kib),
+            mb(m.rss_after_all_kib),
+            size
+        );
+    }
+
+    let _ = writeln!(s, "\n### Remote calls per warm invocation\n");
+    let _ = writeln!(s, "| binary | {} |", SERVICES.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(SERVICES.len()));
+    for m in r.functions.iter().filter(|m| m.name != HELLO) {
+        let by = calls_by_service(m);
+        let cells: Vec<String> = SERVICES.iter().map(|k| format!("{:.2}", by.get(k).copied().unwrap_or(0.0))).collect();
+        let _ = writeln!(s, "| {} | {} |", m.name, cells.join(" | "));
+    }
+
+    if let (Some(perch), Some(peer)) = (find(r, "oauth-callback"), find(r, PEER)) {
+        let _ = writeln!(s, "\n### The callback against the Node.js peer\n");
+        let _ = writeln!(s, "| | Perch `oauth-callback` | Node.js peer | Perch / peer |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        let rows = [
+            ("init CPU p50", perch.init_cpu_ms.p50, peer.init_cpu_ms.p50, "ms"),
+            ("init wall p50", perch.init_wall_ms.p50, peer.init_wall_ms.p50, "ms"),
+            ("warm CPU p50", perch.warm_cpu_us.p50, peer.warm_cpu_us.p50, "µs"),
+            ("warm wall p50", perch.warm_wall_us.p50, peer.warm_wall_us.p50, "µs"),
+            ("RSS after init", mb(perch.rss_after_init_kib), mb(peer.rss_after_init_kib), "MB"),
+            ("RSS after all", mb(perch.rss_after_all_kib), mb(peer.rss_after_all_kib), "MB"),
+        ];
+        for (what, a, b, unit) in rows {
+            let _ =
+                writeln!(s, "| {what} | {a:.2} {unit} | {b:.2} {unit} | {:.3} |", if b > 0.0 { a / b } else { 0.0 });
+        }
+    }
+
+    if !r.sweep.is_empty() {
+        let _ = writeln!(s, "\n### The status sweep\n");
+        let _ = writeln!(
+            s,
+            "| run | connections | in flight | time | checks/s | CPU per check | peak RSS | Finch requests | 429s | share of budget |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        for w in &r.sweep {
+            let share = w
+                .budget_share
+                .map_or("—".into(), |x| format!("{:.0} % of {:.0}/s", x * 100.0, w.budget_per_second.unwrap_or(0.0)));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} s | {:.0} | {:.0} µs | {:.1} MB | {} | {} | {} |",
+                w.label,
+                w.connections,
+                w.in_flight,
+                w.seconds,
+                w.checks_per_second,
+                w.cpu_seconds * 1e6 / w.connections.max(1) as f64,
+                mb(w.peak_rss_kib),
+                w.finch_requests,
+                w.rate_limited,
+                share
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n### Targets (PERFORMANCE.md §9)\n");
+    let _ = writeln!(s, "| goal | target | measured | met |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (goal, target, measured, met) in targets(r) {
+        let _ = writeln!(s, "| {goal} | {target} | {measured} | {} |", if met { "yes" } else { "**no**" });
+    }
+
+    if let Some(p) = previous {
+        let _ = writeln!(s, "\n### Changes since the previous saved run\n");
+        let _ = writeln!(s, "| binary | init CPU p50 | warm CPU p50 | RSS after all | stripped |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for m in &r.functions {
+            if let Some(o) = find(p, &m.name) {
+                let d =
+                    |a: f64, b: f64| if b > 0.0 { format!("{:+.0} %", (a / b - 1.0) * 100.0) } else { "—".into() };
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.2} → {:.2} ms ({}) | {:.0} → {:.0} µs ({}) | {:.1} → {:.1} MB ({}) | {:.2} → {:.2} MB ({}) |",
+                    m.name,
+                    o.init_cpu_ms.p50,
+                    m.init_cpu_ms.p50,
+                    d(m.init_cpu_ms.p50, o.init_cpu_ms.p50),
+                    o.warm_cpu_us.p50,
+                    m.warm_cpu_us.p50,
+                    d(m.warm_cpu_us.p50, o.warm_cpu_us.p50),
+                    mb(o.rss_after_all_kib),
+                    mb(m.rss_after_all_kib),
+                    d(m.rss_after_all_kib as f64, o.rss_after_all_kib as f64),
+                    o.size as f64 / 1e6,
+                    m.size as f64 / 1e6,
+                    d(m.size as f64, o.size as f64),
+                );
+            }
+        }
+    }
+    s
+}
+
+/// (goal, target, measured, met) for the goals this run measures.
+fn targets(r: &Results) -> Vec<(String, String, String, bool)> {
+    let mut out = Vec::new();
+    let functions: Vec<&Measured> = r.functions.iter().filter(|m| m.name != HELLO && m.name != PEER).collect();
+    if functions.is_empty() {
+        return out;
+    }
+    let worst = |f: &dyn Fn(&Measured) -> f64| -> (f64, String) {
+        functions
+            .iter()
+            .map(|m| (f(m), m.name.clone()))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap_or((0.0, String::new()))
+    };
+    let hello = find(r, HELLO).map_or(1.0, |h| h.init_cpu_ms.p50.max(f64::MIN_POSITIVE));
+    let (p50, who) = worst(&|m| m.init_cpu_ms.p50);
+    let (max, who_max) = worst(&|m| m.init_cpu_ms.max);
+    out.push((
+        "G1 init CPU".into(),
+        "≤ 4 ms p50, ≤ 5 ms max, ≤ 2.5× hello".into(),
+        format!("worst p50 {p50:.2} ms ({who}), {:.1}× hello; worst max {max:.2} ms ({who_max})", p50 / hello),
+        p50 <= 4.0 && max <= 5.0 && p50 / hello <= 2.5,
+    ));
+    if let Some(list) = find(r, "list-connections") {
+        out.push((
+            "G2 warm overhead (one DynamoDB call: list-connections)".into(),
+            "CPU ≤ 150 µs; wall p50 ≤ 250 µs, p99 ≤ 1 ms".into(),
+            format!(
+                "CPU p50 {:.0} µs; wall p50 {:.0} µs, p99 {:.0} µs",
+                list.warm_cpu_us.p50, list.warm_wall_us.p50, list.warm_wall_us.p99
+            ),
+            list.warm_cpu_us.p50 <= 150.0 && list.warm_wall_us.p50 <= 250.0 && list.warm_wall_us.p99 <= 1000.0,
+        ));
+    }
+    let sm: f64 = functions.iter().map(|m| calls_by_service(m).get("Secrets Manager").copied().unwrap_or(0.0)).sum();
+    let kms_free: Vec<&str> = ["list-connections", "create-connect-session", "create-reauth-session", "finch-webhook"]
+        .into_iter()
+        .filter(|n| find(r, n).is_some_and(|m| calls_by_service(m).get("KMS").copied().unwrap_or(0.0) == 0.0))
+        .collect();
+    out.push((
+        "G3 remote calls on warm paths".into(),
+        "0 Secrets Manager; 0 KMS where no token is read or written".into(),
+        format!("Secrets Manager {sm:.2} per invocation in all; 0 KMS in {}", kms_free.join(", ")),
+        sm == 0.0 && kms_free.len() == 4,
+    ));
+    let (init_rss, who_rss) = worst(&|m| mb(m.rss_after_init_kib));
+    let (all_rss, who_all) = worst(&|m| mb(m.rss_after_all_kib));
+    let (growth, who_growth) = worst(&|m| mb(m.rss_after_all_kib.saturating_sub(m.rss_after_1k_kib)));
+    out.push((
+        "G5 memory".into(),
+        "≤ 12 MB after init, ≤ 16 MB after all, growth 1k → all < 0.5 MB".into(),
+        format!("{init_rss:.1} MB ({who_rss}); {all_rss:.1} MB ({who_all}); growth {growth:.2} MB ({who_growth})"),
+        init_rss <= 12.0 && all_rss <= 16.0 && growth < 0.5,
+    ));
+    let (size, who_size) = worst(&|m| m.size as f64 / 1e6);
+    let (zip, who_zip) = worst(&|m| m.zipped as f64 / 1e6);
+    out.push((
+        "G6 binary size (this machine's target)".into(),
+        "≤ 10 MB stripped, ≤ 4.5 MB zipped".into(),
+        format!("{size:.2} MB ({who_size}); {zip:.2} MB ({who_zip})"),
+        size <= 10.0 && zip <= 4.5,
+    ));
+    let at = |label: &str| r.sweep.iter().find(|w| w.label == label);
+    if let (Some(fast), Some(slow)) = (at("Finch at 0 ms"), at("Finch at 100 ms")) {
+        let rss = r.sweep.iter().map(|w| mb(w.peak_rss_kib)).fold(0.0, f64::max);
+        out.push((
+            "G7 sweep throughput".into(),
+            "≥ 5,000 checks/s at 0 ms; ≥ 500/s at 100 ms with ≤ 64 in flight; RSS ≤ 32 MB whatever N".into(),
+            format!(
+                "{:.0}/s at 0 ms; {:.0}/s at 100 ms ({} in flight); peak RSS {rss:.1} MB",
+                fast.checks_per_second, slow.checks_per_second, slow.in_flight
+            ),
+            fast.checks_per_second >= 5000.0 && slow.checks_per_second >= 500.0 && rss <= 32.0,
+        ));
+    }
+    if let Some(w) = r.sweep.iter().find(|w| w.budget_share.is_some()) {
+        let share = w.budget_share.unwrap_or(0.0);
+        out.push((
+            "G8 sweep compliance".into(),
+            "0 × 429; ≥ 90 % of the configured budget".into(),
+            format!("{} × 429; {:.0} % of {:.0}/s", w.rate_limited, share * 100.0, w.budget_per_second.unwrap_or(0.0)),
+            w.rate_limited == 0 && share >= 0.9,
+        ));
+    }
+    out
+}
