@@ -161,8 +161,11 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
         Ok(r) => {
             let status = r.status();
             let mut headers = r.headers().clone();
-            headers.remove("content-length");
-            headers.remove("transfer-encoding");
+            // Hop-by-hop: moto says `Connection: close`, which would make every replayed call
+            // open a new connection, as no AWS endpoint does.
+            for h in ["content-length", "transfer-encoding", "connection", "keep-alive"] {
+                headers.remove(h);
+            }
             Answer { status, headers, body: r.bytes().await.unwrap_or_default() }
         }
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),

@@ -263,8 +263,12 @@ fn environment(stack: &TestStack, aws: &aws::AwsEndpoint, runtime_api: &str, nam
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    if let Ok(path) = std::env::var("PATH") {
-        env.push(("PATH".into(), path));
+    // PATH for the peer's `node`; SSL_CERT_FILE as template.yaml sets it (scripts/bench.sh
+    // passes this machine's bundle).
+    for k in ["PATH", "SSL_CERT_FILE"] {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.into(), v));
+        }
     }
     env
 }
