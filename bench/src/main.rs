@@ -47,6 +47,8 @@ struct Opts {
     spawns: usize,
     invocations: usize,
     only: Option<String>,
+    /// Count allocations under valgrind (off with `--no-allocations`).
+    allocations: bool,
     /// Save the results as the new reference (`bench/results.json`) and write them into
     /// `BENCHMARKS.md`.
     save: bool,
@@ -63,6 +65,7 @@ impl Opts {
             spawns: 30,
             invocations: 10_000,
             only: None,
+            allocations: true,
             save: false,
             peer: None,
         };
@@ -77,6 +80,7 @@ impl Opts {
                 "--invocations" => o.invocations = value()?.parse()?,
                 "--only" => o.only = Some(value()?),
                 "--save" => o.save = true,
+                "--no-allocations" => o.allocations = false,
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
@@ -124,6 +128,8 @@ struct Measured {
     rss_after_all_kib: u64,
     /// Remote calls per invocation, by `service:operation` (Finch: `finch:METHOD path`).
     calls_per_invocation: BTreeMap<String, f64>,
+    /// Heap allocations (blocks, bytes) per warm invocation, counted by valgrind's DHAT.
+    allocations: Option<(f64, f64)>,
     failures: usize,
 }
 
@@ -385,7 +391,79 @@ async fn measure(
     let n = opts.invocations.max(1) as f64;
     m.calls_per_invocation = counts.into_iter().map(|(k, v)| (k, v as f64 / n)).collect();
     child.kill().await?;
+    if opts.allocations && subject.artifact.is_some() {
+        m.allocations = Some(allocations(opts, subject, scenario, stack, aws).await?);
+    }
     Ok(m)
+}
+
+/// Heap allocations per warm invocation: the same warm path under valgrind's DHAT, once with
+/// only the warm-ups and once with `ALLOC_RUNS` more invocations; the difference, divided.
+async fn allocations(
+    opts: &Opts,
+    subject: &Subject,
+    mut scenario: Option<&mut scenarios::Scenario>,
+    stack: &TestStack,
+    aws: &aws::AwsEndpoint,
+) -> Result<(f64, f64), BoxError> {
+    const ALLOC_RUNS: usize = 50;
+    let mut totals = Vec::new();
+    for measured in [0, ALLOC_RUNS] {
+        let out = opts.out.join(format!("dhat-{}-{measured}.txt", subject.name));
+        let under = Subject {
+            name: subject.name.clone(),
+            program: PathBuf::from("valgrind"),
+            args: vec!["--tool=dhat".into(), "--dhat-out-file=/dev/null".into(), subject.program.display().to_string()],
+            artifact: None,
+        };
+        let mut api = runtime_api::RuntimeApi::start(Duration::from_secs(30)).await?;
+        let env = environment(stack, aws, &api.addr, &subject.name);
+        let mut child = tokio::process::Command::new(&under.program)
+            .args(&under.args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&out)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or("no pid")?;
+        api.wait_next(Duration::from_secs(60)).await?;
+        for i in 0..2 + measured {
+            if i < 2 {
+                aws.record();
+            } else if i == 2 {
+                aws.replay();
+            }
+            aws.next_invocation();
+            let event = match scenario.as_deref_mut() {
+                Some(s) => s.event(stack, i).await,
+                None => serde_json::json!({"hello": i}),
+            };
+            let (answer, _, _) = invoke(&mut api, pid, &event).await?;
+            if let Some(s) = scenario.as_deref() {
+                if !s.succeeded(&answer) {
+                    return Err(format!("{} under valgrind: invocation {i} answered {answer}", subject.name).into());
+                }
+                s.after(stack);
+            }
+        }
+        // SIGTERM: valgrind reports its totals as the process ends.
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        child.wait().await?;
+        let report = std::fs::read_to_string(&out)?;
+        // `==123== Total:     58,161 bytes in 123 blocks`
+        let total = report
+            .lines()
+            .find_map(|l| l.split("Total:").nth(1))
+            .ok_or_else(|| format!("no DHAT total in {}", out.display()))?;
+        let numbers: Vec<f64> =
+            total.split_whitespace().filter_map(|w| w.replace(',', "").parse::<f64>().ok()).collect();
+        let [bytes, blocks] = numbers[..] else { return Err(format!("odd DHAT total: {total}").into()) };
+        totals.push((blocks, bytes));
+    }
+    let per = ALLOC_RUNS as f64;
+    Ok(((totals[1].0 - totals[0].0) / per, (totals[1].1 - totals[0].1) / per))
 }
 
 /// One invocation: the answer, the wall time until it arrived, and the CPU time of the whole

@@ -13,6 +13,12 @@ use crate::finch::FinchClient;
 use crate::secrets::SecretCache;
 use crate::store::DynamoStore;
 
+/// The AWS configuration the standard way (environment, role), with an HTTPS client that
+/// trusts only Amazon's roots (see [`crate::tls`]).
+pub async fn sdk_config() -> Result<aws_config::SdkConfig, Error> {
+    Ok(aws_config::defaults(BehaviorVersion::latest()).http_client(crate::tls::aws_http_client()?).load().await)
+}
+
 /// Shared clients and configuration for one Lambda container (or one local server).
 pub struct AppState {
     pub config: Config,
@@ -27,8 +33,7 @@ impl AppState {
     /// Loads the AWS configuration the standard way (environment, role) and builds everything.
     /// Locally, `AWS_ENDPOINT_URL*` points the same code at the emulator.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::from_sdk_config(config, &sdk)
+        Self::from_sdk_config(config, &sdk_config().await?)
     }
 
     /// Builds from an already-loaded SDK configuration (tests point it at their emulator).

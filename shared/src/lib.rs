@@ -15,7 +15,8 @@
 //! - [`events`]: status-change events for the app (EventBridge);
 //! - [`webhook`]: Finch webhooks, verified and applied;
 //! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
-//! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge.
+//! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge;
+//! - [`tls`]: the certificate authorities each HTTP client trusts (a cold-start decision).
 
 pub mod app;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod state_token;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
+pub mod tls;
 pub mod types;
 pub mod webhook;
 

@@ -6,7 +6,7 @@ use perch::{AppState, Config};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     perch::telemetry::init();
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let sdk = perch::app::sdk_config().await?;
     let app = AppState::from_sdk_config(Config::from_env()?, &sdk)?;
     let sweeper = Sweeper::new(&app, SweepSettings::from_env()?, aws_sdk_sqs::Client::new(&sdk));
     run(service_fn(|event| handle(&sweeper, event))).await
