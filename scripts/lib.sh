@@ -104,6 +104,31 @@ start_dynamodb_local() {
     wait_http "http://127.0.0.1:$port/" "$STATE/$name.log"
 }
 
+# Node.js and the connections page's packages (web/: Finch's Connect SDK, playwright-core),
+# reinstalled when web/package-lock.json changes.
+ensure_web() {
+    if ! command -v npm >/dev/null; then
+        say "installing Node.js for the connections page (apt)"
+        { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; } \
+            || die "Node.js is missing and could not be installed: apt-get install -y nodejs npm"
+    fi
+    local stamp="$ROOT/web/node_modules/.lock.sha" want
+    want=$(sha256sum "$ROOT/web/package-lock.json" | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+    say "installing the connections page's packages (npm ci in web/)"
+    (cd "$ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci failed in web/: check access to the npm registry"
+    echo "$want" > "$stamp"
+}
+
+# Debian's Chromium, for the browser tests (playwright-core drives it; it never downloads one).
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then return; fi
+    say "installing Chromium for the browser tests (apt; a minute or two)"
+    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+        || die "Chromium is missing and could not be installed: apt-get install -y chromium"
+}
+
 # Starts the Finch emulator and perch-local against the AWS emulator at $3, bootstrapping the
 # table, key and secret named after $4 (pids in $STATE/$4-finch.pid and $STATE/$4.pid).
 # Perch listens on port $1, the emulator on $2; they share a fresh webhook secret.
@@ -122,7 +147,7 @@ start_finch_and_perch() {
     export TABLE_NAME="$name" KMS_KEY_ID="alias/$name" FINCH_SECRET_ID="$name/finch" \
            FINCH_API_URL="http://127.0.0.1:$finch_port" \
            FINCH_REDIRECT_URI="http://127.0.0.1:$port/connect/callback" \
-           APP_RETURN_URL="http://127.0.0.1:$port/" PORT="$port"
+           APP_RETURN_URL="http://127.0.0.1:$port/" PORT="$port" PERCH_WEB_DIR="$ROOT/web"
     say "creating the table, KMS key and Finch secret"
     "$ROOT/target/debug/perch-local" bootstrap
     "$ROOT/target/debug/perch-local" > "$STATE/$name.log" 2>&1 &

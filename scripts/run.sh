@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Perch locally: moto (DynamoDB, KMS, Secrets Manager), the Finch emulator, and every
-# function on the routes of template.yaml with a development JWT issuer. Idempotent: a second
+# function on the routes of template.yaml with a development JWT issuer, and the connections
+# page (web/) at http://127.0.0.1:$PORT/. Idempotent: a second
 # run stops the previous stack and starts a fresh one. Ctrl-C stops everything.
 #
 # Ports: PORT (Perch, 3000), FINCH_PORT (4010), MOTO_PORT (5000).
@@ -9,6 +10,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 need_tools
 ensure_venv
+ensure_web
 
 PORT=${PORT:-3000}
 FINCH_PORT=${FINCH_PORT:-4010}
@@ -43,8 +45,9 @@ MINE+=("$(cat "$STATE/perch-local-finch.pid")" "$(cat "$STATE/perch-local.pid")"
 
 cat >&2 <<MSG
 
-Perch is up on http://127.0.0.1:$PORT  (Finch emulator: http://127.0.0.1:$FINCH_PORT, moto: http://127.0.0.1:$MOTO_PORT)
-Get a token for customer "acme":
+Perch is up. Open the connections page: http://127.0.0.1:$PORT/
+  (Finch emulator: http://127.0.0.1:$FINCH_PORT/_emulator/, moto: http://127.0.0.1:$MOTO_PORT)
+Or use the API; a token for customer "acme":
   TOKEN=\$(curl -s -X POST http://127.0.0.1:$PORT/dev/token -H 'content-type: application/json' -d '{"customer_id":"acme"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 The README walks through the rest. Ctrl-C stops the stack.
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, template checks, unit, handler and stack tests (moto +
-# Finch emulator), the Finch SDK test of the emulator, and the arm64 build of every function.
-# Installs what it needs into .venv. Idempotent.
+# Finch emulator), the Finch SDK test of the emulator, the connections page in Chromium, and
+# the arm64 build of every function. Installs what it needs into the project (.venv,
+# web/node_modules; Node.js and Chromium from Debian's packages where missing). Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 need_tools
 ensure_venv
+# The page's Connect SDK is served (and checked) by the Rust stack tests too.
+ensure_web
 
 say "checking formatting (cargo fmt --check)"
 cargo fmt --all -- --check || die "code is not formatted: run 'cargo fmt --all'"
@@ -43,6 +46,8 @@ AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT" PERCH_SWEEP_CONNECTIONS=1
 say "running the Finch SDK tests of the emulator (pytest)"
 cargo build --locked -p finch-emulator
 "$VENV/bin/python" -m pytest -q tests/python
+
+bash scripts/browser-tests.sh
 
 # Last: the longest step, and nothing above needs its artifacts.
 bash scripts/build-lambdas.sh

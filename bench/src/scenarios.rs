@@ -68,6 +68,8 @@ pub struct Scenario {
     connection: String,
     /// The secret Finch signs webhooks with.
     webhook_secret: String,
+    /// The connection the disconnect scenario's invocations name.
+    disconnecting: Option<String>,
 }
 
 /// The customer whose connections the scenarios use (20 of them, as a listing would show).
@@ -77,7 +79,7 @@ impl Scenario {
     pub async fn prepare(function: &'static str, stack: &TestStack) -> Self {
         let connection = stack.seed(CUSTOMER, 1).await.remove(0);
         let webhook_secret = stack.enable_webhooks().await;
-        Self { function, connection, webhook_secret }
+        Self { function, connection, webhook_secret, disconnecting: None }
     }
 
     /// The event for the next invocation (harness work, not measured).
@@ -122,9 +124,14 @@ impl Scenario {
                 )
             }
             "disconnect" => {
-                // A fresh connection each time; the recorded answers name the second one, whose
-                // token `after` restores at the emulator, so every run takes the full path.
-                let id = stack.seed(CUSTOMER, 1).await.remove(0);
+                // A fresh connection for each recorded warm-up; the replayed answers then name
+                // the second one, whose token `after` restores at the emulator, so every run
+                // takes the full path. Seeding one per invocation would grow the table the
+                // sweep scenario scans by 10,000 connections.
+                if i < 2 || self.disconnecting.is_none() {
+                    self.disconnecting = stack.seed(CUSTOMER, 1).await.pop();
+                }
+                let id = self.disconnecting.clone().unwrap_or_default();
                 http_event("DELETE", "/connections/{id}", &format!("/connections/{id}"), &[], Some(CUSTOMER), &[], None)
             }
             "finch-webhook" => {

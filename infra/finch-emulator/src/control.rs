@@ -10,7 +10,9 @@
 //!   product_window_ms?}` (Finch's values by default), `DELETE`, `GET` (how many were refused);
 //! - `POST /_emulator/webhooks {url, secret}` — where status changes are delivered, signed;
 //! - `POST /_emulator/webhooks/send {payload, event_id?, timestamp?}` — deliver any event;
-//! - `POST /_emulator/webhooks/sign {body, secret, event_id?, timestamp?}` — the headers only.
+//! - `POST /_emulator/webhooks/sign {body, secret, event_id?, timestamp?}` — the headers only;
+//! - `GET /_emulator/` — the same for a person: a dashboard of the connections with buttons
+//!   that flip their status (the employer changed a password → `reauth`).
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +30,8 @@ use crate::world::Fault;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/_emulator/connections", get(connections))
+        .route("/_emulator/", get(crate::page::dashboard))
+        .route("/_emulator/dashboard/connections/{id}/status", post(dashboard_set_status))
         .route("/_emulator/connections/{id}/status", post(set_status))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/clock", post(clock))
@@ -55,21 +59,44 @@ struct StatusBody {
 /// Flips a connection's status and, when a webhook target is set, delivers `account.updated`
 /// before answering (the answer says how the delivery went).
 async fn set_status(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<StatusBody>) -> Response {
+    match flip(&s, &id, &b.status).await {
+        Some((conn, delivered)) => {
+            Json(json!({"connection": conn, "webhook_status": delivered.0, "webhook": delivered.1})).into_response()
+        }
+        None => crate::not_found(),
+    }
+}
+
+/// The dashboard's buttons: the same flip, then back to the dashboard.
+async fn dashboard_set_status(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    axum::Form(b): axum::Form<StatusBody>,
+) -> Response {
+    match flip(&s, &id, &b.status).await {
+        Some(_) => axum::response::Redirect::to("/_emulator/").into_response(),
+        None => crate::not_found(),
+    }
+}
+
+/// Sets a connection's status and delivers `account.updated` when a webhook target is set;
+/// `None` for an unknown connection.
+async fn flip(
+    s: &Shared,
+    id: &str,
+    status: &str,
+) -> Option<(crate::world::Connection, (u16, Option<webhooks::Signed>))> {
     let conn = {
         let mut w = s.world();
-        match w.connections.get_mut(&id) {
-            Some(c) => {
-                c.status = b.status.clone();
-                c.clone()
-            }
-            None => return crate::not_found(),
-        }
+        let c = w.connections.get_mut(id)?;
+        c.status = status.to_owned();
+        c.clone()
     };
-    let delivered = match webhooks::account_updated(&s, &id, &b.status) {
-        Some(payload) => webhooks::deliver(&s, &payload, None, None).await,
+    let delivered = match webhooks::account_updated(s, id, status) {
+        Some(payload) => webhooks::deliver(s, &payload, None, None).await,
         None => (0, None),
     };
-    Json(json!({"connection": conn, "webhook_status": delivered.0, "webhook": delivered.1})).into_response()
+    Some((conn, delivered))
 }
 
 async fn set_limits(State(s): State<Shared>, Json(l): Json<crate::world::RateLimits>) -> Response {

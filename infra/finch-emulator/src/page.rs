@@ -5,8 +5,13 @@
 //! the flow: the connection is created (or, for a reauthentication session, restored to
 //! `connected`), a single-use code is issued, and the browser is sent to the session's
 //! `redirect_uri` with `code` and `state`. A session without a `redirect_uri` is the embedded
-//! flow: the page hands the code to its opener with the Connect SDK's `finch-auth-message-v2`
-//! message instead.
+//! flow: the page, in the Connect SDK's iframe, speaks the SDK's protocol (`@tryfinch/react-connect`
+//! v5, CONTRACT.md §1a): a `finch-auth-message-v2` message to the host page (`sdk_host_url`)
+//! with `kind` `success` (and the code), `closed` (the employer pressed Cancel) or `error`
+//! (the session is unknown or expired).
+//!
+//! `GET /_emulator/` is the emulator's own dashboard for a person: every connection, with
+//! buttons that flip its status as Finch would when an employer's credentials stop working.
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -21,6 +26,35 @@ use crate::world::Code;
 pub struct AuthorizeQuery {
     session: Option<String>,
     state: Option<String>,
+    /// The host page's origin, which the Connect SDK adds; messages go to it only.
+    sdk_host_url: Option<String>,
+}
+
+impl AuthorizeQuery {
+    /// Where the embedded flow's messages may go: the SDK's host origin (`'*'` without one, as
+    /// for a page opened by hand).
+    fn target_origin(&self) -> String {
+        self.sdk_host_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .filter(|o| o != "null")
+            .unwrap_or_else(|| "*".into())
+    }
+}
+
+/// JavaScript posting the Connect SDK's message to the host page (in the iframe) or opener.
+fn post_message_js(message: &serde_json::Value, target_origin: &str) -> String {
+    // JSON is valid JavaScript; `</` is escaped so neither value can end the script element.
+    format!(
+        "var t=window.parent!==window?window.parent:window.opener;if(t){{t.postMessage({m},{o});}}",
+        m = message.to_string().replace("</", "<\\/"),
+        o = serde_json::Value::from(target_origin).to_string().replace("</", "<\\/"),
+    )
+}
+
+fn post_message(message: &serde_json::Value, target_origin: &str) -> String {
+    format!("<script>(function(){{{}}})();</script>", post_message_js(message, target_origin))
 }
 
 #[derive(Deserialize)]
@@ -38,14 +72,21 @@ fn esc(s: &str) -> String {
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_of_width(status, title, body, "28rem")
+}
+
+fn page_of_width(status: StatusCode, title: &str, body: &str, width: &str) -> Response {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} · Finch Connect (emulator)</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;color:#1f2937}}\
+         <style>body{{font-family:system-ui,sans-serif;max-width:{width};margin:3rem auto;padding:0 1rem;color:#1f2937}}\
          label{{display:block;margin:.75rem 0 .25rem}}input,select{{width:100%;padding:.5rem;box-sizing:border-box}}\
          button{{margin-top:1rem;padding:.6rem 1.2rem;background:#111827;color:#fff;border:0;border-radius:.4rem}}\
+         button.secondary{{background:#fff;color:#111827;border:1px solid #d1d5db;margin-left:.5rem}}\
+         table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.4rem;border-bottom:1px solid #e5e7eb}}\
+         td button{{margin:0 .25rem 0 0;padding:.3rem .6rem}}\
          .err{{color:#b91c1c}}.muted{{color:#6b7280;font-size:.9rem}}</style></head>\
          <body><h1>{t}</h1>{body}</body></html>",
-        t = esc(title)
+        t = esc(title),
     );
     let mut r = (status, Html(html)).into_response();
     r.headers_mut().insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
@@ -57,11 +98,16 @@ fn session_or_error(s: &Shared, q: &AuthorizeQuery) -> Result<crate::world::Sess
     let now = w.now();
     q.session.as_ref().and_then(|id| w.sessions.get(id)).filter(|sess| sess.expires_at > now).cloned().ok_or_else(
         || {
-            page(
-                StatusCode::BAD_REQUEST,
-                "Session not found",
-                "<p class=\"err\">This Connect link is invalid or has expired.</p>",
-            )
+            let message = "This Connect link is invalid or has expired.";
+            // In the SDK's iframe the host page learns of it (and closes the iframe).
+            let tell_host = if q.sdk_host_url.is_some() {
+                let m = serde_json::json!({"name": "finch-auth-message-v2", "kind": "error",
+                    "error": {"shouldClose": true, "message": message, "type": "validation_error"}});
+                post_message(&m, &q.target_origin())
+            } else {
+                String::new()
+            };
+            page(StatusCode::BAD_REQUEST, "Session not found", &format!("<p class=\"err\">{message}</p>{tell_host}"))
         },
     )
 }
@@ -72,25 +118,37 @@ pub async fn show(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>) -> R
         Ok(x) => x,
         Err(r) => return r,
     };
-    login_form(&sess, None, StatusCode::OK)
+    login_form(&sess, &q, None, StatusCode::OK)
 }
 
-fn login_form(sess: &crate::world::Session, error: Option<&str>, status: StatusCode) -> Response {
+fn login_form(sess: &crate::world::Session, q: &AuthorizeQuery, error: Option<&str>, status: StatusCode) -> Response {
     let provider = sess.provider.clone().unwrap_or_else(|| "gusto".into());
     let who = sess.customer_name.clone().unwrap_or_default();
     let purpose = if sess.reauth_connection.is_some() { "Reconnect" } else { "Connect" };
     let err = error.map(|e| format!("<p class=\"err\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
+    let embedded = sess.redirect_uri.is_none();
     let body = format!(
         "<p>{purpose} <strong>{who}</strong>'s payroll system. Requested access: {products}.</p>{err}\
          <form method=\"post\">\
          <label for=\"provider\">Provider</label><input id=\"provider\" name=\"provider\" value=\"{provider}\">\
          <label for=\"username\">Username</label><input id=\"username\" name=\"username\" value=\"good_user\" autocomplete=\"off\">\
          <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" value=\"good_pass\" autocomplete=\"off\">\
-         <button type=\"submit\">{purpose}</button></form>\
-         <p class=\"muted\">Finch emulator · sandbox credentials good_user / good_pass</p>",
+         <button type=\"submit\">{purpose}</button>{cancel}</form>\
+         <p class=\"muted\">Finch emulator · sandbox credentials good_user / good_pass</p>{cancel_script}",
         who = esc(&who),
         products = esc(&sess.products.join(", ")),
         provider = esc(&provider),
+        cancel =
+            if embedded { " <button type=\"button\" id=\"cancel\" class=\"secondary\">Cancel</button>" } else { "" },
+        cancel_script = if embedded {
+            let closed = serde_json::json!({"name": "finch-auth-message-v2", "kind": "closed"});
+            format!(
+                "<script>document.getElementById('cancel').onclick=function(){{{}}};</script>",
+                post_message_js(&closed, &q.target_origin())
+            )
+        } else {
+            String::new()
+        },
     );
     page(status, &format!("{purpose} your payroll"), &body)
 }
@@ -111,6 +169,7 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
     if login.username != "good_user" || login.password != "good_pass" {
         return login_form(
             &sess,
+            &q,
             Some("Those credentials were not accepted by the provider."),
             StatusCode::UNAUTHORIZED,
         );
@@ -185,12 +244,56 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
             let msg =
                 serde_json::json!({"name": "finch-auth-message-v2", "kind": "success", "code": code, "state": q.state});
             let body = format!(
-                "<p>Connected. You can close this window.</p><pre id=\"code\" data-code=\"{c}\"></pre>\
-                 <script>(function(){{var m={m};var t=window.parent!==window?window.parent:window.opener;if(t){{t.postMessage(m,'*');}}}})();</script>",
+                "<p>Connected. You can close this window.</p><pre id=\"code\" data-code=\"{c}\"></pre>{script}",
                 c = esc(&code),
-                m = msg.to_string().replace("</", "<\\/"),
+                script = post_message(&msg, &q.target_origin()),
             );
             page(StatusCode::OK, "Connected", &body)
         }
     }
+}
+
+/// `GET /_emulator/`: the emulator's dashboard.
+pub async fn dashboard(State(s): State<Shared>) -> Response {
+    let mut all: Vec<_> = s.world().connections.values().cloned().collect();
+    all.sort_by_key(|c| c.created_at);
+    let rows: String = all
+        .iter()
+        .map(|c| {
+            let buttons: String = [("reauth", "Needs reauth"), ("connected", "Connected"), ("error_permissions", "Error")]
+                .iter()
+                .filter(|(status, _)| *status != c.status && !c.disconnected)
+                .map(|(status, label)| {
+                    format!(
+                        "<form method=\"post\" action=\"/_emulator/dashboard/connections/{id}/status\" style=\"display:inline\">\
+                         <input type=\"hidden\" name=\"status\" value=\"{status}\">\
+                         <button type=\"submit\" data-status=\"{status}\">{label}</button></form>",
+                        id = esc(&c.id),
+                    )
+                })
+                .collect();
+            format!(
+                "<tr data-connection-id=\"{id}\"><td>{customer}</td><td>{provider}</td><td>{company}</td>\
+                 <td class=\"status\">{status}</td><td>{buttons}</td></tr>",
+                id = esc(&c.id),
+                customer = esc(c.customer_id.as_deref().unwrap_or("—")),
+                provider = esc(&c.provider_id),
+                company = esc(&c.company_name),
+                status = if c.disconnected { "disconnected".to_owned() } else { esc(&c.status) },
+            )
+        })
+        .collect();
+    let body = if all.is_empty() {
+        "<p>No connections yet: connect one through Perch first.</p>".to_owned()
+    } else {
+        format!(
+            "<p>Flip a connection as Finch would: <em>Needs reauth</em> when the employer's credentials stop \
+             working. Finch then tells Perch by webhook (<code>account.updated</code>).</p>\
+             <table><thead><tr><th>Customer</th><th>Provider</th><th>Company</th><th>Status</th><th></th></tr></thead>\
+             <tbody>{rows}</tbody></table>"
+        )
+    };
+    let mut r = page_of_width(StatusCode::OK, "Finch emulator", &body, "56rem");
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
 }

@@ -8,9 +8,11 @@
 //! So the handler code path is production's; only the authorizer is local.
 //!
 //! The development issuer (`POST /dev/token`) signs HS256 tokens with a key made at start-up;
-//! it exists only here, never in `template.yaml`.
+//! it exists only here, never in `template.yaml`. The connections page (`web/`) is served at
+//! `/` next to the API it calls ([`web`]).
 
 pub mod bootstrap;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -168,6 +170,10 @@ struct Local {
     /// Without it, a burst opens as many connections to the AWS emulator as there are
     /// requests, which a single emulator process cannot accept.
     slots: tokio::sync::Semaphore,
+    /// The connections page's files.
+    web_dir: std::path::PathBuf,
+    /// The Finch (emulator) origin: Connect's iframe comes from it, its dashboard is on it.
+    finch_origin: String,
 }
 
 /// Concurrent invocations served at once (`LOCAL_CONCURRENCY`, default 32).
@@ -187,11 +193,18 @@ pub fn router_per_function(
     auth: DevAuth,
 ) -> Router {
     let slots = tokio::sync::Semaphore::new(local_concurrency());
-    let state = Arc::new(Local { app, per_function, auth, slots });
+    let finch_origin = app.config.finch_api_url.origin().ascii_serialization();
+    let state = Arc::new(Local { app, per_function, auth, slots, web_dir: web::web_dir(), finch_origin });
     let mut r: Router<Arc<Local>> = Router::new()
-        .route("/", get(landing))
         .route("/dev/token", post(dev_token).get(dev_token_get))
-        .route("/dev/sweep", post(dev_sweep));
+        .route("/dev/sweep", post(dev_sweep))
+        .route("/dev/config", get(dev_config));
+    for &(path, ..) in web::FILES {
+        r = r.route(
+            path,
+            get(move |State(s): State<Arc<Local>>| async move { web::serve(&s.web_dir, path, &s.finch_origin).await }),
+        );
+    }
     r = r
         .route("/connect/sessions", post(dispatch))
         .route("/connect/callback", get(dispatch).post(dispatch))
@@ -202,24 +215,9 @@ pub fn router_per_function(
     r.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }).with_state(state)
 }
 
-/// Where `APP_RETURN_URL` points locally: says what the callback reported.
-async fn landing(axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>) -> Response {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
-    let rows: String = ["connection_id", "outcome", "status"]
-        .iter()
-        .filter_map(|k| q.get(*k).map(|v| format!("<tr><th>{k}</th><td>{}</td></tr>", esc(v))))
-        .collect();
-    let body = if rows.is_empty() {
-        "<p>Perch is running. Create a Connect session with <code>POST /connect/sessions</code>.</p>".to_owned()
-    } else {
-        format!(
-            "<p>Back from Finch Connect:</p><table>{rows}</table><p>List them with <code>GET /connections</code>.</p>"
-        )
-    };
-    axum::response::Html(format!(
-        "<!doctype html><meta charset=utf-8><title>Perch (local)</title><h1>Perch (local)</h1>{body}"
-    ))
-    .into_response()
+/// `GET /dev/config`: tells the connections page it runs on the local stack.
+async fn dev_config(State(s): State<Arc<Local>>) -> Response {
+    axum::Json(json!({"finch_dashboard_url": format!("{}/_emulator/", s.finch_origin)})).into_response()
 }
 
 /// `POST /dev/sweep`: one status-check round now, inline (the deployed sweep fans out over

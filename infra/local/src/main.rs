@@ -2,7 +2,8 @@
 //!
 //! Configuration is the functions' own environment (`TABLE_NAME`, `KMS_KEY_ID`, …, with
 //! `AWS_ENDPOINT_URL` pointing at the emulator), plus `PORT` (default 3000) and
-//! `DEV_JWT_ISSUER` / `DEV_JWT_AUDIENCE` for the development authorizer.
+//! `DEV_JWT_ISSUER` / `DEV_JWT_AUDIENCE` for the development authorizer, and `PERCH_WEB_DIR`
+//! (default: the repository's `web/`) for the connections page.
 
 use std::sync::Arc;
 

@@ -1,0 +1,340 @@
+// Perch's example frontend: a customer's payroll connections (Finch's implementation guide,
+// "connections page"). Plain JS with no build step; every request goes to Perch's API with the
+// customer's JWT, and the customer is whatever that token says — never something the page sends.
+//
+// Which API: the page's own origin (the local stack serves both), or the `perch-api` meta tag's
+// content when a deployed copy is hosted elsewhere. Which token: the local development issuer
+// (`POST /dev/token`, only on the local stack); a real app plugs in its identity provider by
+// defining `window.perchToken = async () => "<JWT>"` before this script runs.
+'use strict';
+
+(() => {
+  const API = (document.querySelector('meta[name="perch-api"]')?.content || location.origin).replace(/\/$/, '');
+  const TOKEN_KEY = 'perch.token';
+  const CUSTOMER_KEY = 'perch.customer';
+  const $ = (id) => document.getElementById(id);
+
+  // ---- talking to Perch -------------------------------------------------------------------
+
+  /** An answer from Perch that was not a success, already put into words for a person. */
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super(explain(status, problem));
+      this.status = status;
+      this.problem = problem;
+    }
+  }
+
+  // Perch answers errors as RFC 9457 problems (`code`, `detail`); API Gateway's own 401 is
+  // `{message}`. The detail is written for the API's users; these are for the page's.
+  function explain(status, problem) {
+    const code = problem && problem.code;
+    if (status === 401) return 'Your sign-in has expired. Sign in again to continue.';
+    if (status === 404) return 'That connection no longer exists. The list has been refreshed.';
+    if (code === 'finch_rate_limited' || status === 429) return 'Finch is busy right now. Wait a minute and try again.';
+    if (status === 409) return (problem && problem.detail) || 'Something else is changing this connection. Try again in a moment.';
+    if (status === 502 || status === 504) return 'Finch did not answer properly. Nothing was changed; try again in a minute.';
+    if (status === 503) return 'Perch is temporarily unavailable. Nothing was changed; try again in a minute.';
+    if (status >= 500) return 'Something went wrong on our side. Nothing was changed; try again, and contact support if it keeps happening'
+      + (problem && problem.request_id ? ` (reference ${problem.request_id}).` : '.');
+    return (problem && problem.detail) || `The request was refused (HTTP ${status}).`;
+  }
+
+  async function api(method, path, body) {
+    const token = await currentToken();
+    let res;
+    try {
+      res = await fetch(API + path, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch {
+      throw new ApiError(0, { detail: 'Perch could not be reached. Check your connection and try again.' });
+    }
+    if (res.status === 204) return null;
+    const data = await res.json().catch(() => null);
+    if (!res.ok) {
+      if (res.status === 401) signOut();
+      throw new ApiError(res.status, data);
+    }
+    return data;
+  }
+
+  async function currentToken() {
+    if (typeof window.perchToken === 'function') return window.perchToken();
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (!token) throw new ApiError(401, null);
+    return token;
+  }
+
+  // ---- sign-in (local development issuer) ---------------------------------------------------
+
+  async function signIn(customer) {
+    const res = await fetch(`${API}/dev/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ customer_id: customer }),
+    });
+    if (!res.ok) throw new Error('The local sign-in is not available on this server.');
+    const { token } = await res.json();
+    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(CUSTOMER_KEY, customer);
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(CUSTOMER_KEY);
+    showLogin();
+  }
+
+  function showLogin() {
+    $('app').hidden = true;
+    $('who').hidden = true;
+    $('login').hidden = false;
+    $('customer').focus();
+  }
+
+  // ---- the connections ----------------------------------------------------------------------
+
+  let connections = [];
+  let nextCursor = null;
+
+  async function load(more = false) {
+    const query = more && nextCursor ? `?cursor=${encodeURIComponent(nextCursor)}` : '';
+    const page = await api('GET', `/connections${query}`);
+    connections = more ? connections.concat(page.connections) : page.connections;
+    nextCursor = page.next_cursor;
+    render();
+  }
+
+  // Finch's statuses (an open set) as the five badges a person needs to tell apart.
+  function badge(status) {
+    if (status === 'connected') return ['connected', 'Connected'];
+    if (status === 'reauth') return ['reauth', 'Needs reconnect'];
+    if (status === 'pending' || status === 'processing') return ['pending', 'Pending'];
+    if (status === 'disconnected' || status === 'disconnecting') return ['disconnected', 'Disconnected'];
+    if (status.startsWith('error')) return ['error', 'Error'];
+    return ['pending', status];
+  }
+
+  const STATUS_HELP = {
+    reauth: 'The employer must log in to their payroll system again (a password or permission changed).',
+    pending: 'Finch is still setting up this connection; the provider may need the employer to act.',
+    error_no_account_setup: 'The employer has not finished setting up their account with the provider.',
+    error_permissions: 'The account used to connect lacks permissions at the provider.',
+  };
+
+  const el = (tag, props = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  };
+
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : 'not yet');
+
+  function render() {
+    const body = $('connections').tBodies[0];
+    body.replaceChildren();
+    for (const c of connections) {
+      const [kind, label] = badge(c.status);
+      const tags = (items) => el('div', { className: 'tags' }, ...items.map((p) => el('span', { className: 'tag', textContent: p })));
+      const actions = el('td', { className: 'row-actions' });
+      if (c.status === 'reauth' || c.status.startsWith('error')) {
+        actions.append(el('button', { type: 'button', className: 'primary', textContent: 'Reconnect', onclick: (e) => reconnect(c, e.target) }), ' ');
+      }
+      if (kind !== 'disconnected') {
+        actions.append(el('button', { type: 'button', className: 'danger', textContent: 'Disconnect', onclick: (e) => disconnect(c, e.target) }));
+      }
+      const help = STATUS_HELP[c.status] || STATUS_HELP[kind];
+      const row = el('tr', {},
+        el('td', {}, el('strong', { textContent: c.provider_id }), el('small', { textContent: c.connection_id })),
+        el('td', { textContent: c.company_name || '—' }),
+        el('td', {}, el('span', { className: `badge ${kind}`, textContent: label, title: c.status }), help ? el('small', { textContent: help }) : null),
+        el('td', {}, tags(c.products)),
+        el('td', {}, c.entity_ids.length ? tags(c.entity_ids.map((id) => id.slice(0, 8))) : el('span', { textContent: '—' })),
+        el('td', { textContent: when(c.checked_at) }),
+        actions,
+      );
+      row.dataset.connectionId = c.connection_id;
+      row.dataset.status = c.status;
+      body.append(row);
+    }
+    $('connections').hidden = connections.length === 0;
+    $('empty').hidden = connections.length !== 0;
+    $('more').hidden = !nextCursor;
+    const live = connections.some((c) => badge(c.status)[0] !== 'disconnected');
+    $('connect').textContent = live ? 'Connect another payroll system' : 'Connect a payroll system';
+  }
+
+  // ---- Finch Connect ------------------------------------------------------------------------
+
+  function options() {
+    const form = $('connect-options');
+    return {
+      flow: form.querySelector('input[name="flow"]:checked').value,
+      products: [...form.querySelectorAll('input[name="products"]:checked')].map((i) => i.value),
+    };
+  }
+
+  async function connect(button) {
+    const { flow, products } = options();
+    if (products.length === 0) return notify('error', 'Choose at least one kind of data to request.');
+    const live = connections.some((c) => badge(c.status)[0] !== 'disconnected');
+    // A customer with a connection already connects another provider or entity set as an
+    // additional Finch customer; without `additional`, Finch would re-authenticate the first.
+    await busy(button, async () => openConnect(await api('POST', '/connect/sessions', { flow, products, additional: live })));
+  }
+
+  async function reconnect(connection, button) {
+    const { flow } = options();
+    await busy(button, async () => openConnect(await api('POST', `/connections/${encodeURIComponent(connection.connection_id)}/reauthenticate`, { flow })));
+  }
+
+  let finchConnect = null;
+  let finchConnectOrigin = null;
+
+  function openConnect(session) {
+    if (session.flow === 'redirect') {
+      location.assign(session.connect_url);
+      return;
+    }
+    // The SDK is pointed at whichever Connect the session is on (Finch's, or the emulator's
+    // locally) and accepts messages only from that origin.
+    const origin = new URL(session.connect_url).origin;
+    if (!finchConnect || finchConnectOrigin !== origin) {
+      if (finchConnect) finchConnect.destroy();
+      finchConnect = window.FinchConnect.initialize({
+        apiConfig: { connectUrl: origin },
+        onSuccess: ({ code, state }) => finish(code, state),
+        onError: ({ errorMessage }) => notify('error', `Finch Connect stopped: ${errorMessage}`),
+        onClose: () => notify('info', 'Finch Connect was closed before the payroll system was connected.'),
+      });
+      finchConnectOrigin = origin;
+    }
+    finchConnect.open({ sessionId: session.session_id, state: session.state });
+  }
+
+  async function finish(code, state) {
+    try {
+      const { connection, outcome } = await api('POST', '/connect/callback', { code, state });
+      notify('ok', describe(connection, outcome));
+    } catch (e) {
+      notify('error', e.message);
+    }
+    await refresh();
+  }
+
+  function describe(connection, outcome) {
+    const who = connection ? `${connection.provider_id}${connection.company_name ? ` (${connection.company_name})` : ''}` : 'The payroll system';
+    if (outcome === 'reauthenticated') return `${who} is reconnected.`;
+    if (outcome === 'already_connected') return `${who} was already connected.`;
+    return `${who} is connected.`;
+  }
+
+  // ---- disconnect ---------------------------------------------------------------------------
+
+  function disconnect(connection, button) {
+    const dialog = $('confirm');
+    $('confirm-name').textContent = connection.company_name || connection.provider_id;
+    dialog.returnValue = '';
+    dialog.onclose = async () => {
+      if (dialog.returnValue !== 'disconnect') return;
+      await busy(button, async () => {
+        await api('DELETE', `/connections/${encodeURIComponent(connection.connection_id)}`);
+        notify('ok', `${connection.company_name || connection.provider_id} is disconnected; its token is destroyed.`);
+        await load();
+      });
+    };
+    dialog.showModal();
+  }
+
+  // ---- plumbing -----------------------------------------------------------------------------
+
+  function notify(kind, text) {
+    const banner = $('banner');
+    banner.className = `banner ${kind === 'error' ? 'error' : 'ok'}`;
+    banner.dataset.kind = kind;
+    banner.textContent = text;
+    banner.hidden = false;
+  }
+
+  async function busy(button, work) {
+    if (button) button.disabled = true;
+    try {
+      await work();
+    } catch (e) {
+      notify('error', e.message);
+      if (e.status === 404) await refresh();
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  async function refresh() {
+    try {
+      await load();
+    } catch (e) {
+      notify('error', e.message);
+    }
+  }
+
+  // Back from the redirect flow: the callback sent the browser here with what happened.
+  function returnedFromFinch() {
+    const q = new URLSearchParams(location.search);
+    if (!q.has('outcome')) return;
+    notify('ok', describe(null, q.get('outcome')));
+    history.replaceState(null, '', location.pathname);
+  }
+
+  async function localStack() {
+    const res = await fetch(`${API}/dev/config`).catch(() => null);
+    if (!res || !res.ok) return null;
+    return res.json();
+  }
+
+  async function start() {
+    returnedFromFinch();
+    const dev = await localStack();
+    if (dev) {
+      $('emulator-link').href = dev.finch_dashboard_url;
+      $('dev').hidden = false;
+      $('sweep').onclick = (e) => busy(e.target, async () => {
+        const res = await fetch(`${API}/dev/sweep`, { method: 'POST' });
+        const out = await res.json().catch(() => null);
+        if (!res.ok) throw new ApiError(res.status, out);
+        notify('ok', `Status check done: ${out.checked} checked, ${out.changed} changed.`);
+        await load();
+      });
+    }
+    $('login-form').onsubmit = async (e) => {
+      e.preventDefault();
+      if (!$('customer').reportValidity()) return;
+      try {
+        await signIn($('customer').value.trim());
+        await showApp();
+      } catch (err) {
+        notify('error', err.message);
+      }
+    };
+    $('sign-out').onclick = signOut;
+    $('refresh').onclick = (e) => busy(e.target, () => load());
+    $('connect').onclick = (e) => connect(e.target);
+    $('more').onclick = (e) => busy(e.target, () => load(true));
+    // Coming back to the tab (say, from the emulator's dashboard) shows what changed.
+    window.addEventListener('focus', () => { if (!$('app').hidden) refresh(); });
+    if (typeof window.perchToken === 'function' || sessionStorage.getItem(TOKEN_KEY)) await showApp();
+    else showLogin();
+  }
+
+  async function showApp() {
+    $('login').hidden = true;
+    $('app').hidden = false;
+    const customer = sessionStorage.getItem(CUSTOMER_KEY);
+    $('who').hidden = !customer;
+    $('who-name').textContent = customer || '';
+    await refresh();
+  }
+
+  start();
+})();
