@@ -15,6 +15,10 @@ if ! command -v node >/dev/null; then
     say "installing Node.js for the peer (apt)"
     apt-get install -y nodejs npm >/dev/null || die "could not install Node.js: apt-get install -y nodejs npm"
 fi
+if ! command -v valgrind >/dev/null; then
+    say "installing valgrind for the allocation counts (apt)"
+    apt-get install -y valgrind >/dev/null || die "could not install valgrind: apt-get install -y valgrind (or pass --no-allocations)"
+fi
 if [ ! -d bench/peer-node/node_modules ]; then
     say "installing the Node.js peer's packages (npm ci)"
     (cd bench/peer-node && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in bench/peer-node"

@@ -123,6 +123,7 @@
     pending: 'Finch is still setting up this connection; the provider may need the employer to act.',
     error_no_account_setup: 'The employer has not finished setting up their account with the provider.',
     error_permissions: 'The account used to connect lacks permissions at the provider.',
+    disconnected: 'Finch reports the employer ended this connection; disconnect to destroy the stored token.',
   };
 
   const el = (tag, props = {}, ...children) => {
@@ -143,7 +144,8 @@
       if (c.status === 'reauth' || c.status.startsWith('error')) {
         actions.append(el('button', { type: 'button', className: 'primary', textContent: 'Reconnect', onclick: (e) => reconnect(c, e.target) }), ' ');
       }
-      if (kind !== 'disconnected') {
+      // Finch reporting `disconnected` does not destroy the token; disconnecting here does.
+      if (c.status !== 'disconnecting') {
         actions.append(el('button', { type: 'button', className: 'danger', textContent: 'Disconnect', onclick: (e) => disconnect(c, e.target) }));
       }
       const help = STATUS_HELP[c.status] || STATUS_HELP[kind];

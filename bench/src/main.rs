@@ -25,7 +25,7 @@ mod stats;
 mod sweep;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,8 @@ struct Opts {
     only: Option<String>,
     /// Count allocations under valgrind (off with `--no-allocations`).
     allocations: bool,
+    /// Also write callgrind profiles of each function's warm path (`--callgrind`).
+    callgrind: bool,
     /// Save the results as the new reference (`bench/results.json`) and write them into
     /// `BENCHMARKS.md`.
     save: bool,
@@ -66,6 +68,7 @@ impl Opts {
             invocations: 10_000,
             only: None,
             allocations: true,
+            callgrind: false,
             save: false,
             peer: None,
         };
@@ -81,6 +84,7 @@ impl Opts {
                 "--only" => o.only = Some(value()?),
                 "--save" => o.save = true,
                 "--no-allocations" => o.allocations = false,
+                "--callgrind" => o.callgrind = true,
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
@@ -391,6 +395,9 @@ async fn measure(
     let n = opts.invocations.max(1) as f64;
     m.calls_per_invocation = counts.into_iter().map(|(k, v)| (k, v as f64 / n)).collect();
     child.kill().await?;
+    if opts.callgrind && subject.artifact.is_some() {
+        profile(opts, subject, scenario.as_deref_mut(), stack, aws).await?;
+    }
     if opts.allocations && subject.artifact.is_some() {
         m.allocations = Some(allocations(opts, subject, scenario, stack, aws).await?);
     }
@@ -410,47 +417,8 @@ async fn allocations(
     let mut totals = Vec::new();
     for measured in [0, ALLOC_RUNS] {
         let out = opts.out.join(format!("dhat-{}-{measured}.txt", subject.name));
-        let under = Subject {
-            name: subject.name.clone(),
-            program: PathBuf::from("valgrind"),
-            args: vec!["--tool=dhat".into(), "--dhat-out-file=/dev/null".into(), subject.program.display().to_string()],
-            artifact: None,
-        };
-        let mut api = runtime_api::RuntimeApi::start(Duration::from_secs(30)).await?;
-        let env = environment(stack, aws, &api.addr, &subject.name);
-        let mut child = tokio::process::Command::new(&under.program)
-            .args(&under.args)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&out)?)
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().ok_or("no pid")?;
-        api.wait_next(Duration::from_secs(60)).await?;
-        for i in 0..2 + measured {
-            if i < 2 {
-                aws.record();
-            } else if i == 2 {
-                aws.replay();
-            }
-            aws.next_invocation();
-            let event = match scenario.as_deref_mut() {
-                Some(s) => s.event(stack, i).await,
-                None => serde_json::json!({"hello": i}),
-            };
-            let (answer, _, _) = invoke(&mut api, pid, &event).await?;
-            if let Some(s) = scenario.as_deref() {
-                if !s.succeeded(&answer) {
-                    return Err(format!("{} under valgrind: invocation {i} answered {answer}", subject.name).into());
-                }
-                s.after(stack);
-            }
-        }
-        // SIGTERM: valgrind reports its totals as the process ends.
-        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-        child.wait().await?;
+        let tool = ["--tool=dhat".to_owned(), "--dhat-out-file=/dev/null".to_owned()];
+        under_valgrind(&tool, &out, measured, subject, scenario.as_deref_mut(), stack, aws).await?;
         let report = std::fs::read_to_string(&out)?;
         // `==123== Total:     58,161 bytes in 123 blocks`
         let total = report
@@ -466,6 +434,80 @@ async fn allocations(
     Ok(((totals[1].0 - totals[0].0) / per, (totals[1].1 - totals[0].1) / per))
 }
 
+/// `--callgrind`: instruction profiles of the warm path, for finding where its CPU goes (run
+/// it on a build with symbols, `--bin-dir`). Two profiles, after the warm-ups only and after
+/// `PROFILE_RUNS` more invocations; `callgrind_annotate --inclusive=yes` on each, and the
+/// difference divided by `PROFILE_RUNS` is one invocation. Instruction counts do not move with
+/// the machine's other load.
+async fn profile(
+    opts: &Opts,
+    subject: &Subject,
+    mut scenario: Option<&mut scenarios::Scenario>,
+    stack: &TestStack,
+    aws: &aws::AwsEndpoint,
+) -> Result<(), BoxError> {
+    const PROFILE_RUNS: usize = 200;
+    for measured in [0, PROFILE_RUNS] {
+        let file = opts.out.join(format!("callgrind-{}-{measured}.out", subject.name));
+        let tool = ["--tool=callgrind".to_owned(), format!("--callgrind-out-file={}", file.display())];
+        let log = opts.out.join(format!("callgrind-{}-{measured}.log", subject.name));
+        under_valgrind(&tool, &log, measured, subject, scenario.as_deref_mut(), stack, aws).await?;
+        eprintln!("profile: {}", file.display());
+    }
+    Ok(())
+}
+
+/// Runs `subject` under valgrind with `tool` for the two recorded warm-ups and `measured`
+/// replayed invocations, then ends it with SIGTERM (valgrind writes its report as the process
+/// ends); valgrind's own output goes to `log`.
+async fn under_valgrind(
+    tool: &[String],
+    log: &Path,
+    measured: usize,
+    subject: &Subject,
+    mut scenario: Option<&mut scenarios::Scenario>,
+    stack: &TestStack,
+    aws: &aws::AwsEndpoint,
+) -> Result<(), BoxError> {
+    let mut args = tool.to_vec();
+    args.push(subject.program.display().to_string());
+    let mut api = runtime_api::RuntimeApi::start(Duration::from_secs(30)).await?;
+    let env = environment(stack, aws, &api.addr, &subject.name);
+    let mut child = tokio::process::Command::new("valgrind")
+        .args(&args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or("no pid")?;
+    api.wait_next(Duration::from_secs(60)).await?;
+    for i in 0..2 + measured {
+        if i < 2 {
+            aws.record();
+        } else if i == 2 {
+            aws.replay();
+        }
+        aws.next_invocation();
+        let event = match scenario.as_deref_mut() {
+            Some(s) => s.event(stack, i).await,
+            None => serde_json::json!({"hello": i}),
+        };
+        let (answer, _, _) = invoke(&mut api, pid, &event).await?;
+        if let Some(s) = scenario.as_deref() {
+            if !s.succeeded(&answer) {
+                return Err(format!("{} under valgrind: invocation {i} answered {answer}", subject.name).into());
+            }
+            s.after(stack);
+        }
+    }
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    child.wait().await?;
+    Ok(())
+}
+
 /// One invocation: the answer, the wall time until it arrived, and the CPU time of the whole
 /// loop turn (until the function asked for its next event).
 async fn invoke(
@@ -473,10 +515,21 @@ async fn invoke(
     pid: u32,
     event: &Value,
 ) -> Result<(Value, Duration, Duration), BoxError> {
+    invoke_within(api, pid, event, Duration::from_secs(30)).await
+}
+
+/// [`invoke`], waiting up to `limit` for the answer (a sweep of a million connections takes
+/// minutes).
+async fn invoke_within(
+    api: &mut runtime_api::RuntimeApi,
+    pid: u32,
+    event: &Value,
+    limit: Duration,
+) -> Result<(Value, Duration, Duration), BoxError> {
     let body = axum::body::Bytes::from(serde_json::to_vec(event)?);
     let cpu_before = procfs::cpu(pid);
     let sent = api.deliver(body).await;
-    let (at, ok, answer) = api.wait_response(Duration::from_secs(30)).await?;
+    let (at, ok, answer) = api.wait_response(limit).await?;
     api.wait_next(Duration::from_secs(30)).await?;
     let cpu = procfs::cpu(pid).saturating_sub(cpu_before);
     let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);

@@ -283,7 +283,45 @@ struct Counters {
     rate_limited: std::sync::atomic::AtomicU64,
 }
 
+/// What the page reader hands the checkers: a connection to check (tagged with the page it
+/// came from), the size of a page just read, or why reading stopped early.
+enum Job {
+    Check(Box<ConnectionRecord>, PageTag),
+    PageRead(usize),
+    /// The deadline came before this page was read.
+    Stopped(PageTag),
+    ScanFailed(Error),
+}
+
+/// A page's place in the segment: its order, and the key it was read from (a continuation
+/// resumes there).
+#[derive(Clone)]
+struct PageTag {
+    index: u64,
+    start: Arc<Option<String>>,
+}
+
+enum Done {
+    Checked(Checked),
+    PageRead(usize),
+    /// Not done: the deadline came first; the segment resumes at this page.
+    Interrupted(PageTag),
+    ScanFailed(Error),
+}
+
+/// Whether `deadline` is `margin` away or closer: time to stop starting work.
+fn past_margin(deadline: Instant, margin: Duration) -> bool {
+    deadline.saturating_duration_since(Instant::now()) <= margin
+}
+
 /// Runs one segment until it is done or `deadline` (minus the margin) is near.
+///
+/// The scan and the checks are one pipeline: `in_flight` checks stay busy across page
+/// boundaries, and the next page is read while the last checks of the previous one are still
+/// waiting on Finch. Draining each page before reading the next would leave slots idle at
+/// every page's tail (with 100 items, 64 in flight and Finch at 100 ms: two rounds per page,
+/// at most 500 checks/s instead of 640). Memory stays bounded: the reader runs only as far
+/// ahead as the checkers pull, at most one page beyond the one being checked.
 #[tracing::instrument(skip_all, fields(segment = work.segment, total = work.total))]
 pub async fn run_segment(
     app: &AppState,
@@ -296,51 +334,74 @@ pub async fn run_segment(
     let cutoff = work.round_started - settings.recheck_after;
     let counters = Arc::new(Counters::default());
     let mut report = SegmentReport::default();
-    let mut start = work.start.clone();
     let segment = i32::try_from(work.segment).map_err(|_| Error::invalid("invalid_segment", "segment out of range"))?;
     let total =
         i32::try_from(work.total).map_err(|_| Error::invalid("invalid_segment", "segment count out of range"))?;
-    loop {
-        if deadline.saturating_duration_since(Instant::now()) <= settings.time_margin {
-            report.next = Some(SegmentWork { start, ..work });
-            break;
+    let margin = settings.time_margin;
+
+    let first = PageTag { index: 0, start: Arc::new(work.start.clone()) };
+    let pages = futures_util::stream::unfold(Some(first), move |tag| async move {
+        let tag = tag?;
+        if past_margin(deadline, margin) {
+            return Some((vec![Job::Stopped(tag)], None));
         }
-        let page = app.store.scan_due(segment, total, start.as_deref(), settings.page_size, cutoff).await?;
-        report.max_page_items = report.max_page_items.max(page.items.len());
-        let page_next = page.next;
-        let (finch, counters) = (&finch, &counters);
-        // Owned items: a borrowed stream item makes the future not `Send` (rust-lang/rust#110338).
-        let mut results = futures_util::stream::iter(page.items)
-            .map(move |rec| async move {
-                // Past the margin, leave the rest of the page to the continuation.
-                if deadline.saturating_duration_since(Instant::now()) <= settings.time_margin {
-                    return None;
-                }
-                Some(check_one(app, finch, pacer, &rec, counters).await)
-            })
-            .buffer_unordered(settings.in_flight);
-        let mut interrupted = false;
-        while let Some(r) = results.next().await {
-            match r {
-                Some(Checked::Written { changed }) => {
-                    report.checked += 1;
-                    report.changed += u64::from(changed);
-                }
-                Some(Checked::Superseded) => report.superseded += 1,
-                Some(Checked::Failed) => report.failed += 1,
-                None => interrupted = true,
+        match app.store.scan_due(segment, total, tag.start.as_deref(), settings.page_size, cutoff).await {
+            Ok(page) => {
+                let next = page.next.map(|n| PageTag { index: tag.index + 1, start: Arc::new(Some(n)) });
+                let mut jobs = Vec::with_capacity(page.items.len() + 1);
+                jobs.push(Job::PageRead(page.items.len()));
+                jobs.extend(page.items.into_iter().map(|rec| Job::Check(Box::new(rec), tag.clone())));
+                Some((jobs, next))
             }
+            Err(e) => Some((vec![Job::ScanFailed(e)], None)),
         }
-        if interrupted {
-            // Resume at this page's start: what was checked is filtered out by `checked_at`.
-            report.next = Some(SegmentWork { start, ..work });
-            break;
-        }
-        match page_next {
-            Some(n) => start = Some(n),
-            None => break,
+    });
+    let (finch, counters) = (&finch, &counters);
+    // Owned items: a borrowed stream item makes the future not `Send` (rust-lang/rust#110338).
+    // Boxed: the pipeline's nested future types are otherwise too deep for the compiler's
+    // layout computation in the binaries that embed it.
+    let mut results: std::pin::Pin<Box<dyn futures_util::Stream<Item = Done> + Send + '_>> = Box::pin(
+        pages
+            .flat_map(futures_util::stream::iter)
+            .map(move |job| async move {
+                match job {
+                    // Past the margin, leave the rest to the continuation.
+                    Job::Check(_, tag) if past_margin(deadline, margin) => Done::Interrupted(tag),
+                    Job::Check(rec, _) => Done::Checked(check_one(app, finch, pacer, &rec, counters).await),
+                    Job::PageRead(n) => Done::PageRead(n),
+                    Job::Stopped(tag) => Done::Interrupted(tag),
+                    Job::ScanFailed(e) => Done::ScanFailed(e),
+                }
+            })
+            .buffer_unordered(settings.in_flight),
+    );
+    // Resume at the earliest page with unfinished work: what was checked is filtered out by
+    // `checked_at`, so nothing is checked twice.
+    let mut resume: Option<PageTag> = None;
+    let mut scan_error = None;
+    while let Some(done) = results.next().await {
+        match done {
+            Done::Checked(Checked::Written { changed }) => {
+                report.checked += 1;
+                report.changed += u64::from(changed);
+            }
+            Done::Checked(Checked::Superseded) => report.superseded += 1,
+            Done::Checked(Checked::Failed) => report.failed += 1,
+            Done::PageRead(n) => report.max_page_items = report.max_page_items.max(n),
+            Done::Interrupted(tag) => {
+                if resume.as_ref().is_none_or(|r| tag.index < r.index) {
+                    resume = Some(tag);
+                }
+            }
+            // The checks already under way finish (and are recorded); then the message fails
+            // and SQS retries the segment, whose filter skips what was done.
+            Done::ScanFailed(e) => scan_error = Some(e),
         }
     }
+    if let Some(e) = scan_error {
+        return Err(e);
+    }
+    report.next = resume.map(|tag| SegmentWork { start: (*tag.start).clone(), ..work });
     report.finch_requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     report.rate_limited = counters.rate_limited.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!(

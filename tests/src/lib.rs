@@ -44,11 +44,8 @@ impl Write for Capture {
 fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_writer(|| Capture)
-            .try_init();
+        let _ =
+            tracing_subscriber::fmt().json().with_max_level(tracing::Level::DEBUG).with_writer(|| Capture).try_init();
     });
 }
 

@@ -220,6 +220,31 @@ test('a second provider connects beside the first', async () => {
   await context.close();
 });
 
+test('every status Finch reports has its badge and the actions that fit it', async () => {
+  const { context, page } = await signedIn(customerName('umbrella'));
+  await connectEmbedded(page);
+  await rows(page).first().waitFor();
+  const id = await rows(page).first().getAttribute('data-connection-id');
+  const expected = [
+    ['pending', 'Pending', false],
+    ['error_no_account_setup', 'Error', true],
+    ['error_permissions', 'Error', true],
+    ['reauth', 'Needs reconnect', true],
+    ['disconnected', 'Disconnected', false],
+    ['connected', 'Connected', false],
+  ];
+  for (const [status, label, reconnect] of expected) {
+    // The emulator flips the status and tells Perch by signed webhook before it answers.
+    await emulator(`/_emulator/connections/${id}/status`, { status });
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await row(page, id).and(page.locator(`[data-status="${status}"]`)).waitFor();
+    assert.equal(await row(page, id).locator('.badge').innerText(), label, status);
+    assert.equal(await row(page, id).getByRole('button', { name: 'Reconnect' }).count(), reconnect ? 1 : 0, status);
+    assert.equal(await row(page, id).getByRole('button', { name: 'Disconnect' }).count(), 1, status);
+  }
+  await context.close();
+});
+
 test('closing Finch Connect and failures are told in words', async () => {
   const { context, page } = await signedIn(customerName('hooli'));
 

@@ -10,9 +10,14 @@ use finch_emulator::{EmulatorConfig, spawn};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // RUST_LOG as `info` or `info,finch_emulator=debug`; anything else is `info`.
+    let filter: tracing_subscriber::filter::Targets =
+        std::env::var("RUST_LOG").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::level_filters::LevelFilter::INFO)
+        });
+    tracing_subscriber::registry().with(tracing_subscriber::fmt::layer()).with(filter).init();
     let mut port = 0u16;
     let mut host = "127.0.0.1".to_owned();
     let mut config = EmulatorConfig::default();
