@@ -154,7 +154,9 @@ async fn main() -> Result<(), BoxError> {
     let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
     for function in scenarios::FUNCTIONS.iter().filter(|f| wanted(f)) {
         let mut scenario = scenarios::Scenario::prepare(function, &stack).await;
-        let m = measure(&opts, &Subject::binary(&opts, function), Some(&mut scenario), &stack, &aws).await?;
+        let mut subject = Subject::binary(&opts, scenarios::binary(function));
+        subject.name = (*function).to_owned();
+        let m = measure(&opts, &subject, Some(&mut scenario), &stack, &aws).await?;
         eprintln!("{}", line(&m));
         results.push(m);
     }

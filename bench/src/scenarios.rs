@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use perch_tests::TestStack;
 use serde_json::{Value, json};
 
-/// The functions, by binary name.
+/// The scenarios: a function's binary name, or [`LIST_ONE`].
 pub const FUNCTIONS: &[&str] = &[
+    LIST_ONE,
     "list-connections",
     "create-connect-session",
     "oauth-callback",
@@ -75,9 +76,20 @@ pub struct Scenario {
 /// The customer whose connections the scenarios use (20 of them, as a listing would show).
 pub const CUSTOMER: &str = "bench";
 
+/// `list-connections` for a customer with one connection: one DynamoDB read returning one
+/// item, the API handler PERFORMANCE.md's G2 and G4 are set for.
+pub const LIST_ONE: &str = "list-connections-1";
+const LIST_ONE_CUSTOMER: &str = "bench-one";
+
+/// The binary a scenario runs.
+pub fn binary(scenario: &str) -> &str {
+    if scenario == LIST_ONE { "list-connections" } else { scenario }
+}
+
 impl Scenario {
     pub async fn prepare(function: &'static str, stack: &TestStack) -> Self {
-        let connection = stack.seed(CUSTOMER, 1).await.remove(0);
+        let customer = if function == LIST_ONE { LIST_ONE_CUSTOMER } else { CUSTOMER };
+        let connection = stack.seed(customer, 1).await.remove(0);
         let webhook_secret = stack.enable_webhooks().await;
         Self { function, connection, webhook_secret, disconnecting: None }
     }
@@ -86,6 +98,7 @@ impl Scenario {
     pub async fn event(&mut self, stack: &TestStack, i: usize) -> Value {
         match self.function {
             "list-connections" => http_event("GET", "/connections", "/connections", &[], Some(CUSTOMER), &[], None),
+            LIST_ONE => http_event("GET", "/connections", "/connections", &[], Some(LIST_ONE_CUSTOMER), &[], None),
             "create-connect-session" => http_event(
                 "POST",
                 "/connect/sessions",

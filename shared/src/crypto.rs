@@ -43,13 +43,18 @@ fn context(connection: &ConnectionId, customer: &CustomerId) -> [(&'static str, 
 /// Encrypts and decrypts tokens with one KMS key.
 #[derive(Clone)]
 pub struct TokenCipher {
-    client: aws_sdk_kms::Client,
+    client: crate::lazy::Lazy<aws_sdk_kms::Client>,
     key_id: String,
 }
 
 impl TokenCipher {
-    pub fn new(client: aws_sdk_kms::Client, key_id: String) -> Self {
+    pub fn new(client: crate::lazy::Lazy<aws_sdk_kms::Client>, key_id: String) -> Self {
         Self { client, key_id }
+    }
+
+    /// Builds the KMS client now (see [`crate::lazy`]).
+    pub fn prewarm(&self) {
+        self.client.get();
     }
 
     #[tracing::instrument(skip_all, fields(connection_id = %connection))]
@@ -61,6 +66,7 @@ impl TokenCipher {
     ) -> Result<EncryptedToken, Error> {
         let mut req = self
             .client
+            .get()
             .encrypt()
             .key_id(&self.key_id)
             .encryption_algorithm(EncryptionAlgorithmSpec::SymmetricDefault)
@@ -91,6 +97,7 @@ impl TokenCipher {
     ) -> Result<EncryptedToken, Error> {
         let mut req = self
             .client
+            .get()
             .re_encrypt()
             .ciphertext_blob(Blob::new(token.ciphertext.clone()))
             .source_key_id(&token.key_id)
@@ -111,7 +118,7 @@ impl TokenCipher {
 
     /// The ARN of a key given by id, ARN or alias.
     pub async fn key_arn(&self, key: &str) -> Result<String, Error> {
-        let out = self.client.describe_key().key_id(key).send().await.map_err(|e| {
+        let out = self.client.get().describe_key().key_id(key).send().await.map_err(|e| {
             let r = crate::error::aws_retryable(&e);
             Error::aws("kms", "DescribeKey", r, e)
         })?;
@@ -128,6 +135,7 @@ impl TokenCipher {
     ) -> Result<AccessToken, Error> {
         let mut req = self
             .client
+            .get()
             .decrypt()
             // Naming the key makes KMS refuse a ciphertext produced under any other key.
             .key_id(&token.key_id)

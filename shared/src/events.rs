@@ -39,12 +39,19 @@ pub struct StatusChanged {
 /// Publishes status changes (to the log, and to EventBridge when configured).
 #[derive(Clone)]
 pub struct EventPublisher {
-    bus: Option<(aws_sdk_eventbridge::Client, String)>,
+    bus: Option<(crate::lazy::Lazy<aws_sdk_eventbridge::Client>, String)>,
 }
 
 impl EventPublisher {
-    pub fn new(client: aws_sdk_eventbridge::Client, bus: Option<String>) -> Self {
+    pub fn new(client: crate::lazy::Lazy<aws_sdk_eventbridge::Client>, bus: Option<String>) -> Self {
         Self { bus: bus.map(|b| (client, b)) }
+    }
+
+    /// Builds the EventBridge client now, if events are configured (see [`crate::lazy`]).
+    pub fn prewarm(&self) {
+        if let Some((client, _)) = &self.bus {
+            client.get();
+        }
     }
 
     /// Publishes one change; never fails the caller (see the module docs).
@@ -69,7 +76,7 @@ impl EventPublisher {
             .detail(&detail)
             .resources(change.connection_id.as_str())
             .build();
-        match client.put_events().entries(entry).send().await {
+        match client.get().put_events().entries(entry).send().await {
             Ok(out) if out.failed_entry_count() == 0 => {}
             Ok(out) => {
                 let reason = out.entries().first().and_then(|e| e.error_code()).unwrap_or("unknown").to_owned();

@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod finch;
 pub mod http;
+pub mod lazy;
 pub mod lifecycle;
 pub mod rotation;
 pub mod secrets;

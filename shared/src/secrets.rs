@@ -67,15 +67,20 @@ impl FinchSecrets {
 
 /// A TTL cache in front of `GetSecretValue`.
 pub struct SecretCache {
-    client: aws_sdk_secretsmanager::Client,
+    client: crate::lazy::Lazy<aws_sdk_secretsmanager::Client>,
     secret_id: String,
     ttl: Duration,
     cached: Mutex<Option<(Instant, Arc<FinchSecrets>)>>,
 }
 
 impl SecretCache {
-    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String, ttl: Duration) -> Self {
+    pub fn new(client: crate::lazy::Lazy<aws_sdk_secretsmanager::Client>, secret_id: String, ttl: Duration) -> Self {
         Self { client, secret_id, ttl, cached: Mutex::new(None) }
+    }
+
+    /// Builds the Secrets Manager client now (see [`crate::lazy`]).
+    pub fn prewarm(&self) {
+        self.client.get();
     }
 
     /// The current secrets, fetched when absent or older than the TTL.
@@ -99,7 +104,7 @@ impl SecretCache {
 
     #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id))]
     async fn fetch(&self) -> Result<FinchSecrets, Error> {
-        let out = self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
+        let out = self.client.get().get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
             let retryable = crate::error::aws_retryable(&e);
             Error::aws("secretsmanager", "GetSecretValue", retryable, e)
         })?;

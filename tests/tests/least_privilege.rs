@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use perch::lazy::Service;
 use perch_tests::TestStack;
 use perch_tests::aws_faults::{AwsCall, AwsFault};
 use serde_json::{Value, json};
@@ -337,6 +338,44 @@ async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
     assert!(problems.is_empty(), "least privilege:\n  {}", problems.join("\n  "));
 }
 
+/// Each function's `SERVICES` (the clients its `main.rs` builds in init).
+fn declared_services(function: &str) -> &'static [Service] {
+    match function {
+        "create-connect-session" => create_connect_session::SERVICES,
+        "oauth-callback" => oauth_callback::SERVICES,
+        "list-connections" => list_connections::SERVICES,
+        "create-reauth-session" => create_reauth_session::SERVICES,
+        "disconnect" => disconnect::SERVICES,
+        "finch-webhook" => finch_webhook::SERVICES,
+        CHECK => check_connection_status::SERVICES,
+        other => panic!("no SERVICES known for {other}"),
+    }
+}
+
+/// The clients a function builds in init are exactly those of the AWS services it calls
+/// (DynamoDB's is always built; the sweep's SQS client is its own): one more would be init
+/// time spent for nothing, one fewer would land on a first request.
+#[tokio::test]
+async fn each_function_builds_in_init_the_clients_it_calls() {
+    let (stack, _) = run_scenario().await;
+    let mut called: BTreeMap<String, BTreeSet<Service>> = BTreeMap::new();
+    for call in stack.aws.as_ref().unwrap().calls() {
+        let service = match call.target.split_once('.').map(|(s, _)| s) {
+            Some("TrentService") => Service::Kms,
+            Some("secretsmanager") => Service::SecretsManager,
+            Some("AWSEvents") => Service::EventBridge,
+            _ => continue,
+        };
+        called.entry(call.principal.clone()).or_default().insert(service);
+    }
+    for function in roles(&perch_tests::template()).keys() {
+        let declared: BTreeSet<Service> =
+            declared_services(function).iter().copied().filter(|s| *s != Service::Finch).collect();
+        let used = called.remove(&perch_tests::access_key_id(function)).unwrap_or_default();
+        assert_eq!(declared, used, "{function}: SERVICES (without Finch) against the AWS services it called");
+    }
+}
+
 /// Every AWS operation the source can call, found by its SDK method (`.put_item()` on a
 /// client), as `PutItem`.
 fn operations_in_source() -> BTreeSet<String> {
@@ -354,15 +393,15 @@ fn operations_in_source() -> BTreeSet<String> {
             }
         }
     }
-    // A client (`client`, `self.client`, `sqs`) followed by a method call with no arguments:
-    // the SDK's operation builders.
-    let call = regex::Regex::new(r"\b(?:client|sqs)\s*\.\s*([a-z_]+)\(\)").unwrap();
+    // A client (`client`, `self.client`, `sqs`, or a lazy one's `client.get()`) followed by a
+    // method call with no arguments: the SDK's operation builders.
+    let call = regex::Regex::new(r"\b(?:client|sqs)\s*(?:\.\s*get\(\)\s*)?\.\s*([a-z_]+)\(\)").unwrap();
     let mut ops = BTreeSet::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for c in call.captures_iter(&text) {
             let pascal: String = c[1].split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
-            if pascal != "Clone" {
+            if pascal != "Clone" && pascal != "Get" {
                 ops.insert(pascal);
             }
         }

@@ -7,11 +7,16 @@
 //! A failed planning run returns `Err`, so Lambda's error metrics and retries apply.
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
+use perch::lazy::Service;
 use perch::sweep::{self, Pacer, SegmentWork, SweepSettings};
 use perch::{AppState, Error};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+
+/// The services this function calls besides DynamoDB: their clients are built in init
+/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+pub const SERVICES: &[Service] = &[Service::Kms, Service::EventBridge, Service::Finch];
 
 /// The clients and settings the sweep needs; built once per container.
 pub struct Sweeper<'a> {

@@ -6,7 +6,12 @@
 use lambda_http::{Body, Request, Response};
 use perch::connect::{self, NewSessionRequest};
 use perch::http::{customer_from_claims, error_response, json_body, json_response, request_id};
+use perch::lazy::Service;
 use perch::{AppState, Error};
+
+/// The services this function calls besides DynamoDB: their clients are built in init
+/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::Finch];
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle(app: &AppState, req: Request) -> Response<Body> {

@@ -5,6 +5,7 @@ use perch::{AppState, Config};
 async fn main() -> Result<(), lambda_http::Error> {
     perch::telemetry::init();
     let app = AppState::build(Config::from_env()?).await?;
+    app.prewarm(create_connect_session::SERVICES)?;
     run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(create_connect_session::handle(&app, req).await) }))
         .await
 }

@@ -5,5 +5,6 @@ use perch::{AppState, Config};
 async fn main() -> Result<(), lambda_http::Error> {
     perch::telemetry::init();
     let app = AppState::build(Config::from_env()?).await?;
+    app.prewarm(disconnect::SERVICES)?;
     run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(disconnect::handle(&app, req).await) })).await
 }

@@ -3,7 +3,12 @@
 
 use lambda_http::{Body, Request, Response};
 use perch::http::{error_response, json_response, request_id};
+use perch::lazy::Service;
 use perch::{AppState, Error, webhook};
+
+/// The services this function calls besides DynamoDB: their clients are built in init
+/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::EventBridge];
 
 /// Larger than any Finch event; refuses abuse before any work.
 const MAX_WEBHOOK_BYTES: usize = 256 * 1024;

@@ -3,9 +3,14 @@
 use lambda_http::{Body, Request, Response};
 use perch::connect;
 use perch::http::{customer_from_claims, error_response, json_response, query_param, request_id};
+use perch::lazy::Service;
 use perch::store::ConnectionSummary;
 use perch::{AppState, Error};
 use serde::Serialize;
+
+/// The services this function calls besides DynamoDB (none): their clients are built in init
+/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+pub const SERVICES: &[Service] = &[];
 
 #[derive(Serialize)]
 struct Listing {

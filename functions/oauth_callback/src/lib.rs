@@ -11,9 +11,14 @@ use perch::connect::{self, CallbackInput, CallbackOutcome};
 use perch::http::{
     customer_from_claims, error_response, json_body, json_response, query_param, redirect_response, request_id,
 };
+use perch::lazy::Service;
 use perch::store::FlowMode;
 use perch::{AppState, Error};
 use serde::Deserialize;
+
+/// The services this function calls besides DynamoDB: their clients are built in init
+/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+pub const SERVICES: &[Service] = &[Service::Kms, Service::SecretsManager, Service::EventBridge, Service::Finch];
 
 /// The embedded flow's body. Deserialised from raw strings so no value is ever echoed.
 #[derive(Deserialize)]

@@ -50,7 +50,9 @@ enum Auth<'a> {
 /// A client for one Finch base URL; cheap to clone, built once per container.
 #[derive(Clone)]
 pub struct FinchClient {
-    http: reqwest::Client,
+    /// Built on first use or by [`FinchClient::prewarm`] (see [`crate::lazy`]); an error to
+    /// build is kept and reported at each use.
+    http: crate::lazy::Lazy<Result<reqwest::Client, String>>,
     base: Url,
     max_retries: u32,
 }
@@ -70,27 +72,42 @@ pub struct Traced<T> {
 }
 
 impl FinchClient {
-    pub fn new(base: Url, timeout: Duration, max_retries: u32) -> Result<Self, Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert("finch-api-version", HeaderValue::from_static(FINCH_API_VERSION));
-        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
-        // Finch's certificate chains to a public CA: trust Mozilla's root set, compiled in, rather
-        // than parse the system's PEM bundle at every cold start. That parse is ~1.3 ms, a third
-        // of init, and the AWS SDK already does it once for AWS (BENCHMARKS.md).
-        let roots =
-            webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
-        let http = reqwest::Client::builder()
-            .tls_certs_only(roots)
-            .default_headers(headers)
-            .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| Error::internal_from("building the Finch HTTP client", e))?;
-        Ok(Self { http, base, max_retries })
+    pub fn new(base: Url, timeout: Duration, max_retries: u32) -> Self {
+        Self { http: crate::lazy::Lazy::new(move || build_http(timeout)), base, max_retries }
     }
 
+    /// Builds the HTTP client now (in init), if not yet built.
+    pub fn prewarm(&self) -> Result<(), Error> {
+        self.http().map(|_| ())
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        self.http.get().as_ref().map_err(|e| Error::internal(format!("building the Finch HTTP client: {e}")))
+    }
+}
+
+/// Finch's HTTP client: its API version and JSON on every request, no redirects, timeouts.
+fn build_http(timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert("finch-api-version", HeaderValue::from_static(FINCH_API_VERSION));
+    headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+    // Finch's certificate chains to a public CA: trust Mozilla's root set, compiled in, rather
+    // than parse the system's PEM bundle at every cold start. That parse is ~1.3 ms, a third
+    // of init, and the AWS SDK already does it once for AWS (BENCHMARKS.md).
+    let roots =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .default_headers(headers)
+        .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl FinchClient {
     /// The same client (same connection pool) with another retry budget; the status sweep
     /// uses 0 and paces its own retries against Finch's rate limits.
     pub fn with_max_retries(&self, max_retries: u32) -> Self {
@@ -197,7 +214,7 @@ impl FinchClient {
         let url = self.url(path)?;
         let mut retries = 0u32;
         loop {
-            let mut req: RequestBuilder = self.http.request(method.clone(), url.clone());
+            let mut req: RequestBuilder = self.http()?.request(method.clone(), url.clone());
             req = match &auth {
                 Auth::Basic(c) => req.basic_auth(&c.client_id, Some(c.client_secret.expose_secret())),
                 Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
