@@ -159,6 +159,9 @@ async fn main() -> Result<(), BoxError> {
         let m = measure(&opts, &subject, Some(&mut scenario), &stack, &aws).await?;
         eprintln!("{}", line(&m));
         results.push(m);
+        // The emulator keeps every request it served (for tests); hundreds of thousands of them
+        // are the harness's memory and time, not the next function's.
+        stack.finch.shared.world().requests.clear();
     }
     // The peer does the callback's work; it gets the callback's events.
     if let Some(dir) = opts.peer.clone().filter(|_| wanted("peer-node")) {

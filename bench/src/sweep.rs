@@ -12,7 +12,7 @@ use perch_tests::TestStack;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{BoxError, Subject, aws, environment, invoke, invoke_within, procfs, runtime_api, scenarios, spawn};
+use crate::{BoxError, Subject, aws, environment, invoke_within, procfs, runtime_api, scenarios, spawn};
 
 /// One sweep run.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -95,10 +95,13 @@ async fn run_case(
     let pid = child.id().ok_or("no pid")?;
     api.wait_next(Duration::from_secs(10)).await?;
 
-    // Record one real round (from moto) to make the synthetic table from.
+    // Record one real round (from moto) to make the synthetic table from: every connection the
+    // earlier scenarios left in the table, each through moto, so give it time.
     let mut scenario = scenarios::Scenario::prepare("check-connection-status", stack).await;
+    stack.finch.shared.world().requests.clear();
     aws.record();
-    let (answer, _, _) = invoke(&mut api, pid, &scenario.event(stack, 0).await).await?;
+    let warm_up = scenario.event(stack, 0).await;
+    let (answer, _, _) = invoke_within(&mut api, pid, &warm_up, Duration::from_secs(300)).await?;
     if !scenario.succeeded(&answer) {
         return Err(format!("sweep warm-up answered {answer}").into());
     }
