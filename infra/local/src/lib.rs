@@ -199,10 +199,12 @@ pub fn router_per_function(
         .route("/dev/token", post(dev_token).get(dev_token_get))
         .route("/dev/sweep", post(dev_sweep))
         .route("/dev/config", get(dev_config));
-    for &(path, ..) in web::FILES {
+    for &(path, file, content_type) in web::FILES {
         r = r.route(
             path,
-            get(move |State(s): State<Arc<Local>>| async move { web::serve(&s.web_dir, path, &s.finch_origin).await }),
+            get(move |State(s): State<Arc<Local>>| async move {
+                web::serve(&s.web_dir, file, content_type, &s.finch_origin).await
+            }),
         );
     }
     r = r

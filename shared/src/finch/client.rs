@@ -84,30 +84,7 @@ impl FinchClient {
     fn http(&self) -> Result<&reqwest::Client, Error> {
         self.http.get().as_ref().map_err(|e| Error::internal(format!("building the Finch HTTP client: {e}")))
     }
-}
 
-/// Finch's HTTP client: its API version and JSON on every request, no redirects, timeouts.
-fn build_http(timeout: Duration) -> Result<reqwest::Client, String> {
-    let mut headers = HeaderMap::new();
-    headers.insert("finch-api-version", HeaderValue::from_static(FINCH_API_VERSION));
-    headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
-    // Finch's certificate chains to a public CA: trust Mozilla's root set, compiled in, rather
-    // than parse the system's PEM bundle at every cold start. That parse is ~1.3 ms, a third
-    // of init, and the AWS SDK already does it once for AWS (BENCHMARKS.md).
-    let roots =
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
-    reqwest::Client::builder()
-        .tls_certs_only(roots)
-        .default_headers(headers)
-        .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-impl FinchClient {
     /// The same client (same connection pool) with another retry budget; the status sweep
     /// uses 0 and paces its own retries against Finch's rate limits.
     pub fn with_max_retries(&self, max_retries: u32) -> Self {
@@ -355,6 +332,27 @@ fn parse<T: DeserializeOwned>(a: &Answer, operation: &'static str) -> Result<Tra
         ))
     })?;
     Ok(Traced { value, request_id: a.request_id.clone() })
+}
+
+/// Finch's HTTP client: its API version and JSON on every request, no redirects, timeouts.
+fn build_http(timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert("finch-api-version", HeaderValue::from_static(FINCH_API_VERSION));
+    headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+    // Finch's certificate chains to a public CA: trust Mozilla's root set, compiled in, rather
+    // than parse the system's PEM bundle at every cold start. That parse is ~1.3 ms, a third
+    // of init, and the AWS SDK already does it once for AWS (BENCHMARKS.md).
+    let roots =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .default_headers(headers)
+        .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
