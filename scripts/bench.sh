@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark (BENCHMARKS.md): builds the functions as shipped (release profile, this
 # machine's target), the hello-world baseline and the harness; installs the Node.js peer;
-# starts moto; runs perch-bench. Not part of the test command.
+# starts moto; runs perch-bench; plots the distributions (bench/plot.py → target/bench/latency.png,
+# and bench/latency.png with --save). Not part of the test command.
 #   scripts/bench.sh            full run (~15 min): 30 spawns and 10,000 invocations per function
 #   scripts/bench.sh --smoke    a minute: 5 spawns, 50 invocations
 # Other options go to perch-bench (bench/src/main.rs): --only NAME, --spawns N, --invocations N.
@@ -10,6 +11,15 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 need_tools
 ensure_venv
+
+# The plot's matplotlib, only for the benchmark: the test command's venv does without it.
+plot_req=bench/requirements.txt plot_stamp="$VENV/.bench-requirements.sha"
+if [ "$(cat "$plot_stamp" 2>/dev/null)" != "$(sha256sum "$plot_req" | cut -d' ' -f1)" ]; then
+    say "installing matplotlib for the plot (pip, into .venv)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$plot_req" \
+        || die "pip could not install $plot_req: check access to the Python package index"
+    sha256sum "$plot_req" | cut -d' ' -f1 > "$plot_stamp"
+fi
 
 if ! command -v node >/dev/null; then
     say "installing Node.js for the peer (apt)"
@@ -39,3 +49,14 @@ say "measuring (results in target/bench/; --save writes BENCHMARKS.md)"
 export PERCH_BENCH_COMMAND="scripts/bench.sh $*" \
        PERCH_BENCH_TOOLS="$(rustc -V | cut -d' ' -f1-2), Node.js $(node --version), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
 target/release/perch-bench --peer bench/peer-node "$@"
+
+out=target/bench save=
+while [ $# -gt 0 ]; do
+    case $1 in --out) out=$2; shift ;; --save) save=1 ;; esac
+    shift
+done
+"$VENV/bin/python" bench/plot.py "$out/samples.json" "$out/latency.png" || die "the plot failed (bench/plot.py)"
+if [ -n "$save" ]; then
+    cp "$out/latency.png" bench/latency.png
+    say "saved the plot: bench/latency.png"
+fi

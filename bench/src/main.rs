@@ -135,6 +135,24 @@ struct Measured {
     /// Heap allocations (blocks, bytes) per warm invocation, counted by valgrind's DHAT.
     allocations: Option<(f64, f64)>,
     failures: usize,
+    /// The raw samples behind the summaries, for the plot (`target/bench/samples.json`); not
+    /// part of the reference, which keeps only what the report compares.
+    #[serde(skip)]
+    samples: Samples,
+}
+
+/// Every init (ms) and warm invocation (µs) one binary measured, CPU and wall.
+#[derive(Debug, Clone, Serialize, Default)]
+struct Samples {
+    init_cpu_ms: Vec<f64>,
+    init_wall_ms: Vec<f64>,
+    warm_cpu_us: Vec<f64>,
+    warm_wall_us: Vec<f64>,
+}
+
+/// `sample` in the unit `per`, unsorted.
+fn values(sample: &[Duration], per: Duration) -> Vec<f64> {
+    sample.iter().map(|d| d.as_secs_f64() / per.as_secs_f64()).collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -184,6 +202,8 @@ async fn main() -> Result<(), BoxError> {
     let run = Results { functions: results, sweep };
     let json = serde_json::to_string_pretty(&run)?;
     std::fs::write(opts.out.join("results.json"), &json)?;
+    let samples: BTreeMap<&str, &Samples> = run.functions.iter().map(|m| (m.name.as_str(), &m.samples)).collect();
+    std::fs::write(opts.out.join("samples.json"), serde_json::to_vec(&samples)?)?;
     let previous: Option<Results> = std::fs::read(REFERENCE).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let command = std::env::var("PERCH_BENCH_COMMAND").unwrap_or_else(|_| "perch-bench".into());
     let md = report::markdown(&run, previous.as_ref(), &machine(), &command);
@@ -341,6 +361,7 @@ async fn measure(
     }
     m.init_wall_ms = summarize(&walls, MILLIS);
     m.init_cpu_ms = summarize(&cpus, MILLIS);
+    (m.samples.init_wall_ms, m.samples.init_cpu_ms) = (values(&walls, MILLIS), values(&cpus, MILLIS));
     rss.sort_unstable();
     m.rss_after_init_kib = rss.get(rss.len() / 2).copied().unwrap_or(0);
 
@@ -393,6 +414,7 @@ async fn measure(
     m.rss_after_all_kib = procfs::peak_rss_kib(pid);
     m.warm_wall_us = summarize(&walls, MICROS);
     m.warm_cpu_us = summarize(&cpus, MICROS);
+    (m.samples.warm_wall_us, m.samples.warm_cpu_us) = (values(&walls, MICROS), values(&cpus, MICROS));
     let (counts, misses) = aws.counts();
     if misses > 0 {
         return Err(format!("{name}: {misses} AWS requests had no recorded answer: the warm path is not stable").into());
