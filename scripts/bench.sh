@@ -3,8 +3,9 @@
 # machine's target), the hello-world baseline and the harness; installs the Node.js peer;
 # starts moto; runs perch-bench; plots the distributions (bench/plot.py → target/bench/latency.png,
 # and bench/latency.png with --save). Not part of the test command.
-#   scripts/bench.sh            full run (~15 min): 30 spawns and 10,000 invocations per function
-#   scripts/bench.sh --smoke    a minute: 5 spawns, 50 invocations
+#   scripts/bench.sh            full run (~25 min after the builds): 30 spawns and 10,000
+#                               invocations per function, the sweeps, the arm64 artifacts' sizes
+#   scripts/bench.sh --smoke    a few minutes: 5 spawns, 50 invocations, no arm64 build
 # Other options go to perch-bench (bench/src/main.rs): --only NAME, --spawns N, --invocations N.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -39,6 +40,14 @@ packages=(-p perch-bench -p perch-bench-hello)
 for f in functions/*/; do packages+=(-p "$(basename "$f" | tr _ -)"); done
 cargo build --release --locked "${packages[@]}"
 
+# G6 is about what Lambda runs: a full run also builds the arm64 artifacts (`sam build`, as
+# `scripts/build-lambdas.sh` does for a deploy) and reports their sizes beside this machine's.
+shipped=()
+case " $* " in
+    *" --smoke "*|*" --only "*) ;;
+    *) bash scripts/build-lambdas.sh && shipped=(--shipped .aws-sam/build) ;;
+esac
+
 MOTO_PORT=$(free_port)
 start_moto "$MOTO_PORT" bench-moto
 trap 'stop_pid bench-moto' EXIT
@@ -48,7 +57,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
 say "measuring (results in target/bench/; --save writes BENCHMARKS.md)"
 export PERCH_BENCH_COMMAND="scripts/bench.sh $*" \
        PERCH_BENCH_TOOLS="$(rustc -V | cut -d' ' -f1-2), Node.js $(node --version), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
-target/release/perch-bench --peer bench/peer-node "$@"
+target/release/perch-bench --peer bench/peer-node "${shipped[@]}" "$@"
 
 out=target/bench save=
 while [ $# -gt 0 ]; do

@@ -56,6 +56,9 @@ struct Opts {
     save: bool,
     /// The Node.js peer's folder (`bench/peer-node`, with its `node_modules`).
     peer: Option<PathBuf>,
+    /// `sam build`'s output (`--shipped .aws-sam/build`, from `scripts/build-lambdas.sh`): the
+    /// arm64 artifacts Lambda runs, whose sizes G6 is about.
+    shipped: Option<PathBuf>,
 }
 
 impl Opts {
@@ -71,6 +74,7 @@ impl Opts {
             callgrind: false,
             save: false,
             peer: None,
+            shipped: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -86,6 +90,7 @@ impl Opts {
                 "--no-allocations" => o.allocations = false,
                 "--callgrind" => o.callgrind = true,
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
+                "--shipped" => o.shipped = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
         }
@@ -134,6 +139,9 @@ struct Measured {
     calls_per_invocation: BTreeMap<String, f64>,
     /// Heap allocations (blocks, bytes) per warm invocation, counted by valgrind's DHAT.
     allocations: Option<(f64, f64)>,
+    /// Stripped and deflated size of the function's arm64 artifact as `sam build` made it, bytes.
+    #[serde(default)]
+    shipped: Option<(u64, u64)>,
     failures: usize,
     /// The raw samples behind the summaries, for the plot (`target/bench/samples.json`); not
     /// part of the reference, which keeps only what the report compares.
@@ -343,6 +351,11 @@ async fn measure(
         let bytes = std::fs::read(artifact)
             .map_err(|e| format!("{}: {e} (build with scripts/bench.sh)", artifact.display()))?;
         (m.size, m.zipped) = (bytes.len() as u64, deflated(&bytes)?);
+        let binary = artifact.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        if let Some(path) = opts.shipped.as_deref().map(|dir| shipped_artifact(dir, binary)).transpose()?.flatten() {
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            m.shipped = Some((bytes.len() as u64, deflated(&bytes)?));
+        }
     }
 
     // Init, over fresh processes.
@@ -567,9 +580,61 @@ async fn invoke_within(
 }
 
 /// The size of `bytes` deflated at level 9, as a zip archive would store them.
+/// `sam build`'s artifact for `binary`: `<dir>/<LogicalId>/bootstrap`, where `template.yaml`
+/// names the function's `Binary` in its build properties. `None` for binaries no function
+/// ships (the hello-world).
+fn shipped_artifact(dir: &Path, binary: &str) -> Result<Option<PathBuf>, BoxError> {
+    let template = std::fs::read_to_string("template.yaml")?;
+    let Some(id) = logical_id(&template, binary)? else { return Ok(None) };
+    let path = dir.join(id).join("bootstrap");
+    if path.is_file() {
+        Ok(Some(path))
+    } else {
+        Err(format!("{}: missing (run scripts/build-lambdas.sh)", path.display()).into())
+    }
+}
+
+/// The logical id of the function whose build properties name `Binary: binary`.
+fn logical_id<'t>(template: &'t str, binary: &str) -> Result<Option<&'t str>, BoxError> {
+    let mut resource = None;
+    for line in template.lines() {
+        // Resources are the two-space-indented keys under `Resources:`.
+        if let Some(id) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
+            && !id.starts_with(' ')
+        {
+            resource = Some(id);
+        }
+        if line.trim() == format!("Binary: {binary}") {
+            return Ok(Some(resource.ok_or("template.yaml: a Binary outside any resource")?));
+        }
+    }
+    Ok(None)
+}
+
 fn deflated(bytes: &[u8]) -> std::io::Result<u64> {
     use std::io::Write;
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(bytes)?;
     Ok(e.finish()?.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logical_id_is_the_resource_whose_build_names_the_binary() {
+        let template = "Resources:\n  ListConnectionsFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: list-connections\n  OauthCallbackFunction:\n    Metadata:\n      BuildProperties:\n        Binary: oauth-callback\n";
+        assert_eq!(logical_id(template, "oauth-callback").ok().flatten(), Some("OauthCallbackFunction"));
+        assert_eq!(logical_id(template, "list-connections").ok().flatten(), Some("ListConnectionsFunction"));
+        assert_eq!(logical_id(template, "perch-bench-hello").ok().flatten(), None);
+    }
+
+    #[test]
+    fn every_function_of_the_real_template_has_an_artifact_name() {
+        let template = include_str!("../../template.yaml");
+        for binary in scenarios::FUNCTIONS.iter().map(|f| scenarios::binary(f)) {
+            assert!(logical_id(template, binary).ok().flatten().is_some(), "{binary} is not in template.yaml");
+        }
+    }
 }
