@@ -46,7 +46,7 @@ def main(samples_path, out_path):
         ax.set_xscale("log")
         # Plain numbers (1, 2, 5, 10, …) instead of powers of ten.
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.legend(fontsize=7.5, loc="lower right")
         ax.set_xlabel(xlabel)
