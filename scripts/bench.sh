@@ -45,7 +45,8 @@ cargo build --release --locked "${packages[@]}"
 shipped=()
 case " $* " in
     *" --smoke "*|*" --only "*) ;;
-    *) bash scripts/build-lambdas.sh && shipped=(--shipped .aws-sam/build) ;;
+    *) bash scripts/build-lambdas.sh || die "the arm64 build failed (scripts/build-lambdas.sh); --smoke or --only skip it"
+       shipped=(--shipped .aws-sam/build) ;;
 esac
 
 MOTO_PORT=$(free_port)
