@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use perch_tests::TestStack;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stats::{Summary, summarize};
+use stats::{Summary, summarize, values};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -56,9 +56,9 @@ struct Opts {
     save: bool,
     /// The Node.js peer's folder (`bench/peer-node`, with its `node_modules`).
     peer: Option<PathBuf>,
-    /// `sam build`'s output (`--shipped .aws-sam/build`, from `scripts/build-lambdas.sh`): the
-    /// arm64 artifacts Lambda runs, whose sizes G6 is about.
-    shipped: Option<PathBuf>,
+    /// The arm64 artifacts Lambda runs, whose sizes G6 is about, by binary name: found in
+    /// `sam build`'s output (`--shipped .aws-sam/build`, from `scripts/build-lambdas.sh`).
+    shipped: BTreeMap<String, PathBuf>,
 }
 
 impl Opts {
@@ -74,7 +74,7 @@ impl Opts {
             callgrind: false,
             save: false,
             peer: None,
-            shipped: None,
+            shipped: BTreeMap::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -90,7 +90,7 @@ impl Opts {
                 "--no-allocations" => o.allocations = false,
                 "--callgrind" => o.callgrind = true,
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
-                "--shipped" => o.shipped = Some(PathBuf::from(value()?)),
+                "--shipped" => o.shipped = shipped_artifacts(Path::new(&value()?))?,
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
         }
@@ -156,11 +156,6 @@ struct Samples {
     init_wall_ms: Vec<f64>,
     warm_cpu_us: Vec<f64>,
     warm_wall_us: Vec<f64>,
-}
-
-/// `sample` in the unit `per`, unsorted.
-fn values(sample: &[Duration], per: Duration) -> Vec<f64> {
-    sample.iter().map(|d| d.as_secs_f64() / per.as_secs_f64()).collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -352,8 +347,8 @@ async fn measure(
             .map_err(|e| format!("{}: {e} (build with scripts/bench.sh)", artifact.display()))?;
         (m.size, m.zipped) = (bytes.len() as u64, deflated(&bytes)?);
         let binary = artifact.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-        if let Some(path) = opts.shipped.as_deref().map(|dir| shipped_artifact(dir, binary)).transpose()?.flatten() {
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(path) = opts.shipped.get(binary) {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
             m.shipped = Some((bytes.len() as u64, deflated(&bytes)?));
         }
     }
@@ -579,24 +574,25 @@ async fn invoke_within(
     Ok((answer, at.duration_since(sent), cpu))
 }
 
-/// The size of `bytes` deflated at level 9, as a zip archive would store them.
-/// `sam build`'s artifact for `binary`: `<dir>/<LogicalId>/bootstrap`, where `template.yaml`
-/// names the function's `Binary` in its build properties. `None` for binaries no function
-/// ships (the hello-world).
-fn shipped_artifact(dir: &Path, binary: &str) -> Result<Option<PathBuf>, BoxError> {
+/// `sam build`'s artifacts in `dir`, by binary: `<dir>/<LogicalId>/bootstrap` for every function
+/// of `template.yaml`. Checked here, before any measuring, so a missing one fails the run at once.
+fn shipped_artifacts(dir: &Path) -> Result<BTreeMap<String, PathBuf>, BoxError> {
     let template = std::fs::read_to_string("template.yaml")?;
-    let Some(id) = logical_id(&template, binary)? else { return Ok(None) };
-    let path = dir.join(id).join("bootstrap");
-    if path.is_file() {
-        Ok(Some(path))
-    } else {
-        Err(format!("{}: missing (run scripts/build-lambdas.sh)", path.display()).into())
+    let mut artifacts = BTreeMap::new();
+    for (binary, id) in binaries(&template)? {
+        let path = dir.join(id).join("bootstrap");
+        if !path.is_file() {
+            return Err(format!("{}: missing (run scripts/build-lambdas.sh)", path.display()).into());
+        }
+        artifacts.insert(binary.to_owned(), path);
     }
+    Ok(artifacts)
 }
 
-/// The logical id of the function whose build properties name `Binary: binary`.
-fn logical_id<'t>(template: &'t str, binary: &str) -> Result<Option<&'t str>, BoxError> {
+/// (binary, logical id) of every function whose build properties name a `Binary`.
+fn binaries(template: &str) -> Result<Vec<(&str, &str)>, BoxError> {
     let mut resource = None;
+    let mut out = Vec::new();
     for line in template.lines() {
         // Resources are the two-space-indented keys under `Resources:`.
         if let Some(id) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
@@ -604,13 +600,14 @@ fn logical_id<'t>(template: &'t str, binary: &str) -> Result<Option<&'t str>, Bo
         {
             resource = Some(id);
         }
-        if line.trim() == format!("Binary: {binary}") {
-            return Ok(Some(resource.ok_or("template.yaml: a Binary outside any resource")?));
+        if let Some(binary) = line.trim().strip_prefix("Binary: ") {
+            out.push((binary, resource.ok_or("template.yaml: a Binary outside any resource")?));
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
+/// The size of `bytes` deflated at level 9, as a zip archive would store them.
 fn deflated(bytes: &[u8]) -> std::io::Result<u64> {
     use std::io::Write;
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
@@ -623,18 +620,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logical_id_is_the_resource_whose_build_names_the_binary() {
+    fn each_binary_is_paired_with_the_resource_whose_build_names_it() {
         let template = "Resources:\n  ListConnectionsFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: list-connections\n  OauthCallbackFunction:\n    Metadata:\n      BuildProperties:\n        Binary: oauth-callback\n";
-        assert_eq!(logical_id(template, "oauth-callback").ok().flatten(), Some("OauthCallbackFunction"));
-        assert_eq!(logical_id(template, "list-connections").ok().flatten(), Some("ListConnectionsFunction"));
-        assert_eq!(logical_id(template, "perch-bench-hello").ok().flatten(), None);
+        assert_eq!(
+            binaries(template).ok(),
+            Some(vec![("list-connections", "ListConnectionsFunction"), ("oauth-callback", "OauthCallbackFunction")])
+        );
     }
 
     #[test]
     fn every_function_of_the_real_template_has_an_artifact_name() {
         let template = include_str!("../../template.yaml");
+        let shipped = binaries(template).unwrap_or_default();
         for binary in scenarios::FUNCTIONS.iter().map(|f| scenarios::binary(f)) {
-            assert!(logical_id(template, binary).ok().flatten().is_some(), "{binary} is not in template.yaml");
+            assert!(shipped.iter().any(|(b, _)| *b == binary), "{binary} is not in template.yaml");
         }
     }
 }

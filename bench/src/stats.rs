@@ -12,9 +12,14 @@ pub struct Summary {
     pub max: f64,
 }
 
-/// Summary of durations, in the unit `per` (e.g. microseconds: `Duration::from_micros(1)`).
+/// `sample` in the unit `per` (e.g. microseconds: `Duration::from_micros(1)`), in its order.
+pub fn values(sample: &[Duration], per: Duration) -> Vec<f64> {
+    sample.iter().map(|d| d.as_secs_f64() / per.as_secs_f64()).collect()
+}
+
+/// Summary of durations, in the unit `per`.
 pub fn summarize(sample: &[Duration], per: Duration) -> Summary {
-    let mut v: Vec<f64> = sample.iter().map(|d| d.as_secs_f64() / per.as_secs_f64()).collect();
+    let mut v = values(sample, per);
     v.sort_by(f64::total_cmp);
     let at = |q: f64| -> f64 {
         if v.is_empty() {
