@@ -7,6 +7,26 @@ STATE="$ROOT/.local"
 mkdir -p "$STATE"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Phases of a long script: `phase "what"` ends the running phase and starts the next (and says
+# so); `phase_report` ends the last and prints each phase's duration — also when a phase failed.
+PHASES=()
+PHASE_NAME=""
+PHASE_START=$SECONDS
+phase() {
+    if [ -n "$PHASE_NAME" ]; then
+        PHASES+=("$(printf '%6ss  %s' "$((SECONDS - PHASE_START))" "$PHASE_NAME")")
+    fi
+    PHASE_NAME=$1
+    PHASE_START=$SECONDS
+    if [ -n "$1" ]; then say "$1"; fi
+}
+phase_report() {
+    phase ""
+    printf '\033[1m==> time per phase\033[0m\n' >&2
+    printf '%s\n' "${PHASES[@]}" >&2
+    printf '%6ss  total\n' "$SECONDS" >&2
+}
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 need_tools() {

@@ -160,7 +160,7 @@ impl Scenario {
             }
             _ => {
                 // The whole table as one segment, in a round starting now: every connection is due.
-                let work = perch::sweep::SegmentWork {
+                let work = perch::flows::sweep::SegmentWork {
                     segment: 0,
                     total: 1,
                     start: None,

@@ -1,8 +1,8 @@
 //! Telling the app: a connection's status changed.
 //!
 //! Every change (connected, reauth, back to connected, disconnected, …) is logged as a
-//! `connection status changed` line and, when `EVENT_BUS_NAME` is set, published to that
-//! EventBridge bus as:
+//! `connection status changed` line and, when an [`EventSink`] is configured (EventBridge, with
+//! `EVENT_BUS_NAME`: [`crate::aws::eventbridge`]), published as:
 //!
 //! ```json
 //! { "Source": "perch", "DetailType": "Connection Status Changed",
@@ -11,17 +11,51 @@
 //!               "source": "webhook", "observed_at": "2026-11-23T19:42:15.521162Z" } }
 //! ```
 //!
-//! `source` says who noticed: `connect`, `reauthenticate`, `status_check`, `webhook` or
-//! `disconnect`. The status is committed before the event is sent; a publish failure is logged
-//! with the whole detail (so nothing is silently lost) and does not undo the change.
+//! `source` says who noticed ([`ChangeSource`]). The status is committed before the event is
+//! sent; a publish failure is logged with the whole detail (so nothing is silently lost) and
+//! does not undo the change.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::types::{ConnectionId, ConnectionStatus, CustomerId};
+use crate::domain::{ConnectionId, ConnectionStatus, CustomerId, Error};
+use crate::store::ConnectionRecord;
 
+/// The `Source` of Perch's events.
+pub const SOURCE: &str = "perch";
 /// The `DetailType` of Perch's events.
 pub const DETAIL_TYPE: &str = "Connection Status Changed";
+
+/// Who noticed a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeSource {
+    /// A first Connect flow stored the connection.
+    Connect,
+    /// A re-authentication replaced its token.
+    Reauthenticate,
+    /// The status sweep's `/introspect`.
+    StatusCheck,
+    /// Finch's `account.updated` webhook.
+    Webhook,
+    /// Perch disconnected it.
+    Disconnect,
+}
+
+impl ChangeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Reauthenticate => "reauthenticate",
+            Self::StatusCheck => "status_check",
+            Self::Webhook => "webhook",
+            Self::Disconnect => "disconnect",
+        }
+    }
+}
 
 /// The event's detail.
 #[derive(Debug, Clone, Serialize)]
@@ -31,60 +65,76 @@ pub struct StatusChanged {
     pub provider_id: String,
     pub previous_status: Option<ConnectionStatus>,
     pub status: ConnectionStatus,
-    pub source: &'static str,
+    pub source: ChangeSource,
     #[serde(with = "time::serde::rfc3339")]
     pub observed_at: OffsetDateTime,
 }
 
-/// Publishes status changes (to the log, and to EventBridge when configured).
-#[derive(Clone)]
+impl StatusChanged {
+    /// The change of `record`'s connection from Finch's `previous` status (`None`: it had
+    /// none, or Perch was disconnecting it) to `status`.
+    pub fn of(
+        record: &ConnectionRecord,
+        previous: Option<ConnectionStatus>,
+        status: ConnectionStatus,
+        source: ChangeSource,
+        observed_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            connection_id: record.connection_id.clone(),
+            customer_id: record.customer.clone(),
+            provider_id: record.provider_id.clone(),
+            previous_status: previous,
+            status,
+            source,
+            observed_at,
+        }
+    }
+}
+
+/// Where events go besides the log.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Delivers one event's JSON detail about `resource` (the connection id).
+    async fn put(&self, detail: &str, resource: &str) -> Result<(), Error>;
+}
+
+/// Publishes status changes: to the log always, to the sink when there is one.
+#[derive(Clone, Default)]
 pub struct EventPublisher {
-    bus: Option<(crate::lazy::Lazy<aws_sdk_eventbridge::Client>, String)>,
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 impl EventPublisher {
-    pub fn new(client: crate::lazy::Lazy<aws_sdk_eventbridge::Client>, bus: Option<String>) -> Self {
-        Self { bus: bus.map(|b| (client, b)) }
+    pub fn new(sink: Option<Arc<dyn EventSink>>) -> Self {
+        Self { sink }
     }
 
-    /// Builds the EventBridge client now, if events are configured (see [`crate::lazy`]).
-    pub fn prewarm(&self) {
-        if let Some((client, _)) = &self.bus {
-            client.get();
-        }
-    }
-
-    /// Publishes one change; never fails the caller (see the module docs).
+    /// Publishes one change; never fails the caller (see the module docs). A "change" to the
+    /// same status is not one.
     pub async fn publish(&self, change: &StatusChanged) {
         if change.previous_status.as_ref() == Some(&change.status) {
             return;
         }
-        let detail = serde_json::to_string(change).unwrap_or_default();
         tracing::info!(
             connection_id = %change.connection_id,
             customer = %change.customer_id,
             previous_status = change.previous_status.as_ref().map(ConnectionStatus::as_str),
             status = change.status.as_str(),
-            source = change.source,
+            source = change.source.as_str(),
             "connection status changed"
         );
-        let Some((client, bus)) = &self.bus else { return };
-        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .event_bus_name(bus)
-            .source("perch")
-            .detail_type(DETAIL_TYPE)
-            .detail(&detail)
-            .resources(change.connection_id.as_str())
-            .build();
-        match client.get().put_events().entries(entry).send().await {
-            Ok(out) if out.failed_entry_count() == 0 => {}
-            Ok(out) => {
-                let reason = out.entries().first().and_then(|e| e.error_code()).unwrap_or("unknown").to_owned();
-                tracing::error!(%detail, reason, "status event not accepted by EventBridge");
-            }
+        let Some(sink) = &self.sink else { return };
+        // Ids, statuses and a timestamp: serialising it cannot fail.
+        let detail = match serde_json::to_string(change) {
+            Ok(d) => d,
             Err(e) => {
-                tracing::error!(%detail, error = %crate::Error::aws("eventbridge", "PutEvents", true, e).chain(), "status event not published")
+                tracing::error!(connection_id = %change.connection_id, error = %e, "status event not serialisable");
+                return;
             }
+        };
+        if let Err(e) = sink.put(&detail, change.connection_id.as_str()).await {
+            tracing::error!(%detail, error = %e.chain(), "status event not published");
         }
     }
 }

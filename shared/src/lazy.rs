@@ -4,12 +4,12 @@
 //! (the crate's endpoint partition table parsed and its regexes compiled, and an HTTPS
 //! connector built to validate the configuration), against ~0.1 M for everything else Perch
 //! does in init (BENCHMARKS.md). Every function used to build all five clients; a function
-//! that never calls KMS should not pay for a KMS client. So [`AppState`](crate::AppState)
-//! holds each client as a [`Lazy`]: nothing is built until used, and each `main.rs` builds in
-//! init exactly the clients its handler calls ([`AppState::prewarm`](crate::AppState::prewarm)),
-//! so none of that cost lands on a first request either. A missing entry in that list costs
-//! time on the first request, never correctness; a test checks the lists against the calls
-//! each function makes.
+//! that never calls KMS should not pay for a KMS client. So the adapters hold each client as a
+//! [`Lazy`]: nothing is built until used, and each `main.rs` builds in init exactly the
+//! clients its handler calls (its `SERVICES`, see [`crate::runtime::Service`]), so none of
+//! that cost lands on a first request either. A missing entry in that list costs time on the
+//! first request, never correctness; a test checks the lists against the calls each function
+//! makes.
 
 use std::sync::{Arc, OnceLock};
 
@@ -45,17 +45,6 @@ impl<T> std::fmt::Debug for Lazy<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lazy").field("built", &self.is_built()).finish()
     }
-}
-
-/// The services whose clients a function can build in init. (DynamoDB is not one: every
-/// function reads the table, so its client is always built.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Service {
-    Kms,
-    SecretsManager,
-    EventBridge,
-    /// Finch's HTTP client (its TLS roots are parsed when it is built).
-    Finch,
 }
 
 #[cfg(test)]

@@ -1,43 +1,47 @@
 //! Perch's shared crate: everything the Lambda functions have in common.
 //!
-//! The functions are thin edges (parse the request, call one operation here, render the
-//! result); the decisions live in this crate so they are tested once and read in one place:
+//! The functions are thin edges (parse the request, call one flow here, render the result);
+//! the decisions live in this crate so they are tested once and read in one place. Its
+//! modules form layers, each depending only on those listed before it (the architecture test,
+//! `tests/tests/architecture.rs`, fails the build when one does not):
 //!
-//! - [`config`]: typed configuration from the environment, validated at cold start;
-//! - [`app`]: the clients, built once per container and borrowed by every invocation;
-//! - [`secrets`]: the Finch credentials from Secrets Manager, cached with a TTL;
-//! - [`crypto`]: access tokens encrypted under KMS, bound to their connection and customer;
-//! - [`store`]: connections, Finch customer-id claims, states and code markers in DynamoDB;
-//! - [`finch`]: the Finch API client, with Finch's retry rules and request-id logging;
-//! - [`connect`]: the Connect flow itself;
-//! - [`lifecycle`]: re-authentication and disconnection;
-//! - [`rotation`]: moving tokens to a new KMS key, rotating the Finch secret;
-//! - [`events`]: status-change events for the app (EventBridge);
-//! - [`webhook`]: Finch webhooks, verified and applied;
-//! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
-//! - [`error`] and [`http`]: one error model, rendered as RFC 9457 problems at the edge;
-//! - [`tls`]: the certificate authorities each HTTP client trusts (a cold-start decision).
+//! 1. [`domain`]: identifiers, secrets, products, statuses, the HTTP-agnostic error; [`lazy`];
+//! 2. [`config`]: typed settings from the environment;
+//! 3. the ports and their records — [`store`] (narrow traits mirroring each function's IAM
+//!    policy), [`crypto`] (token cipher, states, code hashes), [`secrets`] (the Finch secret,
+//!    cached), [`events`] (status changes) — and [`finch`], the Finch API client;
+//! 4. [`app`]: the [`AppState`] every flow is handed: configuration and ports;
+//! 5. [`flows`]: sessions, the callback, re-authentication and disconnection, webhooks, the
+//!    status sweep, key rotation — free of HTTP and of AWS SDK types;
+//! 6. the adapters: [`aws`] (DynamoDB, KMS, Secrets Manager, EventBridge, SQS, and the one
+//!    conversion of SDK errors) and [`memory`] (the same ports in memory, for fast tests);
+//! 7. [`http`]: the edge, the only module that knows HTTP;
+//! 8. [`runtime`]: wiring — the [`AppState`] built on AWS — and telemetry.
+//!
+//! AWS SDK types appear only in [`aws`] and [`runtime`].
 
-pub mod app;
+pub mod domain;
+pub mod lazy;
+
 pub mod config;
-pub mod connect;
+
 pub mod crypto;
-pub mod error;
 pub mod events;
 pub mod finch;
-pub mod http;
-pub mod lazy;
-pub mod lifecycle;
-pub mod rotation;
 pub mod secrets;
-pub mod state_token;
 pub mod store;
-pub mod sweep;
-pub mod telemetry;
-pub mod tls;
-pub mod types;
-pub mod webhook;
+
+pub mod app;
+
+pub mod flows;
+
+pub mod aws;
+pub mod memory;
+
+pub mod http;
+
+pub mod runtime;
 
 pub use app::AppState;
 pub use config::Config;
-pub use error::Error;
+pub use domain::Error;

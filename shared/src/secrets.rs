@@ -2,20 +2,32 @@
 //!
 //! One JSON secret holds `{client_id, client_secret, webhook_secret, state_key}`. It is not
 //! read at init — init stays free of network calls so cold starts are cheap — but on the first
-//! request that needs it, then kept for `SECRET_CACHE_TTL_SECONDS`. Finch answering
-//! `invalid_client` invalidates the cache, so a rotated client secret is picked up on the
-//! next request without a redeploy. Concurrent first requests share one fetch.
+//! request that needs it, then kept for `SECRET_CACHE_TTL_SECONDS`. Any 401 from Finch on a
+//! client-authenticated call (a rotated client secret: `invalid_client`, or any other refusal
+//! of our credentials) invalidates the cache, so the next request reads the current value
+//! without a redeploy. Concurrent first requests share one fetch.
+//!
+//! Where the JSON comes from is the [`SecretSource`] port: Secrets Manager in production
+//! ([`crate::aws::secrets_manager`]), a fixed value in the in-process tests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::error::Error;
+use crate::domain::Error;
+
+/// Where the secret's JSON is read from.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The secret's current JSON text.
+    async fn fetch(&self) -> Result<SecretString, Error>;
+}
 
 /// The decoded secret. Every secret field redacts itself in `Debug`.
 #[derive(Debug)]
@@ -65,22 +77,16 @@ impl FinchSecrets {
     }
 }
 
-/// A TTL cache in front of `GetSecretValue`.
+/// A TTL cache in front of a [`SecretSource`].
 pub struct SecretCache {
-    client: crate::lazy::Lazy<aws_sdk_secretsmanager::Client>,
-    secret_id: String,
+    source: Arc<dyn SecretSource>,
     ttl: Duration,
     cached: Mutex<Option<(Instant, Arc<FinchSecrets>)>>,
 }
 
 impl SecretCache {
-    pub fn new(client: crate::lazy::Lazy<aws_sdk_secretsmanager::Client>, secret_id: String, ttl: Duration) -> Self {
-        Self { client, secret_id, ttl, cached: Mutex::new(None) }
-    }
-
-    /// Builds the Secrets Manager client now (see [`crate::lazy`]).
-    pub fn prewarm(&self) {
-        self.client.get();
+    pub fn new(source: Arc<dyn SecretSource>, ttl: Duration) -> Self {
+        Self { source, ttl, cached: Mutex::new(None) }
     }
 
     /// The current secrets, fetched when absent or older than the TTL.
@@ -92,25 +98,24 @@ impl SecretCache {
         {
             return Ok(Arc::clone(s));
         }
-        let fresh = Arc::new(self.fetch().await?);
+        let fresh = Arc::new(FinchSecrets::parse(self.source.fetch().await?.expose_secret())?);
+        tracing::info!("Finch secret loaded");
         *guard = Some((Instant::now(), Arc::clone(&fresh)));
         Ok(fresh)
     }
 
-    /// Drops the cached value, e.g. after Finch said `invalid_client`.
+    /// Drops the cached value, e.g. after Finch refused our client credentials.
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
     }
 
-    #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id))]
-    async fn fetch(&self) -> Result<FinchSecrets, Error> {
-        let out = self.client.get().get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
-            let retryable = crate::error::aws_retryable(&e);
-            Error::aws("secretsmanager", "GetSecretValue", retryable, e)
-        })?;
-        let json = out.secret_string().ok_or_else(|| Error::internal("Finch secret has no SecretString"))?;
-        tracing::info!("Finch secret loaded");
-        FinchSecrets::parse(json)
+    /// Drops the cached value if `e` says Finch refused our client credentials (a 401 on a
+    /// client-authenticated call), and hands `e` back.
+    pub async fn forget_on_auth_failure(&self, e: Error) -> Error {
+        if matches!(&e, Error::Finch(f) if f.status == 401) {
+            self.invalidate().await;
+        }
+        e
     }
 }
 

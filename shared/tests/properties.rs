@@ -9,12 +9,13 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
-use perch::connect::{NewSessionRequest, parse_code};
+use perch::Error;
+use perch::crypto::state as state_token;
+use perch::domain::{AuthorizationCode, ConnectionId, CustomerId, MAX_MINUTES_TO_EXPIRE};
+use perch::flows::lifecycle::ReauthRequest;
+use perch::flows::session::NewSessionRequest;
+use perch::flows::webhook;
 use perch::http::{customer_from_claims, json_body, query_param};
-use perch::lifecycle::ReauthRequest;
-use perch::state_token;
-use perch::types::{ConnectionId, CustomerId};
-use perch::webhook;
 use proptest::prelude::*;
 use sha2::Sha256;
 
@@ -42,7 +43,8 @@ fn request_with_claims(claims: Vec<(String, String)>) -> lambda_http::Request {
 proptest! {
     #[test]
     fn states_verify_only_as_issued(garbage in ".{0,80}", flip in 0usize..45, byte in any::<u8>()) {
-        let _ = state_token::verify(KEY, &garbage);
+        // Forging a tag by chance is a 2⁻¹²⁸ event: anything not issued is refused.
+        prop_assert!(state_token::verify(KEY, &garbage).is_err());
         let (value, id) = state_token::issue(KEY).unwrap();
         prop_assert_eq!(state_token::verify(KEY, &value).unwrap(), id);
         let mut bytes = value.clone().into_bytes();
@@ -60,8 +62,10 @@ proptest! {
         flip in any::<prop::sample::Index>(),
     ) {
         let now = 1_700_000_000;
-        let _ = webhook::verify(SECRET, Some(&id), Some(&ts), Some(&sig), &body, now);
-        let _ = webhook::verify(SECRET, None, Some(&ts), None, &body, now);
+        // Random headers never verify, and missing ones are the caller's 400, not our 500.
+        prop_assert!(webhook::verify(SECRET, Some(&id), Some(&ts), Some(&sig), &body, now).is_err());
+        let missing = webhook::verify(SECRET, None, Some(&ts), None, &body, now);
+        prop_assert!(matches!(missing, Err(Error::Invalid { code: "webhook_headers_missing", .. })), "{:?}", missing);
         let good = sign("msg_1", now, &body);
         prop_assert!(webhook::verify(SECRET, Some("msg_1"), Some(&now.to_string()), Some(&good), &body, now).is_ok());
         if !body.is_empty() {
@@ -77,8 +81,10 @@ proptest! {
         if let Ok(c) = CustomerId::parse(s.clone()) {
             prop_assert!(!c.as_str().is_empty() && c.as_str().len() <= 128 && !c.as_str().contains('#'));
         }
-        let _ = ConnectionId::parse(s.clone());
-        if let Ok(code) = parse_code(&s) {
+        if let Ok(c) = ConnectionId::parse(s.clone()) {
+            prop_assert!(c.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@|".contains(&b)));
+        }
+        if let Ok(code) = AuthorizationCode::parse(&s) {
             prop_assert!(!code.expose_secret().contains(' '));
         }
     }
@@ -93,7 +99,7 @@ proptest! {
                 let given = claims.iter().rev().find(|(k, _)| k == "customer_id").map(|(_, v)| v.clone());
                 prop_assert_eq!(Some(c.as_str().to_owned()), given);
             }
-            Err(e) => prop_assert_eq!(e.problem().status, 401),
+            Err(e) => prop_assert!(matches!(e, Error::Unauthenticated(_)), "{:?}", e),
         }
     }
 
@@ -101,21 +107,38 @@ proptest! {
     fn json_bodies_and_queries_never_panic(body in proptest::collection::vec(any::<u8>(), 0..20_000), q in ".{0,64}") {
         let mut req = lambda_http::Request::new(Body::Binary(body));
         req.headers_mut().insert("content-type", "application/json".parse().unwrap());
-        if let Ok(r) = json_body::<NewSessionRequest>(&req) {
-            let _ = r.validate();
+        match json_body::<NewSessionRequest>(&req) {
+            Ok(r) => check_validation(&r)?,
+            Err(e) => prop_assert!(matches!(e, Error::Invalid { .. } | Error::PayloadTooLarge { .. }), "{:?}", e),
         }
-        let _ = json_body::<ReauthRequest>(&req);
+        if let Err(e) = json_body::<ReauthRequest>(&req) {
+            prop_assert!(matches!(e, Error::Invalid { .. } | Error::PayloadTooLarge { .. }), "{:?}", e);
+        }
         let req = lambda_http::Request::default()
             .with_query_string_parameters(std::collections::HashMap::from([("limit".to_owned(), vec![q.clone(), q])]));
         prop_assert!(query_param(&req, "limit").is_err(), "a repeated parameter is refused");
     }
 
     #[test]
-    fn session_requests_from_arbitrary_json_never_panic(v in json_value()) {
+    fn session_requests_are_valid_exactly_when_finch_would_take_them(v in json_value()) {
         if let Ok(r) = serde_json::from_value::<NewSessionRequest>(v) {
-            let _ = r.validate();
+            check_validation(&r)?;
         }
     }
+}
+
+/// `validate` accepts only what Finch takes, and refuses with a 400 otherwise.
+fn check_validation(r: &NewSessionRequest) -> Result<(), TestCaseError> {
+    let distinct = r.products.iter().collect::<std::collections::HashSet<_>>().len() == r.products.len();
+    let finch_would_take = !r.products.is_empty()
+        && distinct
+        && r.minutes_to_expire.is_none_or(|m| (1..=MAX_MINUTES_TO_EXPIRE).contains(&m))
+        && r.customer_name.as_ref().is_none_or(|n| !n.trim().is_empty() && n.chars().count() <= 255);
+    match r.validate() {
+        Ok(()) => prop_assert!(finch_would_take, "accepted {r:?}"),
+        Err(e) => prop_assert!(matches!(e, Error::Invalid { .. }), "{e:?}"),
+    }
+    Ok(())
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {

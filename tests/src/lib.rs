@@ -11,6 +11,7 @@
 //! production, see `perch::telemetry`) so tests can assert that no secret was ever logged.
 
 pub mod aws_faults;
+pub mod fast;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -41,7 +42,7 @@ impl Write for Capture {
     }
 }
 
-fn init_logs() {
+pub(crate) fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ =
@@ -251,12 +252,12 @@ impl TestStack {
             Some(proxy) => proxy_sdk(&proxy.url, HARNESS).await,
             None => sdk.clone(),
         };
-        let app = Arc::new(AppState::from_sdk_config(config.clone(), &app_sdk).expect("app state"));
+        let app = Arc::new(AppState::on_aws(config.clone(), &app_sdk, &[]).expect("app state"));
         let mut per_function = HashMap::new();
         if let (Aws::ProxyPerFunction, Some(proxy)) = (aws_mode, &aws) {
             for (_, _, function, _) in perch_local::ROUTES {
                 let sdk = proxy_sdk(&proxy.url, &access_key_id(function.binary())).await;
-                let state = AppState::from_sdk_config(config.clone(), &sdk).expect("app state");
+                let state = AppState::on_aws(config.clone(), &sdk, &[]).expect("app state");
                 per_function.insert(*function, Arc::new(state));
             }
         }
@@ -422,6 +423,12 @@ impl TestStack {
             .expect("json")
     }
 
+    /// A connection as Perch's store reads it.
+    pub async fn record(&self, id: &str) -> perch::store::ConnectionRecord {
+        let id = perch::domain::ConnectionId::parse(id).expect("connection id");
+        self.app.store.get_connection(&id).await.expect("GetItem").expect("the connection is stored")
+    }
+
     /// The stored status of a connection.
     pub async fn stored_status(&self, id: &str) -> String {
         self.raw_connection(id)
@@ -454,27 +461,27 @@ impl TestStack {
                 })
                 .collect()
         };
-        let customer = perch::types::CustomerId::parse(customer).expect("customer");
+        let customer = perch::domain::CustomerId::parse(customer).expect("customer");
         futures_util::stream::iter(pairs.iter())
             .map(|(id, token)| {
                 let customer = customer.clone();
                 async move {
-                    let cid = perch::types::ConnectionId::parse(id.clone()).expect("id");
+                    let cid = perch::domain::ConnectionId::parse(id.clone()).expect("id");
                     let enc = self
                         .app
                         .cipher
-                        .encrypt(&perch::types::AccessToken::new(token.clone()), &cid, &customer)
+                        .encrypt(&perch::domain::AccessToken::new(token.clone()), &cid, &customer)
                         .await
                         .expect("encrypt");
                     let now = time::OffsetDateTime::now_utc();
                     let rec = perch::store::ConnectionRecord {
                         connection_id: cid,
                         customer: customer.clone(),
-                        finch_customer_id: perch::types::FinchCustomerId::parse(format!("{customer}-seed"))
+                        finch_customer_id: perch::domain::FinchCustomerId::parse(format!("{customer}-seed"))
                             .expect("fcid"),
                         provider_id: "gusto".into(),
                         company_name: None,
-                        status: perch::types::ConnectionStatus::Connected,
+                        status: perch::domain::ConnectionStatus::Connected.into(),
                         status_message: None,
                         last_successful_sync: None,
                         products: vec!["company".into()],
@@ -503,6 +510,24 @@ impl TestStack {
         let f: finch_emulator::world::Fault = serde_json::from_value(fault).expect("fault");
         self.finch.shared.world().faults.push(f);
     }
+}
+
+/// Every `.rs` file below `dir`, in a stable order.
+pub fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").map(|e| e.expect("dir entry")) {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// `template.yaml` as JSON. CloudFormation's short tags (`!Ref X`, `!GetAtt X.Arn`, `!Sub "…"`)
@@ -541,7 +566,7 @@ pub fn query(url: &str, key: &str) -> Option<String> {
 
 /// Sweep settings for tests: an effectively unlimited budget, 3 segments, a 1-hour recheck and
 /// no time margin, with `extra` overriding.
-pub fn sweep_settings(extra: &[(&str, &str)]) -> perch::sweep::SweepSettings {
+pub fn sweep_settings(extra: &[(&str, &str)]) -> perch::flows::sweep::SweepSettings {
     let mut vars: HashMap<String, String> = [
         ("SWEEP_BUDGET_REQUESTS", "100000"),
         ("SWEEP_BUDGET_WINDOW_SECONDS", "1"),
@@ -555,5 +580,5 @@ pub fn sweep_settings(extra: &[(&str, &str)]) -> perch::sweep::SweepSettings {
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
-    perch::sweep::SweepSettings::from_lookup(|k| vars.get(k).cloned()).expect("sweep settings")
+    perch::flows::sweep::SweepSettings::from_lookup(|k| vars.get(k).cloned()).expect("sweep settings")
 }

@@ -134,12 +134,12 @@ async fn missing_forged_expired_and_reused_states_never_reach_finch() {
     // A correctly signed state whose stored flow has expired (TTL deletion is lazy).
     let secrets = stack.app.secrets.get().await.unwrap();
     use secrecy::ExposeSecret;
-    let (value, id) = perch::state_token::issue(secrets.state_key.expose_secret()).unwrap();
+    let (value, id) = perch::crypto::state::issue(secrets.state_key.expose_secret()).unwrap();
     let flow = perch::store::PendingFlow {
-        customer: perch::types::CustomerId::parse("acme").unwrap(),
-        finch_customer_id: perch::types::FinchCustomerId::parse("acme").unwrap(),
-        session_id: "s".into(),
-        mode: perch::store::FlowMode::Redirect,
+        customer: perch::domain::CustomerId::parse("acme").unwrap(),
+        finch_customer_id: perch::domain::FinchCustomerId::parse("acme").unwrap(),
+        session_id: perch::domain::SessionId::parse("s").unwrap(),
+        mode: perch::domain::FlowMode::Redirect,
         reauth_of: None,
         expires_at: time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
     };
@@ -278,7 +278,8 @@ async fn no_secret_reaches_the_logs_or_a_response() {
         .text()
         .await
         .unwrap();
-    let _ = stack.get(&format!("/connect/callback?code={code}&state=forged"), None).await;
+    let forged = stack.get(&format!("/connect/callback?code={code}&state=forged"), None).await;
+    assert_eq!(forged.status(), 400);
 
     let mut secrets = stack.issued_tokens();
     secrets.extend(stack.issued_codes());
@@ -371,13 +372,14 @@ async fn every_finch_response_is_logged_with_its_request_id() {
     let stack = TestStack::start().await;
     stack.connect("acme").await;
     stack.inject(json!({"path": "/connect/sessions", "status": 400, "times": 1}));
-    let _ = stack
+    let refused = stack
         .post_json(
             "/connect/sessions",
             Some(&stack.token("acme")),
             &json!({"products": ["company"], "additional": true}),
         )
         .await;
+    assert_eq!(refused.status(), 502, "Finch's 400 to Perch is a bad gateway to the caller");
     let logs = captured_logs();
     // Perch's calls: everything but the employer's browser on the Connect page.
     let seen: Vec<_> = stack.finch.requests().into_iter().filter(|r| r.path != "/authorize").collect();

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use perch::Config;
-use perch::sweep::SweepSettings;
+use perch::flows::sweep::SweepSettings;
 
 /// A complete, valid function environment.
 fn valid() -> HashMap<&'static str, &'static str> {
@@ -43,7 +43,7 @@ fn loader_variables() -> (BTreeSet<String>, BTreeSet<String>) {
 fn direct_reads() -> BTreeSet<String> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let re = regex::Regex::new(r#"\bvar\("([A-Z0-9_]+)"\)"#).unwrap();
-    ["shared/src/telemetry.rs", "infra/local/src/main.rs", "infra/local/src/lib.rs"]
+    ["shared/src/runtime/telemetry.rs", "infra/local/src/main.rs", "infra/local/src/lib.rs"]
         .iter()
         .flat_map(|f| {
             let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();

@@ -81,9 +81,8 @@ async fn stored_item_holds_only_ciphertext_bound_to_its_connection_and_customer(
     assert!(decrypt(&id, "globex").await.is_err(), "moved to another customer, it must not decrypt");
 
     // The same through Perch's own cipher.
-    let rec =
-        stack.app.store.get_connection(&perch::types::ConnectionId::parse(id.clone()).unwrap()).await.unwrap().unwrap();
-    let other = perch::types::ConnectionId::parse("c-elsewhere").unwrap();
+    let rec = stack.record(&id).await;
+    let other = perch::domain::ConnectionId::parse("c-elsewhere").unwrap();
     assert!(stack.app.cipher.decrypt(rec.token.as_ref().unwrap(), &other, &rec.customer).await.is_err());
     let ok = stack.app.cipher.decrypt(rec.token.as_ref().unwrap(), &rec.connection_id, &rec.customer).await.unwrap();
     assert_eq!(ok.expose_secret(), token);

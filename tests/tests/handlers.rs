@@ -27,7 +27,7 @@ async fn offline_app() -> AppState {
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url("http://127.0.0.1:9")
         .build();
-    AppState::from_sdk_config(config, &sdk).unwrap()
+    AppState::on_aws(config, &sdk, &[]).unwrap()
 }
 
 fn event(name: &str) -> lambda_http::Request {

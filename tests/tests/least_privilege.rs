@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use perch::lazy::Service;
+use perch::runtime::Service;
 use perch_tests::TestStack;
 use perch_tests::aws_faults::{AwsCall, AwsFault};
 use serde_json::{Value, json};
@@ -187,13 +187,13 @@ fn platform(statement: &Statement) -> bool {
 
 // --- the scenario --------------------------------------------------------------------------
 
-fn lambda_event(payload: Value) -> lambda_runtime::LambdaEvent<Value> {
+fn lambda_event(payload: Value) -> lambda_runtime::LambdaEvent<check_connection_status::Invocation> {
     let mut ctx = lambda_runtime::Context::default();
     ctx.deadline = (std::time::SystemTime::now() + std::time::Duration::from_secs(60))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    lambda_runtime::LambdaEvent::new(payload, ctx)
+    lambda_runtime::LambdaEvent::new(serde_json::from_value(payload).unwrap(), ctx)
 }
 
 /// Drives every function through every path that reaches AWS; returns the stack (whose proxy
@@ -254,13 +254,14 @@ async fn run_scenario() -> (TestStack, String) {
 
     // check-connection-status: the schedule plans onto SQS, then SQS delivers the segments.
     let check_sdk = stack.sdk_as(CHECK).await;
-    let check_app = perch::AppState::from_sdk_config(stack.config.clone(), &check_sdk).unwrap();
+    let check_app = perch::AppState::on_aws(stack.config.clone(), &check_sdk, &[]).unwrap();
     let settings = perch_tests::sweep_settings(&[
         ("SWEEP_QUEUE_URL", &queue_url),
         ("SWEEP_SEGMENTS", "1"),
         ("SWEEP_RECHECK_SECONDS", "0"),
     ]);
-    let sweeper = check_connection_status::Sweeper::new(&check_app, settings, aws_sdk_sqs::Client::new(&check_sdk));
+    let queue = perch::aws::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&check_sdk), queue_url.clone());
+    let sweeper = check_connection_status::Sweeper::new(&check_app, settings, Some(Box::new(queue)));
     // Finch's side changes without a webhook, for the sweep to find (and announce).
     stack.finch.shared.world().connections.get_mut(&id).unwrap().status = "reauth".into();
     let scheduled = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
@@ -379,20 +380,9 @@ async fn each_function_builds_in_init_the_clients_it_calls() {
 /// Every AWS operation the source can call, found by its SDK method (`.put_item()` on a
 /// client), as `PutItem`.
 fn operations_in_source() -> BTreeSet<String> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut files = Vec::new();
-    let mut dirs =
-        vec![std::path::PathBuf::from(root).join("shared/src"), std::path::PathBuf::from(root).join("functions")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                files.push(p);
-            }
-        }
-    }
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut files = perch_tests::rust_files(&root.join("shared/src"));
+    files.extend(perch_tests::rust_files(&root.join("functions")));
     // A client (`client`, `self.client`, `sqs`, or a lazy one's `client.get()`) followed by a
     // method call with no arguments: the SDK's operation builders.
     let call = regex::Regex::new(r"\b(?:client|sqs)\s*(?:\.\s*get\(\)\s*)?\.\s*([a-z_]+)\(\)").unwrap();

@@ -38,8 +38,7 @@ async fn reauthentication_swaps_the_token_on_the_same_connection() {
     let after = stack.raw_connection(&id).await.unwrap();
     assert_ne!(after["token_ciphertext"], before["token_ciphertext"]);
     assert_eq!(after["status"].as_s().unwrap(), "connected");
-    let rec =
-        stack.app.store.get_connection(&perch::types::ConnectionId::parse(id.clone()).unwrap()).await.unwrap().unwrap();
+    let rec = stack.record(&id).await;
     let token = stack.app.cipher.decrypt(rec.token.as_ref().unwrap(), &rec.connection_id, &rec.customer).await.unwrap();
     let newest = stack.finch.shared.world().tokens.iter().filter(|(_, t)| t.connection_id == id).count();
     assert_eq!(newest, 2, "Finch issued a second token for the same connection");

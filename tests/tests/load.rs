@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use perch::sweep::{self, SweepSettings};
+use perch::flows::sweep::{self, SweepSettings};
 use perch_tests::TestStack;
 use serde_json::json;
 

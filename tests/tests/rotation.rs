@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use perch::types::ConnectionId;
-use perch::{AppState, Config, rotation};
+use perch::domain::ConnectionId;
+use perch::flows::rotation;
+use perch::{AppState, Config};
 use perch_tests::TestStack;
 
 #[tokio::test]
@@ -14,7 +15,7 @@ async fn tokens_move_to_a_new_key_and_old_ones_decrypt_meanwhile() {
     let tokens_before: Vec<String> = {
         let mut t = Vec::new();
         for id in &old_ids {
-            let rec = stack.app.store.get_connection(&ConnectionId::parse(id.clone()).unwrap()).await.unwrap().unwrap();
+            let rec = stack.record(id).await;
             t.push(
                 stack
                     .app
@@ -34,17 +35,17 @@ async fn tokens_move_to_a_new_key_and_old_ones_decrypt_meanwhile() {
     // The functions now encrypt under the new key; the old tokens keep working (disconnect decrypts one).
     let mut config: Config = stack.config.clone();
     config.kms_key_id = new_arn.clone();
-    let rotated = Arc::new(AppState::from_sdk_config(config, &perch_tests::sdk_config().await).unwrap());
-    let customer = perch::types::CustomerId::parse("acme").unwrap();
+    let rotated = Arc::new(AppState::on_aws(config, &perch_tests::sdk_config().await, &[]).unwrap());
+    let customer = perch::domain::CustomerId::parse("acme").unwrap();
     assert_eq!(
-        perch::lifecycle::disconnect(&rotated, &customer, &old_ids[0]).await.unwrap(),
-        perch::lifecycle::Disconnected::Now
+        perch::flows::lifecycle::disconnect(&rotated, &customer, &old_ids[0]).await.unwrap(),
+        perch::flows::lifecycle::Disconnected::Now
     );
 
     // Re-encrypt what is left: globex's token moves, keeps its value and its context binding.
     let report = rotation::reencrypt_all(&rotated, &new_arn).await.unwrap();
     assert_eq!((report.migrated, report.failed, report.skipped), (1, 0, 0));
-    let rec = stack.app.store.get_connection(&ConnectionId::parse(old_ids[1].clone()).unwrap()).await.unwrap().unwrap();
+    let rec = stack.record(&old_ids[1]).await;
     let moved = rec.token.as_ref().unwrap();
     assert_eq!(moved.key_id, new_arn);
     let plain = rotated.cipher.decrypt(moved, &rec.connection_id, &rec.customer).await.unwrap();

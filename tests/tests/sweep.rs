@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use perch::sweep::{self, Pacer, SegmentReport, SweepSettings};
+use perch::flows::sweep::{self, Pacer, SegmentReport, SweepSettings};
 use perch_tests::{TestStack, captured_logs, location, query, sweep_settings};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -116,8 +116,7 @@ async fn a_reauthentication_during_a_check_is_not_overwritten() {
     let id = stack.connect("acme").await;
     stack.finch.shared.world().connections.get_mut(&id).unwrap().status = "reauth".into();
     // Make Perch's record due, then read it as the sweep would.
-    let rec =
-        stack.app.store.get_connection(&perch::types::ConnectionId::parse(id.clone()).unwrap()).await.unwrap().unwrap();
+    let rec = stack.record(&id).await;
 
     // The employer re-authenticates: the token is swapped (version bumped), status connected.
     let s = stack.post_json(&format!("/connections/{id}/reauthenticate"), Some(&stack.token("acme")), &json!({})).await;
@@ -128,7 +127,7 @@ async fn a_reauthentication_during_a_check_is_not_overwritten() {
 
     // The sweep's result from before the swap (`reauth`) must not land.
     let stale = perch::store::Observation {
-        status: perch::types::ConnectionStatus::Reauth,
+        status: perch::domain::ConnectionStatus::Reauth,
         status_message: None,
         last_successful_sync: None,
         products: None,
@@ -169,7 +168,8 @@ async fn the_scheduled_run_fans_out_over_sqs_and_hands_over_near_the_deadline() 
         sqs.create_queue().queue_name(format!("perch-sweep-{}", uuid::Uuid::new_v4().simple())).send().await.unwrap();
     let url = queue.queue_url().unwrap().to_owned();
     let s = sweep_settings(&[("SWEEP_QUEUE_URL", &url), ("SWEEP_SEGMENTS", "4"), ("SWEEP_TIME_MARGIN_SECONDS", "0")]);
-    let sweeper = check_connection_status::Sweeper::new(&stack.app, s, sqs.clone());
+    let queue = perch::aws::sqs::SqsQueue::new(sqs.clone(), url.clone());
+    let sweeper = check_connection_status::Sweeper::new(&stack.app, s, Some(Box::new(queue)));
 
     let event = |payload: Value, millis: u64| {
         let mut ctx = lambda_runtime::Context::default();
@@ -177,7 +177,7 @@ async fn the_scheduled_run_fans_out_over_sqs_and_hands_over_near_the_deadline() 
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        lambda_runtime::LambdaEvent::new(payload, ctx)
+        lambda_runtime::LambdaEvent::new(serde_json::from_value(payload).unwrap(), ctx)
     };
     let scheduled = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
     let planned = check_connection_status::handle(&sweeper, event(scheduled, 60_000)).await.unwrap();

@@ -55,7 +55,7 @@ fn the_table_index_projects_exactly_the_listing_attributes() {
     let t = template();
     let after = t.split("NonKeyAttributes:").nth(1).expect("NonKeyAttributes");
     let attrs: Vec<&str> = after.lines().skip(1).map_while(|l| l.trim().strip_prefix("- ")).collect();
-    assert_eq!(attrs, perch::store::LISTING_ATTRIBUTES);
+    assert_eq!(attrs, perch::aws::dynamodb::LISTING_ATTRIBUTES);
     assert!(!attrs.contains(&"token_ciphertext"));
     assert!(t.contains("IndexName: by_customer") && t.contains("AttributeName: expires_at"));
     assert!(t.contains("PointInTimeRecoveryEnabled: true") && t.contains("EnableKeyRotation: true"));
@@ -130,12 +130,13 @@ fn every_function_logs_to_a_group_with_retention_and_has_error_and_throttle_alar
             let p = &m["Properties"];
             p["LogGroupName"] == "CheckConnectionStatusLogs"
                 && p["MetricTransformations"][0]["MetricName"] == metric
-                // The filter reads the line perch::sweep logs at the end of every segment run.
+                // The filter reads the line perch::flows::sweep logs at the end of every segment run.
                 && p["FilterPattern"].as_str().unwrap().contains("\"status check segment done\"")
         });
         assert!(filtered, "no metric filter makes {metric}");
         assert!(alarms.iter().any(|(_, a)| a["Properties"]["MetricName"] == metric), "no alarm on {metric}");
     }
-    let sweep = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src/sweep.rs")).unwrap();
+    let sweep =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src/flows/sweep/segment.rs")).unwrap();
     assert!(sweep.contains("\"status check segment done\"") && sweep.contains("rate_limited = report.rate_limited"));
 }

@@ -1,4 +1,4 @@
-//! The status sweep's Lambda (see `perch::sweep` for the design and its bound).
+//! The status sweep's Lambda (see `perch::flows::sweep` for the design and its bound).
 //!
 //! - Invoked by the EventBridge schedule: plans a round, one SQS message per scan segment.
 //! - Invoked by SQS: runs each message's segment until done or near the deadline, hands the
@@ -6,32 +6,43 @@
 //!
 //! A failed planning run returns `Err`, so Lambda's error metrics and retries apply.
 
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use perch::lazy::Service;
-use perch::sweep::{self, Pacer, SegmentWork, SweepSettings};
+use perch::flows::sweep::{self, Pacer, SegmentWork, SweepSettings, WorkQueue};
+use perch::runtime::Service;
 use perch::{AppState, Error};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-/// The services this function calls besides DynamoDB: their clients are built in init
-/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+/// The services this function calls besides DynamoDB: their clients are built in init; a test
+/// checks the list against the calls it makes.
 pub const SERVICES: &[Service] = &[Service::Kms, Service::EventBridge, Service::Finch];
 
-/// The clients and settings the sweep needs; built once per container.
+/// What invokes the sweep: an SQS batch of work items, or the schedule.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Invocation {
+    Sqs(SqsEvent),
+    Schedule(EventBridgeEvent),
+}
+
+/// The state and settings the sweep needs; built once per container.
 pub struct Sweeper<'a> {
     pub app: &'a AppState,
     pub settings: SweepSettings,
-    pub sqs: aws_sdk_sqs::Client,
+    /// The queue of work items (`SWEEP_QUEUE_URL`); without one a round runs inline.
+    pub queue: Option<Box<dyn WorkQueue>>,
 }
 
 impl<'a> Sweeper<'a> {
-    pub fn new(app: &'a AppState, settings: SweepSettings, sqs: aws_sdk_sqs::Client) -> Self {
-        Self { app, settings, sqs }
+    pub fn new(app: &'a AppState, settings: SweepSettings, queue: Option<Box<dyn WorkQueue>>) -> Self {
+        Self { app, settings, queue }
     }
 }
 
-/// A run that failed as a whole (Lambda records it as an error).
+/// A run that failed as a whole (Lambda records it as an error), with its cause.
 #[derive(Debug)]
 pub struct SweepFailed(String);
 
@@ -49,35 +60,28 @@ impl From<SweepFailed> for Diagnostic {
     }
 }
 
-#[derive(Deserialize)]
-struct SqsRecord {
-    #[serde(rename = "messageId")]
-    message_id: String,
-    body: String,
-}
-
 /// Handles a scheduled event or an SQS batch.
-pub async fn handle(s: &Sweeper<'_>, event: LambdaEvent<Value>) -> Result<Value, SweepFailed> {
+pub async fn handle(s: &Sweeper<'_>, event: LambdaEvent<Invocation>) -> Result<Value, SweepFailed> {
+    // A deadline already past leaves no time: nothing is started, the rest is handed back.
     let remaining = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + remaining;
-    match event.payload.get("Records").cloned() {
-        Some(records) => {
-            let records: Vec<SqsRecord> =
-                serde_json::from_value(records).map_err(|e| SweepFailed(format!("not an SQS batch: {e}")))?;
-            Ok(run_batch(s, records, deadline).await)
+    match event.payload {
+        Invocation::Sqs(batch) => {
+            let response = run_batch(s, batch.records, deadline).await;
+            serde_json::to_value(response).map_err(|e| SweepFailed(format!("batch response not serialisable: {e}")))
         }
-        None => plan(s, deadline).await.map_err(|e| {
+        Invocation::Schedule(_) => plan(s, deadline).await.map_err(|e| {
             tracing::error!(error = %e.chain(), "status sweep planning failed");
-            SweepFailed(e.problem().detail)
+            SweepFailed(e.chain())
         }),
     }
 }
 
 async fn plan(s: &Sweeper<'_>, deadline: tokio::time::Instant) -> Result<Value, Error> {
     let work = sweep::plan(&s.settings, OffsetDateTime::now_utc());
-    match &s.settings.queue_url {
-        Some(url) => {
-            sweep::enqueue(&s.sqs, url, &work).await?;
+    match &s.queue {
+        Some(queue) => {
+            queue.send(&work).await?;
             tracing::info!(segments = work.len(), "status sweep planned");
             Ok(json!({"planned": work.len()}))
         }
@@ -94,28 +98,113 @@ async fn plan(s: &Sweeper<'_>, deadline: tokio::time::Instant) -> Result<Value, 
     }
 }
 
-async fn run_batch(s: &Sweeper<'_>, records: Vec<SqsRecord>, deadline: tokio::time::Instant) -> Value {
+async fn run_batch(s: &Sweeper<'_>, records: Vec<SqsMessage>, deadline: tokio::time::Instant) -> SqsBatchResponse {
     let pacer = Pacer::new(s.settings.slot());
-    let mut failures = Vec::new();
+    let mut response = SqsBatchResponse::default();
     for r in records {
-        match run_one(s, &pacer, &r.body, deadline).await {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::error!(message_id = %r.message_id, error = %e.chain(), "status sweep work item failed; SQS will retry it");
-                failures.push(json!({"itemIdentifier": r.message_id}));
-            }
+        // SQS always sets it; without one the failure cannot be named, and reporting "" makes
+        // Lambda retry the whole batch — the safe side.
+        let id = r.message_id.clone().unwrap_or_default();
+        if let Err(e) = run_one(s, &pacer, r.body.as_deref(), deadline).await {
+            tracing::error!(message_id = %id, error = %e.chain(), "status sweep work item failed; SQS will retry it");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
         }
     }
-    json!({"batchItemFailures": failures})
+    response
 }
 
-async fn run_one(s: &Sweeper<'_>, pacer: &Pacer, body: &str, deadline: tokio::time::Instant) -> Result<(), Error> {
-    let work: SegmentWork = serde_json::from_str(body)
+async fn run_one(
+    s: &Sweeper<'_>,
+    pacer: &Pacer,
+    body: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Result<(), Error> {
+    // No body is no work item: refused below like any other.
+    let work: SegmentWork = serde_json::from_str(body.unwrap_or_default())
         .map_err(|e| Error::invalid("invalid_work", format!("not a sweep work item: {e}")))?;
     let report = sweep::run_segment(s.app, &s.settings, pacer, work, deadline).await?;
     if let Some(next) = report.next {
-        let url = s.settings.queue_url.as_deref().ok_or_else(|| Error::internal("SWEEP_QUEUE_URL is not set"))?;
-        sweep::enqueue(&s.sqs, url, &[next]).await?;
+        let queue = s.queue.as_ref().ok_or_else(|| Error::internal("SWEEP_QUEUE_URL is not set"))?;
+        queue.send(&[next]).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use perch::memory::{MemoryQueue, sample_config, sample_secret};
+
+    use super::*;
+
+    fn app() -> AppState {
+        let config = sample_config("http://127.0.0.1:9").unwrap();
+        AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap().0
+    }
+
+    fn settings(queue: bool) -> SweepSettings {
+        SweepSettings::from_lookup(|k| match k {
+            "SWEEP_SEGMENTS" => Some("3".to_owned()),
+            "SWEEP_QUEUE_URL" if queue => Some("memory".to_owned()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn event(payload: Value) -> LambdaEvent<Invocation> {
+        let mut ctx = lambda_runtime::Context::default();
+        let in_a_minute = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        ctx.deadline = u64::try_from(in_a_minute.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+        LambdaEvent::new(serde_json::from_value(payload).unwrap(), ctx)
+    }
+
+    /// A queue the test can still read after the sweeper took its box.
+    struct Shared(std::sync::Arc<MemoryQueue>);
+
+    #[async_trait::async_trait]
+    impl WorkQueue for Shared {
+        async fn send(&self, work: &[SegmentWork]) -> Result<(), Error> {
+            self.0.send(work).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_schedule_plans_one_work_item_per_segment_onto_the_queue() {
+        let app = app();
+        let queue = std::sync::Arc::new(MemoryQueue::default());
+        let s = Sweeper::new(&app, settings(true), Some(Box::new(Shared(queue.clone()))));
+        let scheduled = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        let out = handle(&s, event(scheduled)).await.unwrap();
+        assert_eq!(out["planned"], 3);
+        let sent = queue.sent();
+        assert_eq!(sent.iter().map(|w| w.segment).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn without_a_queue_the_schedule_sweeps_inline() {
+        let app = app();
+        let s = Sweeper::new(&app, settings(false), None);
+        let scheduled = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        assert_eq!(handle(&s, event(scheduled)).await.unwrap()["checked"], 0);
+    }
+
+    #[tokio::test]
+    async fn an_sqs_batch_reports_exactly_its_failed_messages() {
+        let app = app();
+        let s = Sweeper::new(&app, settings(true), Some(Box::new(MemoryQueue::default())));
+        let good = serde_json::to_string(&sweep::plan(&s.settings, OffsetDateTime::now_utc())[0]).unwrap();
+        let batch = json!({"Records": [
+            {"messageId": "m-good", "body": good},
+            {"messageId": "m-bad", "body": "not a work item"},
+        ]});
+        let out = handle(&s, event(batch)).await.unwrap();
+        assert_eq!(out, json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]}));
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_is_neither_is_refused_by_the_runtime() {
+        let neither = json!({"hello": "world"});
+        assert!(serde_json::from_value::<Invocation>(neither).is_err());
+    }
 }

@@ -3,9 +3,8 @@ use perch::{AppState, Config};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    perch::telemetry::init();
-    let app = AppState::build(Config::from_env()?).await?;
-    app.prewarm(create_reauth_session::SERVICES)?;
+    perch::runtime::telemetry::init();
+    let app = AppState::build(Config::from_env()?, create_reauth_session::SERVICES).await?;
     run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(create_reauth_session::handle(&app, req).await) }))
         .await
 }

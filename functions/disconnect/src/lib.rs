@@ -2,10 +2,11 @@
 //! its token (404 for anyone else's). Idempotent: 204 whether this call or an earlier one
 //! finished the job.
 
-use lambda_http::{Body, Request, RequestExt, Response};
-use perch::http::{customer_from_claims, error_response, no_content, request_id};
-use perch::lazy::Service;
-use perch::{AppState, Error, lifecycle};
+use lambda_http::{Body, Request, Response};
+use perch::flows::lifecycle;
+use perch::http::{customer_from_claims, error_response, no_content, path_param, request_id};
+use perch::runtime::Service;
+use perch::{AppState, Error};
 
 /// The services this function calls besides DynamoDB: their clients are built in init
 /// (`AppState::prewarm`); a test checks the list against the calls it makes.
@@ -21,6 +22,27 @@ pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
 
 async fn run(app: &AppState, req: &Request) -> Result<(), Error> {
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
-    let id = req.path_parameters_ref().and_then(|p| p.first("id")).ok_or(Error::NotFound("connection"))?;
+    let id = path_param(req, "id", "connection")?;
     lifecycle::disconnect(app, &customer, id).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::http::Method;
+    use perch::http::testing::{api_request, json, with_path};
+    use perch::memory::{sample_config, sample_secret};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_id_the_caller_does_not_hold_is_a_404_and_no_claim_a_401() {
+        let config = sample_config("http://127.0.0.1:9").unwrap();
+        let (app, _) = AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap();
+        let req = with_path(api_request(Method::DELETE, "/connections/c-1", None, Some("acme")), &[("id", "c-1")]);
+        let r = handle(&app, req).await;
+        assert_eq!((r.status().as_u16(), json(&r)["code"].as_str()), (404, Some("not_found")));
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let r = handle(&app, api_request(Method::DELETE, "/connections/c-1", None, None)).await;
+        assert_eq!(r.status().as_u16(), 401);
+    }
 }

@@ -3,8 +3,7 @@ use perch::{AppState, Config};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    perch::telemetry::init();
-    let app = AppState::build(Config::from_env()?).await?;
-    app.prewarm(finch_webhook::SERVICES)?;
+    perch::runtime::telemetry::init();
+    let app = AppState::build(Config::from_env()?, finch_webhook::SERVICES).await?;
     run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(finch_webhook::handle(&app, req).await) })).await
 }

@@ -7,12 +7,12 @@
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use perch::connect::{self, CallbackInput, CallbackOutcome};
+use perch::domain::{AuthorizationCode, FlowMode};
+use perch::flows::callback::{self, CallbackInput, CallbackOutcome, Outcome};
 use perch::http::{
     customer_from_claims, error_response, json_body, json_response, query_param, redirect_response, request_id,
 };
-use perch::lazy::Service;
-use perch::store::FlowMode;
+use perch::runtime::Service;
 use perch::{AppState, Error};
 use serde::Deserialize;
 
@@ -34,7 +34,7 @@ pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
     let result = match *req.method() {
         Method::GET => redirect_flow(app, &req).await.map(|o| redirect_response(&return_url(app, &o))),
         Method::POST => embedded_flow(app, &req).await.map(|o| {
-            let status = if o.outcome == "created" { 201 } else { 200 };
+            let status = if o.outcome == Outcome::Created { 201 } else { 200 };
             json_response(status, &o)
         }),
         _ => Err(Error::invalid("method_not_allowed", "Use GET (redirect flow) or POST (embedded flow).")),
@@ -46,8 +46,8 @@ async fn redirect_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome,
     let code =
         query_param(req, "code")?.ok_or_else(|| Error::invalid("code_invalid", "The callback carries no code."))?;
     let state = query_param(req, "state")?;
-    let input = CallbackInput { code: connect::parse_code(&code)?, state, mode: FlowMode::Redirect, caller: None };
-    connect::complete_callback(app, input).await
+    let input = CallbackInput { code: AuthorizationCode::parse(&code)?, state, mode: FlowMode::Redirect, caller: None };
+    callback::complete_callback(app, input).await
 }
 
 async fn embedded_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome, Error> {
@@ -58,12 +58,12 @@ async fn embedded_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome,
             .map_err(|_| Error::invalid("invalid_body", "The body must be {\"code\": string, \"state\"?: string}."))
     })?;
     let input = CallbackInput {
-        code: connect::parse_code(&body.code)?,
+        code: AuthorizationCode::parse(&body.code)?,
         state: body.state,
         mode: FlowMode::Embedded,
         caller: Some(caller),
     };
-    connect::complete_callback(app, input).await
+    callback::complete_callback(app, input).await
 }
 
 /// Where the browser goes next: the app, told which connection and what happened.
@@ -71,7 +71,47 @@ fn return_url(app: &AppState, o: &CallbackOutcome) -> String {
     let mut url = app.config.app_return_url.clone();
     url.query_pairs_mut()
         .append_pair("connection_id", o.connection.connection_id.as_str())
-        .append_pair("outcome", o.outcome)
+        .append_pair("outcome", o.outcome.as_str())
         .append_pair("status", o.connection.status.as_str());
     url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::http::Method;
+    use perch::http::testing::{api_request, json, with_query};
+    use perch::memory::{sample_config, sample_secret};
+
+    use super::*;
+
+    fn app() -> AppState {
+        let config = sample_config("http://127.0.0.1:9").unwrap();
+        AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap().0
+    }
+
+    async fn code_of(req: Request) -> (u16, Option<String>) {
+        let r = handle(&app(), req).await;
+        (r.status().as_u16(), json(&r)["code"].as_str().map(str::to_owned))
+    }
+
+    #[tokio::test]
+    async fn the_redirect_needs_a_code_and_a_state() {
+        let get = || api_request(Method::GET, "/connect/callback", None, None);
+        assert_eq!(code_of(get()).await, (400, Some("code_invalid".into())));
+        assert_eq!(code_of(with_query(get(), &[("code", "c-1")])).await, (400, Some("state_invalid".into())));
+        let twice = with_query(get(), &[("code", "c-1"), ("code", "c-2")]);
+        assert_eq!(code_of(twice).await, (400, Some("invalid_query".into())));
+        let forged = with_query(get(), &[("code", "c-1"), ("state", "forged")]);
+        assert_eq!(code_of(forged).await, (400, Some("state_invalid".into())));
+    }
+
+    #[tokio::test]
+    async fn the_embedded_flow_needs_a_signed_in_caller_and_a_code_shaped_body() {
+        let post = |body: &str, customer| api_request(Method::POST, "/connect/callback", Some(body), customer);
+        assert_eq!(code_of(post(r#"{"code":"c-1"}"#, None)).await.0, 401);
+        assert_eq!(code_of(post(r#"{"code":7}"#, Some("acme"))).await, (400, Some("invalid_body".into())));
+        assert_eq!(code_of(post(r#"{"code":"has space"}"#, Some("acme"))).await, (400, Some("code_invalid".into())));
+        let r = handle(&app(), api_request(Method::PUT, "/connect/callback", None, None)).await;
+        assert_eq!(r.status().as_u16(), 400);
+    }
 }

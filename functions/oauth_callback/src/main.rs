@@ -3,8 +3,7 @@ use perch::{AppState, Config};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    perch::telemetry::init();
-    let app = AppState::build(Config::from_env()?).await?;
-    app.prewarm(oauth_callback::SERVICES)?;
+    perch::runtime::telemetry::init();
+    let app = AppState::build(Config::from_env()?, oauth_callback::SERVICES).await?;
     run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(oauth_callback::handle(&app, req).await) })).await
 }

@@ -1,4 +1,4 @@
-//! Finch's API routes, as CONTRACT.md and `openapi.json` describe them.
+//! Finch's API routes, as `docs/finch-contract.md` and `openapi.json` describe them.
 
 use axum::Json;
 use axum::extract::State;

@@ -1,6 +1,6 @@
 //! A local Finch: the API endpoints Perch uses, the Connect page, and controls for tests.
 //!
-//! It speaks the contract in `../shared/finch/CONTRACT.md`: Basic auth on Connect sessions
+//! It speaks the contract in `docs/finch-contract.md`: Basic auth on Connect sessions
 //! (with `connection_already_exists`), body credentials on `/auth/token` (10-minute single-use
 //! codes, `invalid_grant_error`), Bearer on `/introspect`, `/employer/company` and
 //! `/disconnect` (which revokes every token of the connection), sandbox connections, and a

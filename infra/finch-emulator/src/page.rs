@@ -6,7 +6,7 @@
 //! `connected`), a single-use code is issued, and the browser is sent to the session's
 //! `redirect_uri` with `code` and `state`. A session without a `redirect_uri` is the embedded
 //! flow: the page, in the Connect SDK's iframe, speaks the SDK's protocol (`@tryfinch/react-connect`
-//! v5, CONTRACT.md §1a): a `finch-auth-message-v2` message to the host page (`sdk_host_url`)
+//! v5, `docs/finch-contract.md`): a `finch-auth-message-v2` message to the host page (`sdk_host_url`)
 //! with `kind` `success` (and the code), `closed` (the employer pressed Cancel) or `error`
 //! (the session is unknown or expired).
 //!

@@ -1,6 +1,6 @@
 //! Webhooks as Finch sends them: `finch-event-id` (`msg_…`), `finch-timestamp` (unix seconds)
 //! and `finch-signature: v1,<base64 HMAC-SHA256>` over `{id}.{timestamp}.{body}`, keyed with
-//! the base64-decoded secret (CONTRACT.md §10). Finch's own SDK verifies these signatures in
+//! the base64-decoded secret (`docs/finch-contract.md`). Finch's own SDK verifies these signatures in
 //! `tests/python`.
 
 use base64::Engine;

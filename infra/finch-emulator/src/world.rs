@@ -105,7 +105,7 @@ pub struct Seen {
     pub injected: bool,
 }
 
-/// Finch's documented limits (CONTRACT.md §8), with windows that tests may shrink.
+/// Finch's documented limits (`docs/finch-contract.md`), with windows that tests may shrink.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateLimits {
     /// Requests per IP per window (Finch: 1,000 per 5 minutes).

@@ -28,7 +28,7 @@ pub struct Created {
 /// Creates the table, key (with alias) and secret unless they exist.
 pub async fn bootstrap(sdk: &aws_config::SdkConfig, n: &Names<'_>) -> Result<Created, Error> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    perch::store::schema::create_table(&ddb, n.table).await?;
+    perch::aws::dynamodb::schema::create_table(&ddb, n.table).await?;
 
     let kms = aws_sdk_kms::Client::new(sdk);
     let existing =

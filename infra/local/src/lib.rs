@@ -22,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, get, post};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lambda_http::aws_lambda_events::apigw::{
     ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
@@ -207,13 +207,23 @@ pub fn router_per_function(
             }),
         );
     }
-    r = r
-        .route("/connect/sessions", post(dispatch))
-        .route("/connect/callback", get(dispatch).post(dispatch))
-        .route("/connections", get(dispatch))
-        .route("/connections/{id}", axum::routing::delete(dispatch))
-        .route("/connections/{id}/reauthenticate", post(dispatch))
-        .route("/finch/webhooks", post(dispatch));
+    // Perch's own routes, from the one table (axum's `{id}` is the template's syntax too).
+    let mut api: Vec<(&str, axum::routing::MethodRouter<Arc<Local>>)> = Vec::new();
+    for (method, path, ..) in ROUTES {
+        let filter = match *method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "DELETE" => MethodFilter::DELETE,
+            other => panic!("ROUTES names a method the local router does not serve: {other}"),
+        };
+        match api.iter_mut().find(|(p, _)| p == path) {
+            Some((_, m)) => *m = std::mem::take(m).on(filter, dispatch),
+            None => api.push((path, axum::routing::on(filter, dispatch))),
+        }
+    }
+    for (path, methods) in api {
+        r = r.route(path, methods);
+    }
     r.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }).with_state(state)
 }
 
@@ -225,7 +235,7 @@ async fn dev_config(State(s): State<Arc<Local>>) -> Response {
 /// `POST /dev/sweep`: one status-check round now, inline (the deployed sweep fans out over
 /// SQS on a schedule), checking every connection regardless of when it was last checked.
 async fn dev_sweep(State(s): State<Arc<Local>>) -> Response {
-    let mut settings = match perch::sweep::SweepSettings::from_env() {
+    let mut settings = match perch::flows::sweep::SweepSettings::from_env() {
         Ok(x) => x,
         Err(e) => {
             return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": e.to_string()}))).into_response();
@@ -233,7 +243,7 @@ async fn dev_sweep(State(s): State<Arc<Local>>) -> Response {
     };
     settings.recheck_after = std::time::Duration::ZERO;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
-    match perch::sweep::run_round(&s.app, &settings, deadline).await {
+    match perch::flows::sweep::run_round(&s.app, &settings, deadline).await {
         Ok(r) => axum::Json(
             json!({"checked": r.checked, "changed": r.changed, "superseded": r.superseded, "failed": r.failed}),
         )
@@ -348,7 +358,7 @@ fn to_lambda(
 }
 
 fn uuid_like() -> String {
-    perch::state_token::random_id(12).unwrap_or_default()
+    perch::crypto::state::random_id(12).unwrap_or_else(|_| "local".to_owned())
 }
 
 fn from_lambda(resp: lambda_http::Response<LambdaBody>) -> Response {

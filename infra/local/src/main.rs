@@ -12,7 +12,7 @@ use perch_local::{DevAuth, router};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    perch::telemetry::init();
+    perch::runtime::telemetry::init();
     if std::env::args().nth(1).as_deref() == Some("bootstrap") {
         return bootstrap().await;
     }
@@ -23,7 +23,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("DEV_JWT_AUDIENCE").unwrap_or_else(|_| "perch".into()),
         config.customer_claim.clone(),
     )?;
-    let app = Arc::new(AppState::build(config).await?);
+    // Locally every client is built on first use: no cold start to optimise.
+    let app = Arc::new(AppState::build(config, &[]).await?);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     println!("perch-local listening on http://{addr}");

@@ -3,7 +3,7 @@
 //! - `Finch-API-Version: 2020-09-17` on every request; Basic auth for Connect sessions,
 //!   credentials in the body for `/auth/token`, Bearer for connection calls.
 //! - A timeout per attempt, no redirects followed (a token endpoint that redirects is not
-//!   Finch), and retries as Finch's own SDKs do (CONTRACT.md §9): 408, 409, 429, ≥ 500 and
+//!   Finch), and retries as Finch's own SDKs do (docs/finch-contract.md): 408, 409, 429, ≥ 500 and
 //!   connection failures, `x-should-retry` first, then `retry-after-ms` / `retry-after`, else
 //!   0.5 s × 2ⁿ (≤ 8 s) minus up to 25 % jitter.
 //! - The code exchange is the exception: a code is single use, so once the request may have
@@ -21,9 +21,9 @@ use super::types::{
     Company, ConnectSession, CreateSessionRequest, ErrorBody, Introspection, ReauthenticateRequest, TokenRequest,
     TokenResponse,
 };
-use crate::error::{Error, FinchError};
+use crate::domain::{AccessToken, AuthorizationCode};
+use crate::domain::{Error, FinchError};
 use crate::secrets::FinchSecrets;
-use crate::types::{AccessToken, AuthorizationCode};
 use secrecy::ExposeSecret;
 
 /// The only Finch API version there is.
@@ -202,78 +202,102 @@ impl FinchClient {
             }
             let started = Instant::now();
             let outcome = req.send().await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let attempt = Attempt { operation, policy, retries, last: retries >= self.max_retries, started };
             let wait = match outcome {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let request_id = header(&resp, "finch-request-id");
-                    let should_retry = header(&resp, "x-should-retry");
-                    let delay = retry_after(&resp);
-                    let bytes = resp.bytes().await;
-                    tracing::info!(
-                        operation,
-                        status = status.as_u16(),
-                        finch_request_id = request_id.as_deref().unwrap_or("-"),
-                        retry = retries,
-                        elapsed_ms,
-                        "finch call"
-                    );
-                    let bytes = match bytes {
-                        Ok(b) => b.to_vec(),
-                        Err(e) => {
-                            return Err(Error::FinchTransport {
-                                operation,
-                                maybe_sent: true,
-                                timed_out: e.is_timeout(),
-                                source: Box::new(e),
-                            });
-                        }
-                    };
-                    if status.is_success() {
-                        return Ok(Answer { status, body: bytes, request_id });
-                    }
-                    let retryable = policy == RetryPolicy::Standard
-                        && match should_retry.as_deref() {
-                            Some("true") => true,
-                            Some("false") => false,
-                            _ => matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error(),
-                        };
-                    let mut err = finch_error(operation, status, &bytes, request_id);
-                    err.retry_after = delay;
-                    if !retryable || retries >= self.max_retries {
-                        return Err(err.into());
-                    }
-                    match delay {
-                        Some(d) if d > MAX_RETRY_AFTER => return Err(err.into()),
-                        Some(d) => d,
-                        None => backoff(retries),
-                    }
-                }
-                Err(e) => {
-                    let unsent = e.is_connect();
-                    tracing::warn!(
-                        operation,
-                        retry = retries,
-                        elapsed_ms,
-                        timed_out = e.is_timeout(),
-                        connect_failed = unsent,
-                        "finch call failed without a response"
-                    );
-                    let retryable = unsent || policy == RetryPolicy::Standard;
-                    if !retryable || retries >= self.max_retries {
-                        return Err(Error::FinchTransport {
-                            operation,
-                            maybe_sent: !unsent,
-                            timed_out: e.is_timeout(),
-                            source: Box::new(e.without_url()),
-                        });
-                    }
-                    backoff(retries)
-                }
+                Ok(resp) => attempt.answered(resp).await?,
+                Err(e) => attempt.failed(e)?,
             };
-            tokio::time::sleep(wait).await;
+            match wait {
+                Next::Done(answer) => return Ok(answer),
+                Next::RetryAfter(d) => tokio::time::sleep(d).await,
+            }
             retries += 1;
         }
+    }
+}
+
+/// One attempt of a call, and what its outcome means for the next.
+struct Attempt {
+    operation: &'static str,
+    policy: RetryPolicy,
+    retries: u32,
+    /// No retry is left.
+    last: bool,
+    started: Instant,
+}
+
+/// After an attempt: the answer, or another attempt after a wait.
+enum Next {
+    Done(Answer),
+    RetryAfter(Duration),
+}
+
+impl Attempt {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Finch answered: a success, a failure worth another attempt, or the error.
+    async fn answered(&self, resp: Response) -> Result<Next, Error> {
+        let status = resp.status();
+        let request_id = header(&resp, "finch-request-id");
+        let should_retry = header(&resp, "x-should-retry");
+        let delay = retry_after(&resp);
+        let bytes = resp.bytes().await;
+        tracing::info!(
+            operation = self.operation,
+            status = status.as_u16(),
+            finch_request_id = request_id.as_deref().unwrap_or("-"),
+            retry = self.retries,
+            elapsed_ms = self.elapsed_ms(),
+            "finch call"
+        );
+        let bytes = bytes.map_err(|e| Error::FinchTransport {
+            operation: self.operation,
+            maybe_sent: true,
+            timed_out: e.is_timeout(),
+            source: Box::new(e),
+        })?;
+        if status.is_success() {
+            return Ok(Next::Done(Answer { status, body: bytes.to_vec(), request_id }));
+        }
+        let retryable = self.policy == RetryPolicy::Standard
+            && match should_retry.as_deref() {
+                Some("true") => true,
+                Some("false") => false,
+                _ => matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error(),
+            };
+        let mut err = finch_error(self.operation, status, &bytes, request_id);
+        err.retry_after = delay;
+        match delay {
+            _ if !retryable || self.last => Err(err.into()),
+            Some(d) if d > MAX_RETRY_AFTER => Err(err.into()),
+            Some(d) => Ok(Next::RetryAfter(d)),
+            None => Ok(Next::RetryAfter(backoff(self.retries))),
+        }
+    }
+
+    /// No answer: retried if the request provably never left, or if repeating it is harmless.
+    fn failed(&self, e: reqwest::Error) -> Result<Next, Error> {
+        let unsent = e.is_connect();
+        tracing::warn!(
+            operation = self.operation,
+            retry = self.retries,
+            elapsed_ms = self.elapsed_ms(),
+            timed_out = e.is_timeout(),
+            connect_failed = unsent,
+            "finch call failed without a response"
+        );
+        let retryable = unsent || self.policy == RetryPolicy::Standard;
+        if !retryable || self.last {
+            return Err(Error::FinchTransport {
+                operation: self.operation,
+                maybe_sent: !unsent,
+                timed_out: e.is_timeout(),
+                source: Box::new(e.without_url()),
+            });
+        }
+        Ok(Next::RetryAfter(backoff(self.retries)))
     }
 }
 
@@ -307,6 +331,8 @@ pub(crate) fn backoff(retries: u32) -> Duration {
 }
 
 fn finch_error(operation: &'static str, status: StatusCode, body: &[u8], request_id: Option<String>) -> FinchError {
+    // A body that is not Finch's JSON error (a proxy's HTML page, an empty 502) carries none of
+    // its fields: the status alone classifies the failure, so an unreadable body is an empty one.
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     FinchError {
         operation,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AccessToken, AuthMethod, ConnectionId, ConnectionStatus, Product, SandboxMode};
+use crate::domain::{AccessToken, AuthMethod, ConnectionId, ConnectionStatus, Product, SandboxMode, SessionId};
 
 /// `integration` of a Connect session: skip provider selection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct ReauthenticateRequest<'a> {
 /// A new Connect session (both endpoints answer this shape).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct ConnectSession {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub connect_url: String,
 }
 
@@ -78,7 +78,7 @@ pub struct TokenResponse {
     #[serde(default)]
     pub connection_type: Option<String>,
     #[serde(default)]
-    pub products: Vec<String>,
+    pub products: Vec<Product>,
     pub provider_id: String,
     #[serde(default)]
     pub entity_ids: Vec<String>,
@@ -113,7 +113,7 @@ pub struct Introspection {
     pub connection_id: ConnectionId,
     pub connection_status: StatusDetail,
     #[serde(default)]
-    pub products: Vec<String>,
+    pub products: Vec<Product>,
     pub provider_id: String,
     #[serde(default)]
     pub customer_id: Option<String>,
@@ -136,7 +136,7 @@ pub struct Company {
     pub legal_name: Option<String>,
 }
 
-/// Finch's error body: every field optional, as it varies by endpoint (CONTRACT.md §8).
+/// Finch's error body: every field optional, as it varies by endpoint (docs/finch-contract.md).
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ErrorBody {
     #[serde(default)]

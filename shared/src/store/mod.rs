@@ -1,155 +1,238 @@
-//! What Perch keeps, and the DynamoDB adapter that keeps it.
+//! What Perch keeps, and the narrow traits through which each flow keeps it.
 //!
-//! One table, one string partition key `pk`, four kinds of item:
+//! Five kinds of record: a connection with its KMS-encrypted token (until disconnected, then a
+//! tombstone), the claim of a Finch `customer_id` by a customer (forever), a pending Connect
+//! flow under its state id (single use, expires), the marker of a code exchange (single use,
+//! expires), and the id of a webhook event already handled (expires).
 //!
-//! | `pk` | item | lifetime |
-//! |---|---|---|
-//! | `CONN#<connection_id>` | a connection and its KMS-encrypted token | until disconnected |
-//! | `FCUST#<finch customer id>` | which customer owns a Finch `customer_id` | forever |
-//! | `STATE#<state id>` | a pending Connect flow, consumed once | `STATE_TTL_SECONDS` |
-//! | `CODE#<sha256(code)>` | a code exchange started or finished | 1 hour |
+//! **The traits mirror the IAM split.** Each function's role in `template.yaml` allows exactly
+//! the DynamoDB actions its code makes; each flow reaches the store through the one trait that
+//! lists those operations ([`SessionStore`] for create-session, [`CallbackStore`] for the
+//! callback, …), so a flow that calls something its function may not do does not compile.
+//! Those are compositions of small traits, one per item kind and action ([`ReadConnection`],
+//! [`IssueState`], [`CodeExchanges`], …), which is also how the adapters are split.
+//! [`Store`] is all of them: what an adapter implements.
 //!
-//! A customer's connections are found through the `by_customer` index (`gsi1pk =
-//! CUST#<customer>`, sorted by creation time), never by a scan. The index projects only the
-//! listing attributes, so whoever reads it cannot see a ciphertext at all.
+//! Two adapters: DynamoDB ([`crate::aws::dynamodb`]) for the real thing, and memory
+//! ([`crate::memory::MemoryStore`]) for the fast in-process tests and nothing else. Both honour
+//! the same conditions — versions, expiry, ownership — and the stack tests hold the DynamoDB
+//! one to what the in-process tests prove of the flows.
 //!
-//! Ownership of a Finch `customer_id` is claimed with a conditional put before it is ever
-//! sent to Finch. The suffix scheme (`acme`, `acme-2`) is not injective across customers
-//! (customer `acme-2` vs slot 2 of `acme`); the claim is what keeps one customer from being
-//! handed a Connect session or a connection that Finch files under another's id.
-//!
-//! Every write that can race is conditional: states are consumed by a conditional delete, a
-//! code exchange is started by a conditional put, and a connection is created with
-//! `attribute_not_exists` or replaced only at the `version` it was read at.
+//! **Races.** Every write that can race is conditional: a state is consumed at most once, a
+//! code exchange is started at most once, and a connection is created only if absent or
+//! replaced only at the `version` it was read at. A lost race is reported, never silently
+//! applied.
 
-mod dynamodb;
-pub mod schema;
+mod records;
 
+use async_trait::async_trait;
 use time::OffsetDateTime;
 
-pub use dynamodb::{DynamoStore, INDEX_BY_CUSTOMER, LISTING_ATTRIBUTES, ScanPage};
+pub use records::{
+    ConnectionRecord, ConnectionSummary, ExchangeStart, Observation, Page, PendingFlow, SaveOutcome, ScanPage,
+};
 
 use crate::crypto::EncryptedToken;
-use crate::types::{ConnectionId, ConnectionStatus, CustomerId, FinchCustomerId};
+use crate::domain::{CodeHash, ConnectionId, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, StateId};
 
-/// A stored connection. The token is only ever held encrypted.
-#[derive(Debug, Clone)]
-pub struct ConnectionRecord {
-    pub connection_id: ConnectionId,
-    pub customer: CustomerId,
-    pub finch_customer_id: FinchCustomerId,
-    pub provider_id: String,
-    pub company_name: Option<String>,
-    pub status: ConnectionStatus,
-    pub status_message: Option<String>,
-    pub last_successful_sync: Option<String>,
-    pub products: Vec<String>,
-    pub entity_ids: Vec<String>,
-    /// `production`, `sandbox` or `development`, as Finch reports it.
-    pub client_type: Option<String>,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-    /// The `Finch-Request-Id`-bearing call that last changed this record, for support.
-    pub last_finch_request_id: Option<String>,
-    /// When Finch's status was observed (an introspection, or a webhook's timestamp): a
-    /// status is only ever replaced by one observed later.
-    pub status_observed_at: Option<OffsetDateTime>,
-    /// When the status sweep last checked this connection.
-    pub checked_at: Option<OffsetDateTime>,
-    /// Set on the tombstone a disconnect leaves.
-    pub disconnected_at: Option<OffsetDateTime>,
-    /// Optimistic-concurrency counter; bumped by every write.
-    pub version: u64,
-    /// `None` once disconnected: the ciphertext is destroyed, the tombstone kept.
-    pub token: Option<EncryptedToken>,
+// --- Connections (`CONN#`) --------------------------------------------------------------
+
+/// Reads one connection, strongly consistent (`GetItem`): every flow that acts on one.
+#[async_trait]
+pub trait ReadConnection: Send + Sync {
+    async fn get_connection(&self, id: &ConnectionId) -> Result<Option<ConnectionRecord>, Error>;
 }
 
-impl ConnectionRecord {
-    /// Whether a disconnect has started or finished (a tombstone). A `disconnected` status
-    /// Finch reported is not a tombstone: the ciphertext is kept until Perch disconnects.
-    pub fn is_disconnecting_or_gone(&self) -> bool {
-        self.status.as_str() == DISCONNECTING || self.disconnected_at.is_some()
-    }
+/// One page of a customer's connections, oldest first (`Query` on the `by_customer` index).
+#[async_trait]
+pub trait ListConnections: Send + Sync {
+    /// `cursor` is one a previous page returned; one that is not is an `invalid_cursor` 400.
+    async fn list_connections(&self, customer: &CustomerId, limit: i32, cursor: Option<&str>) -> Result<Page, Error>;
 }
 
-/// The status of a connection whose disconnect has started but not finished.
-pub const DISCONNECTING: &str = "disconnecting";
-
-/// What a status check or a webhook learned about a connection.
-#[derive(Debug, Clone)]
-pub struct Observation {
-    pub status: ConnectionStatus,
-    pub status_message: Option<String>,
-    pub last_successful_sync: Option<String>,
-    /// `None` leaves the stored value alone (a webhook does not carry them).
-    pub products: Option<Vec<String>>,
-    pub entity_ids: Option<Vec<String>>,
-    pub request_id: Option<String>,
-    pub observed_at: OffsetDateTime,
+/// Stores a connection with its token at the end of a Connect flow.
+#[async_trait]
+pub trait SaveConnection: Send + Sync {
+    /// Creates the connection, or — when it exists for the same customer at `expected_version`
+    /// — replaces it (a reauthentication's new token), marking the code exchange done in the
+    /// same transaction. The old ciphertext is overwritten only when the whole write commits.
+    /// `expected_version` is `None` to create; a lost race is a `connection_changed` conflict
+    /// the caller re-reads after.
+    async fn save_connection(
+        &self,
+        record: &ConnectionRecord,
+        expected_version: Option<u64>,
+        code: Option<&CodeHash>,
+    ) -> Result<SaveOutcome, Error>;
 }
 
-/// The listing view of a connection (what the `by_customer` index projects).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConnectionSummary {
-    pub connection_id: ConnectionId,
-    pub provider_id: String,
-    pub company_name: Option<String>,
-    pub status: ConnectionStatus,
-    pub products: Vec<String>,
-    pub entity_ids: Vec<String>,
-    pub finch_customer_id: FinchCustomerId,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    /// When the status sweep last checked the connection.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub checked_at: Option<OffsetDateTime>,
+/// The two writes of a disconnect.
+#[async_trait]
+pub trait DisconnectSteps: Send + Sync {
+    /// First step: marks the connection `disconnecting` (from `expected_version`). `Ok(false)`
+    /// if it changed meanwhile.
+    async fn mark_disconnecting(&self, id: &ConnectionId, expected_version: u64) -> Result<bool, Error>;
+
+    /// Last step: destroys the ciphertext and leaves a tombstone (id, customer, provider, times,
+    /// last Finch-Request-Id) outside the customer's listing. `Ok(false)` if the connection is
+    /// not `disconnecting` (another call finished first).
+    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>) -> Result<bool, Error>;
 }
 
-/// Which Connect flow a state belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlowMode {
-    Redirect,
-    Embedded,
+/// Applies a status Finch pushed (a webhook).
+#[async_trait]
+pub trait ApplyPushedStatus: Send + Sync {
+    /// Applies `status` if it is newer than what is stored. Returns the record as it was
+    /// before, or `None` when the connection is unknown, being disconnected, gone, or holds a
+    /// status observed later.
+    async fn apply_pushed_status(
+        &self,
+        id: &ConnectionId,
+        status: &ConnectionStatus,
+        observed_at: OffsetDateTime,
+        event: &EventId,
+    ) -> Result<Option<ConnectionRecord>, Error>;
 }
 
-/// A Connect flow Perch started and is waiting to see come back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingFlow {
-    pub customer: CustomerId,
-    pub finch_customer_id: FinchCustomerId,
-    pub session_id: String,
-    pub mode: FlowMode,
-    /// Set when the flow re-authenticates an existing connection.
-    pub reauth_of: Option<ConnectionId>,
-    pub expires_at: OffsetDateTime,
+/// The status sweep's reads and writes.
+#[async_trait]
+pub trait CheckConnections: Send + Sync {
+    /// One page of one parallel-scan segment: live connections neither checked nor updated
+    /// since `cutoff`. Memory is bounded by `limit`, whatever the table size.
+    async fn scan_due(
+        &self,
+        segment: i32,
+        total_segments: i32,
+        start: Option<&str>,
+        limit: i32,
+        cutoff: OffsetDateTime,
+    ) -> Result<ScanPage, Error>;
+
+    /// Records a status check, unless the connection changed since it was read at
+    /// `expected_version` (a webhook, a reauthentication or a disconnect got there first: their
+    /// data is newer). `Ok(false)` when the write was refused for that reason.
+    async fn record_check(&self, id: &ConnectionId, expected_version: u64, obs: &Observation) -> Result<bool, Error>;
 }
 
-/// What starting a code exchange found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExchangeStart {
-    /// This call owns the exchange.
-    Started,
-    /// The code was already exchanged into this connection.
-    Done { customer: CustomerId, connection_id: ConnectionId },
-    /// Another call is exchanging it right now (or crashed doing so).
-    InProgress,
+/// Moving ciphertexts to another key (`perch-admin reencrypt`).
+#[async_trait]
+pub trait ReplaceTokens: Send + Sync {
+    /// One page of every connection that still holds a ciphertext under a key other than `key_arn`.
+    async fn scan_tokens_not_under(&self, key_arn: &str, start: Option<&str>, limit: i32) -> Result<ScanPage, Error>;
+
+    /// Replaces a connection's ciphertext at `expected_version`. `Ok(false)` if the connection
+    /// changed meanwhile or has no token any more.
+    async fn replace_token(
+        &self,
+        id: &ConnectionId,
+        expected_version: u64,
+        token: &EncryptedToken,
+    ) -> Result<bool, Error>;
 }
 
-/// What saving a connection did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaveOutcome {
-    Created,
-    /// An existing connection of the same customer got the new token (reauthentication).
-    Replaced,
+// --- Finch customer-id claims (`FCUST#`) ------------------------------------------------
+
+/// Claims a Finch `customer_id` before it is ever sent to Finch.
+#[async_trait]
+pub trait ClaimFinchCustomer: Send + Sync {
+    /// `Ok(true)` if `id` is (now or already) `customer`'s, `Ok(false)` if another customer
+    /// holds it.
+    async fn claim_finch_customer(&self, id: &FinchCustomerId, customer: &CustomerId, slot: u32)
+    -> Result<bool, Error>;
 }
 
-/// One page of a customer's connections.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub items: Vec<ConnectionSummary>,
-    /// Opaque; pass back to get the next page.
-    pub next_cursor: Option<String>,
+/// Who claimed a Finch `customer_id`.
+#[async_trait]
+pub trait FinchCustomerOwner: Send + Sync {
+    async fn finch_customer_owner(&self, id: &FinchCustomerId) -> Result<Option<CustomerId>, Error>;
 }
+
+// --- Pending flows (`STATE#`) -----------------------------------------------------------
+
+/// Stores a pending Connect flow under its state id.
+#[async_trait]
+pub trait IssueState: Send + Sync {
+    async fn put_state(&self, state: &StateId, flow: &PendingFlow) -> Result<(), Error>;
+}
+
+/// Consumes a pending Connect flow.
+#[async_trait]
+pub trait ConsumeState: Send + Sync {
+    /// Returns the state's flow exactly once, and never after it expired. With `owner`, a
+    /// state of another customer is left untouched (and reported as absent).
+    async fn take_state(
+        &self,
+        state: &StateId,
+        now: OffsetDateTime,
+        owner: Option<&CustomerId>,
+    ) -> Result<Option<PendingFlow>, Error>;
+}
+
+// --- Code exchanges (`CODE#`) -----------------------------------------------------------
+
+/// The single-use marker of a code exchange (finished by [`SaveConnection::save_connection`]).
+#[async_trait]
+pub trait CodeExchanges: Send + Sync {
+    /// Marks a code exchange as started, unless this code was seen before.
+    async fn begin_exchange(
+        &self,
+        code: &CodeHash,
+        customer: &CustomerId,
+        now: OffsetDateTime,
+    ) -> Result<ExchangeStart, Error>;
+
+    /// Forgets a started exchange whose request provably never reached Finch, so the same code
+    /// can be tried again. A finished exchange is left alone.
+    async fn abandon_exchange(&self, code: &CodeHash) -> Result<(), Error>;
+}
+
+// --- Webhook event ids (`EVENT#`) -------------------------------------------------------
+
+/// De-duplication of webhook deliveries.
+#[async_trait]
+pub trait EventIds: Send + Sync {
+    /// Remembers an event id for `ttl`; `Ok(false)` if it was seen before (a redelivery).
+    async fn mark_event(&self, id: &EventId, ttl: time::Duration) -> Result<bool, Error>;
+
+    /// Forgets an event id, so that Finch's redelivery is processed (after a failure).
+    async fn unmark_event(&self, id: &EventId) -> Result<(), Error>;
+}
+
+// --- What each function may do ----------------------------------------------------------
+
+macro_rules! function_store {
+    ($(#[$doc:meta])* $name:ident: $($part:path),+) => {
+        $(#[$doc])*
+        pub trait $name: $($part +)+ {}
+        impl<T: $($part +)+ ?Sized> $name for T {}
+    };
+}
+
+function_store!(
+    /// create-connect-session: claims, its connections, states.
+    SessionStore: ReadConnection, ListConnections, IssueState, ClaimFinchCustomer
+);
+function_store!(
+    /// create-reauth-session: the connection, states.
+    ReauthStore: ReadConnection, IssueState
+);
+function_store!(
+    /// oauth-callback: consumes the state, guards the code, stores the connection.
+    CallbackStore: ReadConnection, ConsumeState, FinchCustomerOwner, CodeExchanges, SaveConnection
+);
+function_store!(
+    /// disconnect: the connection, then its two writes.
+    DisconnectStore: ReadConnection, DisconnectSteps
+);
+function_store!(
+    /// finch-webhook: event ids, pushed statuses.
+    WebhookStore: EventIds, ApplyPushedStatus
+);
+function_store!(
+    /// check-connection-status: scans and checks.
+    SweepStore: CheckConnections
+);
+function_store!(
+    /// Every operation: what an adapter implements and [`crate::app::AppState`] holds.
+    Store: SessionStore, ReauthStore, CallbackStore, DisconnectStore, WebhookStore, SweepStore, ReplaceTokens
+);

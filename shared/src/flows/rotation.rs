@@ -15,7 +15,8 @@
 //! `invalid_client`, so no redeploy is needed.
 
 use crate::app::AppState;
-use crate::error::Error;
+use crate::domain::Error;
+use crate::store::ReplaceTokens;
 
 /// What a re-encryption pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -28,16 +29,17 @@ pub struct Reencrypted {
 
 /// Moves every stored ciphertext under `to_key` (id, ARN or alias).
 pub async fn reencrypt_all(app: &AppState, to_key: &str) -> Result<Reencrypted, Error> {
+    let store: &dyn ReplaceTokens = &*app.store;
     let arn = app.cipher.key_arn(to_key).await?;
     let mut report = Reencrypted::default();
     let mut start: Option<String> = None;
     loop {
-        let page = app.store.scan_tokens_not_under(&arn, start.as_deref(), 100).await?;
+        let page = store.scan_tokens_not_under(&arn, start.as_deref(), 100).await?;
         for rec in &page.items {
             let Some(token) = &rec.token else { continue };
             match app.cipher.reencrypt(token, &arn, &rec.connection_id, &rec.customer).await {
                 Ok(moved) => {
-                    if app.store.replace_token(&rec.connection_id, rec.version, &moved).await? {
+                    if store.replace_token(&rec.connection_id, rec.version, &moved).await? {
                         report.migrated += 1;
                     } else {
                         report.skipped += 1;

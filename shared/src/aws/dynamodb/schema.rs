@@ -7,14 +7,11 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::{INDEX_BY_CUSTOMER, LISTING_ATTRIBUTES};
-use crate::error::Error;
-
-/// The TTL attribute (epoch seconds) of states and code markers.
-pub const TTL_ATTRIBUTE: &str = "expires_at";
+use super::keys::{GSI1PK, GSI1SK, INDEX_BY_CUSTOMER, LISTING_ATTRIBUTES, PK, TTL};
+use crate::domain::Error;
 
 fn build<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, Error> {
-    r.map_err(|e| Error::internal_from("building the table definition", e))
+    r.map_err(crate::aws::build_error)
 }
 
 /// Creates the table (on-demand) with the `by_customer` index and TTL, unless it exists.
@@ -26,8 +23,8 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), Error> {
     let index = build(
         GlobalSecondaryIndex::builder()
             .index_name(INDEX_BY_CUSTOMER)
-            .key_schema(key("gsi1pk", KeyType::Hash)?)
-            .key_schema(key("gsi1sk", KeyType::Range)?)
+            .key_schema(key(GSI1PK, KeyType::Hash)?)
+            .key_schema(key(GSI1SK, KeyType::Range)?)
             .projection(
                 Projection::builder()
                     .projection_type(ProjectionType::Include)
@@ -40,26 +37,26 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), Error> {
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .attribute_definitions(attr("pk")?)
-        .attribute_definitions(attr("gsi1pk")?)
-        .attribute_definitions(attr("gsi1sk")?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .attribute_definitions(attr(PK)?)
+        .attribute_definitions(attr(GSI1PK)?)
+        .attribute_definitions(attr(GSI1SK)?)
         .global_secondary_indexes(index)
         .send()
         .await;
     match res {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|x| x.is_resource_in_use_exception()) => return Ok(()),
-        Err(e) => return Err(Error::aws("dynamodb", "CreateTable", false, e)),
+        Err(e) => return Err(crate::aws::error("dynamodb", "CreateTable")(e)),
     }
     client
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(build(
-            TimeToLiveSpecification::builder().enabled(true).attribute_name(TTL_ATTRIBUTE).build(),
+            TimeToLiveSpecification::builder().enabled(true).attribute_name(TTL).build(),
         )?)
         .send()
         .await
-        .map_err(|e| Error::aws("dynamodb", "UpdateTimeToLive", false, e))?;
+        .map_err(crate::aws::error("dynamodb", "UpdateTimeToLive"))?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init() {
+    // Neither set: the empty setting, which `filter` reads as `info`.
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_default();
     tracing_subscriber::registry()
         .with(

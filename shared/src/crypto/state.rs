@@ -13,7 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+use crate::domain::{Error, StateId};
 
 const ID_BYTES: usize = 16;
 const TAG_BYTES: usize = 16;
@@ -22,11 +22,11 @@ const DOMAIN: &[u8] = b"perch-connect-state-v1.";
 /// A state value that passed its signature check; `id()` keys the stored flow.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifiedState {
-    id: String,
+    id: StateId,
 }
 
 impl VerifiedState {
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &StateId {
         &self.id
     }
 }
@@ -61,7 +61,7 @@ pub fn issue(key: &[u8]) -> Result<(String, VerifiedState), Error> {
     let id = random_id(ID_BYTES)?;
     let t = tag(key, &id)?;
     let value = format!("{id}.{}", URL_SAFE_NO_PAD.encode(t));
-    Ok((value, VerifiedState { id }))
+    Ok((value, VerifiedState { id: StateId::parse(id)? }))
 }
 
 /// Checks a state's shape and signature in constant time.
@@ -78,7 +78,10 @@ pub fn verify(key: &[u8], value: &str) -> Result<VerifiedState, Error> {
         return Err(invalid());
     }
     let expected = tag(key, id)?;
-    if bool::from(expected.ct_eq(&given[..])) { Ok(VerifiedState { id: id.to_owned() }) } else { Err(invalid()) }
+    if !bool::from(expected.ct_eq(&given[..])) {
+        return Err(invalid());
+    }
+    Ok(VerifiedState { id: StateId::parse(id).map_err(|_| invalid())? })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Finch webhooks: verify exactly as Finch's SDKs do, then apply `account.updated` at once.
 //!
-//! Verification (CONTRACT.md §10): the secret is a standard base64 string whose *decoded*
+//! Verification (`docs/finch-contract.md`, webhooks): the secret is a standard base64 string whose *decoded*
 //! bytes are the HMAC-SHA256 key; the signed content is `{finch-event-id}.{finch-timestamp}.`
 //! followed by the raw body as received; the timestamp must be within ±300 s of now;
 //! `finch-signature` holds space-separated `version,signature` pairs and any `v1` pair that
@@ -22,19 +22,19 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::app::AppState;
-use crate::error::Error;
-use crate::events::StatusChanged;
-use crate::types::{ConnectionId, ConnectionStatus};
+use crate::domain::{ConnectionId, ConnectionStatus, Error, EventId};
+use crate::events::{ChangeSource, StatusChanged};
+use crate::store::WebhookStore;
 
 /// Finch's tolerance for the timestamp, in seconds, either way.
 pub const TOLERANCE_SECS: i64 = 300;
 /// How long an event id is remembered (Finch retries for about a day).
-const EVENT_ID_TTL_SECS: i64 = 7 * 24 * 3600;
+const EVENT_ID_TTL: time::Duration = time::Duration::days(7);
 
 /// A request whose signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    pub event_id: String,
+    pub event_id: EventId,
     pub timestamp: i64,
 }
 
@@ -61,9 +61,8 @@ pub fn verify(
             "finch-event-id, finch-timestamp and finch-signature are required.",
         ));
     };
-    if event_id.is_empty() || event_id.len() > 256 || !event_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid("webhook_headers_invalid", "finch-event-id is malformed."));
-    }
+    let event_id = EventId::parse(event_id)
+        .map_err(|_| Error::invalid("webhook_headers_invalid", "finch-event-id is malformed."))?;
     let ts: i64 = timestamp
         .trim()
         .parse()
@@ -76,7 +75,7 @@ pub fn verify(
     }
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(&key).map_err(|_| Error::internal("webhook key rejected"))?;
-    mac.update(event_id.as_bytes());
+    mac.update(event_id.as_str().as_bytes());
     mac.update(b".");
     mac.update(timestamp.trim().as_bytes());
     mac.update(b".");
@@ -90,7 +89,7 @@ pub fn verify(
     if !matched {
         return Err(unauthorized("No webhook signature matched."));
     }
-    Ok(Verified { event_id: event_id.to_owned(), timestamp: ts })
+    Ok(Verified { event_id, timestamp: ts })
 }
 
 /// The envelope of every Finch webhook event.
@@ -134,12 +133,50 @@ impl AuthenticationMethod {
     }
 }
 
-/// What Perch did with an event.
+/// What Perch did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handled {
+    /// The status was stored and the change published.
+    Applied,
+    /// The connection is unknown, being disconnected, gone, or holds a newer status.
+    Stale,
+    /// Nothing to do: another event type, an entity's own disconnect, no connection id.
+    Ignored,
+    /// A redelivery of an event already handled.
+    Duplicate,
+}
+
+/// What Perch did with an event (the webhook's 200 body).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
-    /// `applied`, `stale`, `ignored` (unknown connection or event type) or `duplicate`.
-    pub status: &'static str,
+    pub status: Handled,
     pub event_type: String,
+}
+
+/// What an `account.updated` asks: a status for a connection (if it names one).
+struct Update {
+    connection_id: Option<ConnectionId>,
+    data: AccountUpdated,
+}
+
+/// Parses everything Perch acts on before the event is recorded, so a malformed delivery
+/// leaves no trace and Finch's retry is handled as new.
+fn parse(body: &[u8]) -> Result<(Event, Option<Update>), Error> {
+    let event: Event = serde_json::from_slice(body)
+        .map_err(|_| Error::invalid("invalid_body", "The webhook body is not a Finch event."))?;
+    if event.event_type != "account.updated" {
+        return Ok((event, None));
+    }
+    let data: AccountUpdated = serde_json::from_value(event.data.clone().unwrap_or(serde_json::Value::Null))
+        .map_err(|_| Error::invalid("invalid_body", "account.updated carries no readable status."))?;
+    let connection_id = event
+        .connection_id
+        .as_deref()
+        .map(ConnectionId::parse)
+        .transpose()
+        .map_err(|_| Error::invalid("invalid_body", "The event's connection_id is malformed."))?;
+    Ok((event, Some(Update { connection_id, data })))
 }
 
 /// Verifies and handles one delivery.
@@ -151,6 +188,7 @@ pub async fn handle(
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<Outcome, Error> {
+    let store: &dyn WebhookStore = &*app.store;
     let secrets = app.secrets.get().await?;
     let secret = secrets
         .webhook_secret
@@ -159,78 +197,49 @@ pub async fn handle(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Error::internal("webhook_secret is not configured"))?;
     let verified = verify(secret, event_id, timestamp, signature, body, OffsetDateTime::now_utc().unix_timestamp())?;
-    let event: Event = serde_json::from_slice(body)
-        .map_err(|_| Error::invalid("invalid_body", "The webhook body is not a Finch event."))?;
-    // Parse everything we will act on before recording the event, so a malformed delivery
-    // leaves no trace and Finch's retry is handled as new.
-    let update = if event.event_type == "account.updated" {
-        let data = event.data.clone().unwrap_or_default();
-        let parsed: AccountUpdated = serde_json::from_value(data)
-            .map_err(|_| Error::invalid("invalid_body", "account.updated carries no readable status."))?;
-        let id = event
-            .connection_id
-            .as_deref()
-            .map(ConnectionId::parse)
-            .transpose()
-            .map_err(|_| Error::invalid("invalid_body", "The event's connection_id is malformed."))?;
-        Some((id, parsed))
-    } else {
-        None
-    };
+    let (event, update) = parse(body)?;
+    let outcome = |status| Ok(Outcome { status, event_type: event.event_type.clone() });
+    let id = &verified.event_id;
 
-    if !app.store.mark_event(&verified.event_id, EVENT_ID_TTL_SECS).await? {
-        tracing::info!(event_id = %verified.event_id, event_type = %event.event_type, "duplicate webhook delivery");
-        return Ok(Outcome { status: "duplicate", event_type: event.event_type });
+    if !store.mark_event(id, EVENT_ID_TTL).await? {
+        tracing::info!(event_id = %id, event_type = %event.event_type, "duplicate webhook delivery");
+        return outcome(Handled::Duplicate);
     }
-    let Some((connection_id, data)) = update else {
-        tracing::info!(event_id = %verified.event_id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
-        return Ok(Outcome { status: "ignored", event_type: event.event_type });
+    let Some(Update { connection_id, data }) = update else {
+        tracing::info!(event_id = %id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
+        return outcome(Handled::Ignored);
     };
     if event.entity_id.is_some() && data.status == ConnectionStatus::Disconnected {
         // One entity of a multi-entity connection left; the connection itself stays.
-        tracing::info!(event_id = %verified.event_id, connection_id = ?connection_id, entity_id = ?event.entity_id, "entity disconnected");
-        return Ok(Outcome { status: "ignored", event_type: event.event_type });
+        tracing::info!(event_id = %id, connection_id = ?connection_id, entity_id = ?event.entity_id, "entity disconnected");
+        return outcome(Handled::Ignored);
     }
     let Some(connection_id) = connection_id else {
-        tracing::info!(event_id = %verified.event_id, "account.updated without connection_id (legacy payload); nothing to apply");
-        return Ok(Outcome { status: "ignored", event_type: event.event_type });
+        tracing::info!(event_id = %id, "account.updated without connection_id (legacy payload); nothing to apply");
+        return outcome(Handled::Ignored);
     };
     let observed_at = OffsetDateTime::from_unix_timestamp(verified.timestamp)
         .map_err(|_| Error::invalid("webhook_headers_invalid", "finch-timestamp is out of range."))?;
-    let applied =
-        match app.store.apply_pushed_status(&connection_id, &data.status, observed_at, &verified.event_id).await {
-            Ok(a) => a,
-            Err(e) => {
-                // Let Finch's retry find the event unrecorded.
-                app.store.unmark_event(&verified.event_id).await?;
-                return Err(e);
-            }
-        };
-    match applied {
-        Some(old) => {
-            tracing::info!(
-                event_id = %verified.event_id, connection_id = %connection_id, status = data.status.as_str(),
-                entity_id = ?event.entity_id, authentication_method = ?data.authentication_method.as_ref().and_then(AuthenticationMethod::name),
-                "account.updated applied"
-            );
-            app.events
-                .publish(&StatusChanged {
-                    connection_id,
-                    customer_id: old.customer.clone(),
-                    provider_id: old.provider_id.clone(),
-                    previous_status: Some(old.status.clone()),
-                    status: data.status,
-                    source: "webhook",
-                    observed_at,
-                })
-                .await;
-            Ok(Outcome { status: "applied", event_type: event.event_type })
+    let applied = match store.apply_pushed_status(&connection_id, &data.status, observed_at, id).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Let Finch's retry find the event unrecorded.
+            store.unmark_event(id).await?;
+            return Err(e);
         }
-        None => {
-            tracing::info!(event_id = %verified.event_id, connection_id = %connection_id, "account.updated not applied: unknown connection, disconnected, or older than the stored status");
-            Ok(Outcome { status: "stale", event_type: event.event_type })
-        }
-    }
+    };
+    let Some(old) = applied else {
+        tracing::info!(event_id = %id, connection_id = %connection_id, "account.updated not applied: unknown connection, disconnected, or older than the stored status");
+        return outcome(Handled::Stale);
+    };
+    tracing::info!(
+        event_id = %id, connection_id = %connection_id, status = data.status.as_str(),
+        entity_id = ?event.entity_id, authentication_method = ?data.authentication_method.as_ref().and_then(AuthenticationMethod::name),
+        "account.updated applied"
+    );
+    let previous = old.status.finch().cloned();
+    app.events.publish(&StatusChanged::of(&old, previous, data.status, ChangeSource::Webhook, observed_at)).await;
+    outcome(Handled::Applied)
 }
 
 #[cfg(test)]
@@ -250,7 +259,8 @@ mod tests {
 
     #[test]
     fn finchs_test_vector_verifies() {
-        assert_eq!(check(&format!("v1,{SIG}"), TS).unwrap(), Verified { event_id: ID.into(), timestamp: TS });
+        let v = check(&format!("v1,{SIG}"), TS).unwrap();
+        assert_eq!(v, Verified { event_id: EventId::parse(ID).unwrap(), timestamp: TS });
     }
 
     #[test]
@@ -278,13 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_headers_are_400_and_bad_signatures_401() {
+    fn missing_headers_are_invalid_and_bad_signatures_unauthenticated() {
         let e = verify(SECRET, None, Some("1"), Some("v1,x"), BODY, TS).unwrap_err();
-        assert_eq!(e.problem().status, 400);
+        assert!(matches!(e, Error::Invalid { code: "webhook_headers_missing", .. }));
         let e = verify(SECRET, Some(ID), Some("soon"), Some("v1,x"), BODY, TS).unwrap_err();
-        assert_eq!(e.problem().status, 400);
+        assert!(matches!(e, Error::Invalid { code: "webhook_headers_invalid", .. }));
+        let e = verify(SECRET, Some("has space"), Some("1"), Some("v1,x"), BODY, TS).unwrap_err();
+        assert!(matches!(e, Error::Invalid { code: "webhook_headers_invalid", .. }));
         let e = check("v1,AAAA", TS).unwrap_err();
-        assert_eq!(e.problem().status, 401);
+        assert!(matches!(e, Error::Unauthenticated(_)));
     }
 
     #[test]

@@ -5,33 +5,13 @@
 //! unsafe in edition 2024). A missing or malformed value fails init with a message naming the
 //! variable: a misconfigured function should not come up and fail every request later.
 
+pub mod env;
+
 use std::time::Duration;
 
 use url::Url;
 
-/// Why the configuration was refused.
-#[derive(thiserror::Error)]
-pub enum ConfigError {
-    #[error("missing required environment variable {0}")]
-    Missing(&'static str),
-    #[error("environment variable {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
-
-/// As its message: `main` returning this error prints it with `Debug`, and that line should
-/// say in words which variable to fix.
-impl std::fmt::Debug for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl ConfigError {
-    /// Logs the refusal (cold start stops right after).
-    pub fn log(&self) {
-        tracing::error!(error = %self, "configuration refused at cold start");
-    }
-}
+pub use env::{ConfigError, Env};
 
 /// Everything the functions need to know about their environment.
 #[derive(Debug, Clone)]
@@ -71,43 +51,21 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let required = |name: &'static str| -> Result<String, ConfigError> {
-            get(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(name))
-        };
-        let url = |name: &'static str, value: String| -> Result<Url, ConfigError> {
-            let u = Url::parse(&value).map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })?;
-            if !matches!(u.scheme(), "https" | "http") {
-                return Err(ConfigError::Invalid { name, reason: "must be an http(s) URL".into() });
-            }
-            Ok(u)
-        };
-        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v.trim().parse::<u64>().map_err(|e| ConfigError::Invalid { name, reason: e.to_string() }),
-            }
-        };
-        let finch_timeout_ms = number("FINCH_TIMEOUT_MS", 10_000)?;
-        if finch_timeout_ms == 0 {
-            return Err(ConfigError::Invalid { name: "FINCH_TIMEOUT_MS", reason: "must be positive".into() });
-        }
+        let env = Env(get);
+        let finch_api_url = env.optional("FINCH_API_URL").unwrap_or_else(|| "https://api.tryfinch.com".to_owned());
         Ok(Self {
-            table_name: required("TABLE_NAME")?,
-            kms_key_id: required("KMS_KEY_ID")?,
-            finch_secret_id: required("FINCH_SECRET_ID")?,
-            finch_api_url: url(
-                "FINCH_API_URL",
-                get("FINCH_API_URL").unwrap_or_else(|| "https://api.tryfinch.com".to_owned()),
-            )?,
-            redirect_uri: url("FINCH_REDIRECT_URI", required("FINCH_REDIRECT_URI")?)?,
-            app_return_url: url("APP_RETURN_URL", required("APP_RETURN_URL")?)?,
-            customer_claim: get("CUSTOMER_CLAIM").filter(|v| !v.is_empty()).unwrap_or_else(|| "customer_id".to_owned()),
-            finch_timeout: Duration::from_millis(finch_timeout_ms),
-            finch_max_retries: u32::try_from(number("FINCH_MAX_RETRIES", 2)?)
-                .map_err(|e| ConfigError::Invalid { name: "FINCH_MAX_RETRIES", reason: e.to_string() })?,
-            state_ttl: Duration::from_secs(number("STATE_TTL_SECONDS", 86_400)?),
-            secret_cache_ttl: Duration::from_secs(number("SECRET_CACHE_TTL_SECONDS", 300)?),
-            event_bus_name: get("EVENT_BUS_NAME").filter(|v| !v.trim().is_empty()),
+            table_name: env.required("TABLE_NAME")?,
+            kms_key_id: env.required("KMS_KEY_ID")?,
+            finch_secret_id: env.required("FINCH_SECRET_ID")?,
+            finch_api_url: env.url("FINCH_API_URL", &finch_api_url)?,
+            redirect_uri: env.url("FINCH_REDIRECT_URI", &env.required("FINCH_REDIRECT_URI")?)?,
+            app_return_url: env.url("APP_RETURN_URL", &env.required("APP_RETURN_URL")?)?,
+            customer_claim: env.optional("CUSTOMER_CLAIM").unwrap_or_else(|| "customer_id".to_owned()),
+            finch_timeout: Duration::from_millis(env.number("FINCH_TIMEOUT_MS", 10_000, 1, u64::MAX)?),
+            finch_max_retries: env.int("FINCH_MAX_RETRIES", 2, 0, u64::from(u32::MAX))?,
+            state_ttl: Duration::from_secs(env.number("STATE_TTL_SECONDS", 86_400, 0, u64::MAX)?),
+            secret_cache_ttl: Duration::from_secs(env.number("SECRET_CACHE_TTL_SECONDS", 300, 0, u64::MAX)?),
+            event_bus_name: env.optional("EVENT_BUS_NAME"),
         })
     }
 }

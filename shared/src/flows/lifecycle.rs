@@ -17,12 +17,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::app::AppState;
-use crate::connect::{NewSession, forget_secret_on_auth_failure, start_flow};
-use crate::error::Error;
-use crate::events::StatusChanged;
+use crate::domain::session::{known_products_opt, validate_minutes_to_expire, validate_products};
+use crate::domain::{ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, FlowMode, Product};
+use crate::events::{ChangeSource, StatusChanged};
 use crate::finch::types::ReauthenticateRequest;
-use crate::store::{ConnectionRecord, FlowMode};
-use crate::types::{ConnectionId, ConnectionStatus, CustomerId, Product};
+use crate::flows::session::{NewSession, Pending, start_flow};
+use crate::store::{ConnectionRecord, DisconnectStore, ReadConnection, ReauthStore};
 
 /// `POST /connections/{id}/reauthenticate` body; everything optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,34 +30,30 @@ use crate::types::{ConnectionId, ConnectionStatus, CustomerId, Product};
 pub struct ReauthRequest {
     #[serde(default)]
     pub flow: Option<FlowMode>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "known_products_opt")]
     pub products: Option<Vec<Product>>,
     #[serde(default)]
     pub minutes_to_expire: Option<u32>,
 }
 
 impl ReauthRequest {
+    /// The same rules as a new session's (see [`crate::domain::session`]).
     fn validate(&self) -> Result<(), Error> {
         if let Some(p) = &self.products {
-            let mut seen = std::collections::HashSet::new();
-            if p.is_empty() || !p.iter().all(|x| seen.insert(*x)) {
-                return Err(Error::invalid("invalid_products", "`products` must list distinct Finch products."));
-            }
+            validate_products(p)?;
         }
-        if self.minutes_to_expire.is_some_and(|m| !(1..=129_600).contains(&m)) {
-            return Err(Error::invalid(
-                "invalid_minutes_to_expire",
-                "`minutes_to_expire` must be between 1 and 129600.",
-            ));
-        }
-        Ok(())
+        validate_minutes_to_expire(self.minutes_to_expire)
     }
 }
 
-/// The caller's live connection, or 404 — for a foreign, unknown, malformed or gone id alike.
-async fn owned_connection(app: &AppState, customer: &CustomerId, raw_id: &str) -> Result<ConnectionRecord, Error> {
+/// The caller's connection, or 404 — for a foreign, unknown or malformed id alike.
+async fn owned_connection(
+    store: &dyn ReadConnection,
+    customer: &CustomerId,
+    raw_id: &str,
+) -> Result<ConnectionRecord, Error> {
     let id = ConnectionId::parse(raw_id).map_err(|_| Error::NotFound("connection"))?;
-    match app.store.get_connection(&id).await? {
+    match store.get_connection(&id).await? {
         Some(rec) if rec.customer == *customer => Ok(rec),
         _ => Err(Error::NotFound("connection")),
     }
@@ -71,19 +67,19 @@ pub async fn reauthenticate(
     raw_id: &str,
     req: &ReauthRequest,
 ) -> Result<NewSession, Error> {
+    let store: &dyn ReauthStore = &*app.store;
     req.validate()?;
-    let rec = owned_connection(app, customer, raw_id).await?;
+    let rec = owned_connection(store, customer, raw_id).await?;
     if rec.is_disconnecting_or_gone() {
         return Err(Error::NotFound("connection"));
     }
     let secrets = app.secrets.get().await?;
     let mode = req.flow.unwrap_or(FlowMode::Redirect);
-    let redirect_uri = (mode == FlowMode::Redirect).then(|| app.config.redirect_uri.as_str());
     let body = ReauthenticateRequest {
         connection_id: rec.connection_id.as_str(),
         minutes_to_expire: req.minutes_to_expire,
         products: req.products.as_deref(),
-        redirect_uri,
+        redirect_uri: (mode == FlowMode::Redirect).then(|| app.config.redirect_uri.as_str()),
     };
     let session = match app.finch.reauthenticate_session(&secrets, &body).await {
         Ok(s) => s.value,
@@ -94,19 +90,16 @@ pub async fn reauthenticate(
                 "Finch no longer has this connection; disconnect it and connect again.",
             ));
         }
-        Err(e) => return Err(forget_secret_on_auth_failure(app, e).await),
+        Err(e) => return Err(app.secrets.forget_on_auth_failure(e).await),
     };
-    start_flow(
-        app,
-        &secrets,
+    let pending = Pending {
         customer,
-        rec.finch_customer_id,
+        finch_customer_id: rec.finch_customer_id,
         session,
         mode,
-        Some(rec.connection_id),
-        req.minutes_to_expire,
-    )
-    .await
+        reauth_of: Some(rec.connection_id),
+    };
+    start_flow(app, store, &secrets, pending, req.minutes_to_expire).await
 }
 
 /// What a disconnect found.
@@ -125,49 +118,55 @@ const DISCONNECT_ATTEMPTS: u32 = 4;
 /// Disconnects one of the caller's connections (see the module docs). Idempotent.
 #[tracing::instrument(skip_all, fields(customer = %customer))]
 pub async fn disconnect(app: &AppState, customer: &CustomerId, raw_id: &str) -> Result<Disconnected, Error> {
+    let store: &dyn DisconnectStore = &*app.store;
     for _ in 0..DISCONNECT_ATTEMPTS {
-        let rec = owned_connection(app, customer, raw_id).await?;
+        let rec = owned_connection(store, customer, raw_id).await?;
         if rec.disconnected_at.is_some() {
             return Ok(Disconnected::Already);
         }
-        if rec.status.as_str() != crate::store::DISCONNECTING
-            && !app.store.mark_disconnecting(&rec.connection_id, rec.version).await?
+        if rec.status != ConnectionState::Disconnecting
+            && !store.mark_disconnecting(&rec.connection_id, rec.version).await?
         {
             continue;
         }
         let request_id = match &rec.token {
-            Some(ciphertext) => {
-                let token = app.cipher.decrypt(ciphertext, &rec.connection_id, &rec.customer).await?;
-                match app.finch.disconnect(&token).await {
-                    Ok(t) => t.request_id,
-                    // The token is already revoked (disconnected at Finch before): the goal.
-                    Err(Error::Finch(e)) if e.status == 401 => {
-                        tracing::info!(connection_id = %rec.connection_id, finch_request_id = ?e.request_id, "Finch says the token is already revoked");
-                        e.request_id.clone()
-                    }
-                    Err(e) => {
-                        tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "Finch disconnect failed; the connection stays disconnecting until a retry");
-                        return Err(e);
-                    }
-                }
-            }
+            Some(ciphertext) => revoke_at_finch(app, &rec, ciphertext).await?,
             None => rec.last_finch_request_id.clone(),
         };
-        if app.store.tombstone(&rec.connection_id, request_id.as_deref()).await? {
+        if store.tombstone(&rec.connection_id, request_id.as_deref()).await? {
             tracing::info!(connection_id = %rec.connection_id, finch_request_id = ?request_id, "connection disconnected; token destroyed");
-            app.events
-                .publish(&StatusChanged {
-                    connection_id: rec.connection_id.clone(),
-                    customer_id: rec.customer.clone(),
-                    provider_id: rec.provider_id.clone(),
-                    previous_status: Some(rec.status.clone()).filter(|s| s.as_str() != crate::store::DISCONNECTING),
-                    status: ConnectionStatus::Disconnected,
-                    source: "disconnect",
-                    observed_at: OffsetDateTime::now_utc(),
-                })
-                .await;
+            let previous = rec.status.finch().cloned();
+            let change = StatusChanged::of(
+                &rec,
+                previous,
+                ConnectionStatus::Disconnected,
+                ChangeSource::Disconnect,
+                OffsetDateTime::now_utc(),
+            );
+            app.events.publish(&change).await;
             return Ok(Disconnected::Now);
         }
     }
     Err(Error::conflict("connection_busy", "The connection kept changing; try again."))
+}
+
+/// Finch's `/disconnect` with the connection's token; its request id. A 401 means the token
+/// is already revoked (disconnected at Finch before), which is the goal.
+async fn revoke_at_finch(
+    app: &AppState,
+    rec: &ConnectionRecord,
+    ciphertext: &crate::crypto::EncryptedToken,
+) -> Result<Option<String>, Error> {
+    let token = app.cipher.decrypt(ciphertext, &rec.connection_id, &rec.customer).await?;
+    match app.finch.disconnect(&token).await {
+        Ok(t) => Ok(t.request_id),
+        Err(Error::Finch(e)) if e.status == 401 => {
+            tracing::info!(connection_id = %rec.connection_id, finch_request_id = ?e.request_id, "Finch says the token is already revoked");
+            Ok(e.request_id.clone())
+        }
+        Err(e) => {
+            tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "Finch disconnect failed; the connection stays disconnecting until a retry");
+            Err(e)
+        }
+    }
 }

@@ -16,7 +16,7 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::error::Error;
+use crate::domain::Error;
 
 /// The subject names of the roots AWS endpoints chain to.
 const AMAZON_ROOTS: &[&[u8]] = &[

@@ -1,17 +1,16 @@
-//! One error model for all of Perch, converted to HTTP only at the edge.
+//! One error model for all of Perch. It knows no HTTP: the edge ([`crate::http`]) maps each
+//! variant to a status and a problem body.
 //!
 //! Every failure carries two messages (dropshot's split): the *external* one, safe to show to
 //! whoever called us — a stable `code` and a sentence — and the *internal* one, the full cause
 //! chain, which goes to the log and nowhere else. Neither ever contains a token, a code or a
-//! client secret: those live in types that cannot be formatted (see [`crate::types`]).
+//! client secret: those live in types that cannot be formatted (see [`super::secret`]).
 //!
 //! Finch failures keep Finch's own split (oauth2-rs): Finch said no ([`FinchError`] with the
 //! status, the parsed body and the `Finch-Request-Id`), the request never completed
 //! (transport), or Finch answered something we could not parse.
 
 use std::fmt;
-
-use crate::http::Problem;
 
 /// A boxed cause, kept for the log.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -94,49 +93,6 @@ impl Error {
         Self::Aws { service, operation, retryable, source: Box::new(source) }
     }
 
-    /// The status and the caller-facing half of the error.
-    pub fn problem(&self) -> Problem {
-        match self {
-            Self::Invalid { code, detail } => Problem::new(400, code, "Invalid request", detail.clone()),
-            Self::Unauthenticated(detail) => {
-                Problem::new(401, "unauthenticated", "Unauthenticated", (*detail).to_owned())
-            }
-            Self::NotFound(what) => Problem::new(404, "not_found", "Not found", format!("No such {what}.")),
-            Self::Conflict { code, detail } => Problem::new(409, code, "Conflict", detail.clone()),
-            Self::PayloadTooLarge { limit } => Problem::new(
-                413,
-                "payload_too_large",
-                "Payload too large",
-                format!("The request body must be at most {limit} bytes."),
-            ),
-            Self::Finch(e) => e.problem(),
-            Self::FinchTransport { timed_out: true, .. } => Problem::new(
-                504,
-                "finch_timeout",
-                "Finch did not answer in time",
-                "Finch did not answer in time; try again.".into(),
-            ),
-            Self::FinchTransport { .. } => Problem::new(
-                502,
-                "finch_unreachable",
-                "Finch unreachable",
-                "Finch could not be reached; try again.".into(),
-            ),
-            Self::Aws { retryable: true, .. } => Problem::new(
-                503,
-                "service_unavailable",
-                "Service unavailable",
-                "A storage or key service is busy; try again.".into(),
-            ),
-            Self::Aws { .. } | Self::Internal(..) => Problem::new(
-                500,
-                "internal",
-                "Internal error",
-                "Something went wrong on our side; it has been logged.".into(),
-            ),
-        }
-    }
-
     /// The internal message: this error and every cause below it, for the log.
     pub fn chain(&self) -> String {
         let mut out = self.to_string();
@@ -156,45 +112,14 @@ impl fmt::Debug for Error {
     }
 }
 
-/// Whether an AWS SDK failure is worth retrying later: transport failures, throttling and
-/// service-side errors. The same rule for every AWS service Perch calls.
-pub fn aws_retryable<E>(e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    use aws_sdk_dynamodb::error::SdkError;
-    // A 5xx or 429 is transient whatever its body says (an emulator's HTML error page included).
-    if e.raw_response().is_some_and(|r| r.status().is_server_error() || r.status().as_u16() == 429) {
-        return true;
-    }
-    match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or_default();
-            code.contains("Throttl")
-                || code.contains("Internal")
-                || code.contains("Unavailable")
-                || matches!(
-                    code,
-                    "ProvisionedThroughputExceededException"
-                        | "RequestLimitExceeded"
-                        | "TransactionConflictException"
-                        | "DependencyTimeoutException"
-                        | "LimitExceededException"
-                )
-        }
-        _ => false,
-    }
-}
-
 impl From<FinchError> for Error {
     fn from(e: FinchError) -> Self {
         Self::Finch(Box::new(e))
     }
 }
 
-impl From<crate::types::InvalidId> for Error {
-    fn from(e: crate::types::InvalidId) -> Self {
+impl From<super::ids::InvalidId> for Error {
+    fn from(e: super::ids::InvalidId) -> Self {
         Self::invalid("invalid_id", e.to_string())
     }
 }
@@ -232,26 +157,6 @@ impl FinchError {
     pub fn needs_reauth(&self) -> bool {
         self.status == 401 && self.is_finch_code("reauthenticate_user")
     }
-
-    fn problem(&self) -> Problem {
-        match self.status {
-            429 => Problem::new(
-                503,
-                "finch_rate_limited",
-                "Finch is rate limiting",
-                "Finch is rate limiting requests; try again shortly.".into(),
-            ),
-            s if s >= 500 => {
-                Problem::new(502, "finch_unavailable", "Finch unavailable", "Finch failed to answer; try again.".into())
-            }
-            _ => Problem::new(
-                502,
-                "finch_rejected",
-                "Finch rejected the request",
-                "Finch rejected a request Perch made; it has been logged.".into(),
-            ),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -259,17 +164,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn internal_details_stay_out_of_the_problem() {
+    fn the_chain_keeps_every_cause_for_the_log() {
         let e = Error::internal_from("writing connection c-1", std::io::Error::other("disk on fire"));
-        let p = e.problem();
-        assert_eq!(p.status, 500);
-        assert!(!p.detail.contains("disk on fire"));
-        assert!(e.chain().contains("disk on fire"));
+        assert_eq!(e.chain(), "internal error: writing connection c-1: disk on fire");
+        assert_eq!(format!("{e:?}"), e.chain());
     }
 
     #[test]
-    fn finch_rate_limit_is_a_retryable_503() {
-        let e = Error::from(FinchError {
+    fn finch_errors_keep_the_request_id_and_classify_retries() {
+        let e = FinchError {
             operation: "introspect",
             status: 429,
             name: Some("rate_limit_exceeded_error".into()),
@@ -278,8 +181,8 @@ mod tests {
             request_id: Some("req-1".into()),
             context_connection_id: None,
             retry_after: None,
-        });
-        assert_eq!(e.problem().status, 503);
-        assert!(e.chain().contains("req-1"));
+        };
+        assert!(e.is_retryable() && !e.needs_reauth());
+        assert!(Error::from(e).chain().contains("req-1"));
     }
 }

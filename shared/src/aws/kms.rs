@@ -1,0 +1,121 @@
+//! Tokens under KMS: the [`TokenCipher`] and [`KeyMigration`] ports on one key.
+//!
+//! A token is ~40 bytes, well under KMS's 4 KiB direct-encryption limit: no data keys to
+//! manage, and each stored token costs exactly one `Encrypt` and one `Decrypt` when used. The
+//! encryption context is [`crate::crypto::context`].
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::EncryptionAlgorithmSpec;
+
+use crate::crypto::{EncryptedToken, KeyMigration, TokenCipher, context};
+use crate::domain::{AccessToken, ConnectionId, CustomerId, Error};
+use crate::lazy::Lazy;
+
+/// The encryption context as KMS takes it (see [`context`]).
+fn bound_to(connection: &ConnectionId, customer: &CustomerId) -> HashMap<String, String> {
+    context(connection, customer).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Encrypts under one KMS key; decrypts under whichever key a ciphertext names.
+pub struct KmsCipher {
+    client: Lazy<aws_sdk_kms::Client>,
+    key_id: String,
+}
+
+impl KmsCipher {
+    pub fn new(client: Lazy<aws_sdk_kms::Client>, key_id: String) -> Self {
+        Self { client, key_id }
+    }
+}
+
+#[async_trait]
+impl TokenCipher for KmsCipher {
+    #[tracing::instrument(skip_all, fields(connection_id = %connection))]
+    async fn encrypt(
+        &self,
+        token: &AccessToken,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<EncryptedToken, Error> {
+        let req = self
+            .client
+            .get()
+            .encrypt()
+            .key_id(&self.key_id)
+            .encryption_algorithm(EncryptionAlgorithmSpec::SymmetricDefault)
+            .plaintext(Blob::new(token.expose_secret().as_bytes()));
+        let out = req
+            .set_encryption_context(Some(bound_to(connection, customer)))
+            .send()
+            .await
+            .map_err(super::error("kms", "Encrypt"))?;
+        let ciphertext = out.ciphertext_blob.ok_or_else(|| Error::internal("KMS Encrypt returned no ciphertext"))?;
+        Ok(EncryptedToken {
+            ciphertext: ciphertext.into_inner(),
+            key_id: out.key_id.unwrap_or_else(|| self.key_id.clone()),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(connection_id = %connection))]
+    async fn decrypt(
+        &self,
+        token: &EncryptedToken,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<AccessToken, Error> {
+        let out = self
+            .client
+            .get()
+            .decrypt()
+            // Naming the key makes KMS refuse a ciphertext produced under any other key.
+            .key_id(&token.key_id)
+            .ciphertext_blob(Blob::new(token.ciphertext.clone()))
+            .set_encryption_context(Some(bound_to(connection, customer)))
+            .send()
+            .await
+            .map_err(super::error("kms", "Decrypt"))?;
+        let plain = out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?;
+        let text =
+            String::from_utf8(plain.into_inner()).map_err(|_| Error::internal("decrypted token is not UTF-8"))?;
+        Ok(AccessToken::new(text))
+    }
+}
+
+#[async_trait]
+impl KeyMigration for KmsCipher {
+    async fn key_arn(&self, key: &str) -> Result<String, Error> {
+        let out =
+            self.client.get().describe_key().key_id(key).send().await.map_err(super::error("kms", "DescribeKey"))?;
+        out.key_metadata.and_then(|m| m.arn).ok_or_else(|| Error::internal("DescribeKey returned no ARN"))
+    }
+
+    #[tracing::instrument(skip_all, fields(connection_id = %connection))]
+    async fn reencrypt(
+        &self,
+        token: &EncryptedToken,
+        to_key: &str,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<EncryptedToken, Error> {
+        let out = self
+            .client
+            .get()
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(token.ciphertext.clone()))
+            .source_key_id(&token.key_id)
+            .destination_key_id(to_key)
+            .set_source_encryption_context(Some(bound_to(connection, customer)))
+            .set_destination_encryption_context(Some(bound_to(connection, customer)))
+            .send()
+            .await
+            .map_err(super::error("kms", "ReEncrypt"))?;
+        let ciphertext = out.ciphertext_blob.ok_or_else(|| Error::internal("KMS ReEncrypt returned no ciphertext"))?;
+        Ok(EncryptedToken {
+            ciphertext: ciphertext.into_inner(),
+            key_id: out.key_id.unwrap_or_else(|| to_key.to_owned()),
+        })
+    }
+}

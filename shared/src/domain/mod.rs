@@ -1,0 +1,15 @@
+//! The bottom layer: identifiers, secrets, products, statuses and the error model.
+//!
+//! Nothing here knows HTTP, an AWS SDK or a flow; everything above depends on it.
+
+pub mod error;
+pub mod ids;
+pub mod secret;
+pub mod session;
+pub mod status;
+
+pub use error::{BoxError, Error, FinchError};
+pub use ids::{CodeHash, ConnectionId, CustomerId, EventId, FinchCustomerId, InvalidId, SessionId, StateId};
+pub use secret::{AccessToken, AuthorizationCode};
+pub use session::{AuthMethod, FlowMode, MAX_MINUTES_TO_EXPIRE, Product, SandboxMode};
+pub use status::{ConnectionState, ConnectionStatus};

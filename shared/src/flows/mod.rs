@@ -1,0 +1,18 @@
+//! The flows: what Perch does, free of HTTP and of AWS SDK types.
+//!
+//! Each flow takes the [`AppState`](crate::app::AppState) and reaches the store only through
+//! its function's narrow trait (see [`crate::store`]):
+//!
+//! - [`session`]: new Connect sessions, the Finch `customer_id` scheme, the listing;
+//! - [`callback`]: the end of a Connect flow, as named steps;
+//! - [`lifecycle`]: re-authentication and disconnection;
+//! - [`webhook`]: Finch webhooks, verified and applied;
+//! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
+//! - [`rotation`]: moving tokens to a new KMS key.
+
+pub mod callback;
+pub mod lifecycle;
+pub mod rotation;
+pub mod session;
+pub mod sweep;
+pub mod webhook;

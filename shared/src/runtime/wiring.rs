@@ -1,0 +1,81 @@
+//! [`AppState`] on AWS: the DynamoDB, KMS, Secrets Manager and EventBridge adapters over one
+//! SDK configuration.
+//!
+//! Building touches no network: AWS clients and the HTTP client connect lazily, and the Finch
+//! secret is fetched on first use (see [`crate::secrets`]). Clients other than DynamoDB's are
+//! themselves built on first use ([`crate::lazy`]), except those in the function's `SERVICES`,
+//! which are built here, in init, so their cost never lands on a first request.
+
+use std::sync::Arc;
+
+use crate::app::AppState;
+use crate::aws::dynamodb::DynamoStore;
+use crate::aws::eventbridge::EventBridgeSink;
+use crate::aws::kms::KmsCipher;
+use crate::aws::secrets_manager::SecretsManagerSource;
+use crate::config::Config;
+use crate::domain::Error;
+use crate::events::EventPublisher;
+use crate::lazy::Lazy;
+use crate::secrets::SecretCache;
+
+/// The services whose clients a function can build in init. (DynamoDB is not one: every
+/// function reads the table, so its client is always built.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    Kms,
+    SecretsManager,
+    EventBridge,
+    /// Finch's HTTP client (its TLS roots are parsed when it is built).
+    Finch,
+}
+
+impl AppState {
+    /// Loads the AWS configuration the standard way (environment, role) and builds everything,
+    /// building in init the clients of `services`. Locally, `AWS_ENDPOINT_URL*` points the
+    /// same code at the emulator.
+    pub async fn build(config: Config, services: &[Service]) -> Result<Self, Error> {
+        Self::on_aws(config, &crate::aws::sdk::sdk_config().await?, services)
+    }
+
+    /// Builds on an already-loaded SDK configuration (tests point it at their emulator).
+    pub fn on_aws(config: Config, sdk: &aws_config::SdkConfig, services: &[Service]) -> Result<Self, Error> {
+        let kms = lazy(sdk, aws_sdk_kms::Client::new);
+        let secrets_manager = lazy(sdk, aws_sdk_secretsmanager::Client::new);
+        let eventbridge = lazy(sdk, aws_sdk_eventbridge::Client::new);
+        let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone()));
+        let cipher = Arc::new(KmsCipher::new(kms.clone(), config.kms_key_id.clone()));
+        let secrets = SecretCache::new(
+            Arc::new(SecretsManagerSource::new(secrets_manager.clone(), config.finch_secret_id.clone())),
+            config.secret_cache_ttl,
+        );
+        let sink = config
+            .event_bus_name
+            .clone()
+            .map(|bus| Arc::new(EventBridgeSink::new(eventbridge.clone(), bus)) as Arc<dyn crate::events::EventSink>);
+        let events_on = sink.is_some();
+        let app = AppState::new(config, store, cipher, secrets, EventPublisher::new(sink));
+        for service in services {
+            match service {
+                Service::Kms => {
+                    kms.get();
+                }
+                Service::SecretsManager => {
+                    secrets_manager.get();
+                }
+                // Without a bus there is nothing to build.
+                Service::EventBridge if events_on => {
+                    eventbridge.get();
+                }
+                Service::EventBridge => {}
+                Service::Finch => app.finch.prewarm()?,
+            }
+        }
+        Ok(app)
+    }
+}
+
+fn lazy<C: 'static>(sdk: &aws_config::SdkConfig, build: fn(&aws_config::SdkConfig) -> C) -> Lazy<C> {
+    let sdk = sdk.clone();
+    Lazy::new(move || build(&sdk))
+}
