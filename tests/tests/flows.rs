@@ -9,7 +9,7 @@ use perch::flows::callback::Outcome;
 use perch::flows::lifecycle::{self, Disconnected};
 use perch::flows::sweep::{self, Pacer, SegmentWork};
 use perch::flows::webhook::{self, Handled};
-use perch::store::{CodeExchanges, ReadConnection};
+use perch::store::{CodeExchanges, DisconnectSteps, ReadConnection};
 use perch_tests::fast::Fast;
 use perch_tests::sweep_settings;
 use secrecy::ExposeSecret;
@@ -239,6 +239,36 @@ async fn a_disconnected_connection_is_not_brought_back_by_a_late_callback() {
     assert!(stored(&f, &id).await.token.is_none());
 }
 
+#[tokio::test]
+async fn a_connection_being_disconnected_is_not_overwritten_by_a_callback() {
+    let f = Fast::start().await;
+    let id = f.connect("acme").await.connection.connection_id;
+    let s = lifecycle::reauthenticate(&f.app, &Fast::customer("acme"), id.as_str(), &Default::default()).await.unwrap();
+    let (code, state) = f.login(&s.connect_url).await;
+    // A disconnect starts (and has not reached Finch yet) while the employer logs in.
+    let rec = stored(&f, &id).await;
+    assert!(f.mem.store.mark_disconnecting(&id, rec.version).await.unwrap());
+    let e = f.redirect_callback(&code, state.as_deref()).await.unwrap_err();
+    assert_eq!(code_of(&e), "connection_disconnected");
+    assert_eq!(stored(&f, &id).await.token, rec.token, "the token the disconnect will revoke is kept");
+}
+
+#[tokio::test]
+async fn a_connection_another_customer_holds_is_never_taken_over() {
+    let f = Fast::start().await;
+    let (code, state) = f.code_for("acme").await;
+    // Perch already holds the connection Finch will name, for globex.
+    let connection_id = f.finch.shared.world().codes[&code].connection_id.clone();
+    let theirs = f.connect("globex").await.connection.connection_id;
+    let mut rec = stored(&f, &theirs).await;
+    rec.connection_id = ConnectionId::parse(connection_id.clone()).unwrap();
+    f.mem.store.put_connection(rec.clone());
+    let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
+    assert_eq!(code_of(&e), "code_invalid");
+    let after = stored(&f, &rec.connection_id).await;
+    assert_eq!((after.customer.as_str(), after.version), ("globex", rec.version));
+}
+
 // --- disconnect --------------------------------------------------------------------------
 
 #[tokio::test]
@@ -374,6 +404,22 @@ async fn a_failure_to_apply_forgets_the_event_so_the_redelivery_applies_it() {
     assert!(matches!(e, Error::Aws { .. }));
     let o = webhook::handle(&f.app, Some(&eid), Some(&ts), Some(&sig), &raw).await.unwrap();
     assert_eq!(o.status, Handled::Applied);
+}
+
+#[tokio::test]
+async fn without_a_webhook_secret_deliveries_are_a_500_and_nothing_is_recorded() {
+    let f = Fast::start().await;
+    let id = f.connect("acme").await.connection.connection_id;
+    let now = OffsetDateTime::now_utc().unix_timestamp() + 1;
+    let (eid, ts, sig, raw) = f.webhook(&account_updated(id.as_str(), "reauth"), now);
+    let emu = finch_emulator::EmulatorConfig::default();
+    f.mem.secret.set(
+        perch::memory::sample_secret(&emu.client_id, &emu.client_secret).unwrap().replace("webhook_secret", "unused"),
+    );
+    f.app.secrets.invalidate().await;
+    let e = webhook::handle(&f.app, Some(&eid), Some(&ts), Some(&sig), &raw).await.unwrap_err();
+    assert_eq!(code_of(&e), "internal");
+    assert_eq!(stored(&f, &id).await.status, ConnectionStatus::Connected);
 }
 
 // --- the sweep's decisions ---------------------------------------------------------------

@@ -80,7 +80,7 @@ pub trait KeyMigration: Send + Sync {
     ) -> Result<EncryptedToken, Error>;
 }
 
-/// Both halves: what an adapter implements and [`crate::runtime::AppState`] holds.
+/// Both halves: what an adapter implements and [`crate::app::AppState`] holds.
 pub trait Cipher: TokenCipher + KeyMigration {}
 impl<T: TokenCipher + KeyMigration + ?Sized> Cipher for T {}
 

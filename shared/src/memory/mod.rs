@@ -9,13 +9,17 @@
 
 mod cipher;
 mod events;
+mod queue;
+mod secret;
 mod store;
 
 pub use cipher::MemoryCipher;
-pub use events::{MemoryQueue, RecordingSink, StaticSecret};
+pub use events::RecordingSink;
+pub use queue::MemoryQueue;
+pub use secret::StaticSecret;
 pub use store::MemoryStore;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::app::AppState;
 use crate::config::Config;
@@ -85,4 +89,10 @@ impl AppState {
         );
         Ok((app, a))
     }
+}
+
+/// A lock whose holder panicked is still good for a test double: its data is not half-written
+/// by any code path here.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
