@@ -100,13 +100,12 @@ pub trait EventSink: Send + Sync {
 }
 
 /// Publishes status changes: to the log always, to the sink when there is one.
-#[derive(Clone, Default)]
-pub struct EventPublisher {
-    sink: Option<Arc<dyn EventSink>>,
+pub struct EventPublisher<E> {
+    sink: Option<Arc<E>>,
 }
 
-impl EventPublisher {
-    pub fn new(sink: Option<Arc<dyn EventSink>>) -> Self {
+impl<E: EventSink> EventPublisher<E> {
+    pub fn new(sink: Option<Arc<E>>) -> Self {
         Self { sink }
     }
 

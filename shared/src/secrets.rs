@@ -78,14 +78,14 @@ impl FinchSecrets {
 }
 
 /// A TTL cache in front of a [`SecretSource`].
-pub struct SecretCache {
-    source: Arc<dyn SecretSource>,
+pub struct SecretCache<S> {
+    source: Arc<S>,
     ttl: Duration,
     cached: Mutex<Option<(Instant, Arc<FinchSecrets>)>>,
 }
 
-impl SecretCache {
-    pub fn new(source: Arc<dyn SecretSource>, ttl: Duration) -> Self {
+impl<S: SecretSource> SecretCache<S> {
+    pub fn new(source: Arc<S>, ttl: Duration) -> Self {
         Self { source, ttl, cached: Mutex::new(None) }
     }
 

@@ -13,15 +13,15 @@ use base64::engine::general_purpose::STANDARD;
 use perch::domain::{AuthorizationCode, CustomerId, Error, FlowMode};
 use perch::flows::callback::{CallbackInput, CallbackOutcome, complete_callback};
 use perch::flows::session::{NewSession, NewSessionRequest, create_session};
-use perch::memory::Adapters;
+use perch::memory::{Memory, Parts};
 use perch::{AppState, Config};
 use serde_json::{Value, json};
 
 /// One Perch on memory adapters, with its own in-process Finch.
 pub struct Fast {
     pub finch: finch_emulator::Running,
-    pub app: Arc<AppState>,
-    pub mem: Adapters,
+    pub app: Arc<AppState<Memory>>,
+    pub mem: Parts,
     pub config: Config,
     /// The base64 webhook secret in Perch's Finch secret.
     pub webhook_secret: String,
@@ -95,7 +95,7 @@ impl Fast {
     }
 
     /// Another state on the same memory adapters whose Finch is at `finch_url` (a dead port).
-    pub fn with_finch_at(&self, finch_url: &str) -> AppState {
+    pub fn with_finch_at(&self, finch_url: &str) -> AppState<Memory> {
         let mut config = self.config.clone();
         config.finch_api_url = url::Url::parse(finch_url).expect("url");
         let secrets = perch::secrets::SecretCache::new(self.mem.secret.clone(), config.secret_cache_ttl);
@@ -143,7 +143,7 @@ impl Fast {
     /// The callback on any state (another Finch, another flow, another caller).
     pub async fn callback_on(
         &self,
-        app: &AppState,
+        app: &AppState<Memory>,
         code: &str,
         state: Option<&str>,
         mode: FlowMode,

@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use perch::crypto::TokenCipher;
+use perch::store::{ReadConnection, SaveConnection};
 use perch::{AppState, Config};
 use perch_local::DevAuth;
 use serde_json::Value;
@@ -101,7 +103,7 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// One isolated Perch: its own table, key, secret, Finch emulator and local API.
 pub struct TestStack {
     pub finch: finch_emulator::Running,
-    pub app: Arc<AppState>,
+    pub app: Arc<AppState<perch::aws::Aws>>,
     /// The local API, e.g. `http://127.0.0.1:41234`.
     pub base: String,
     pub http: reqwest::Client,

@@ -1,6 +1,7 @@
 //! Bad input, hostile callers and failing dependencies: each gets a clear problem response,
 //! nothing is half-written, no secret is echoed or logged.
 
+use perch::store::IssueState;
 use perch_tests::{TestStack, captured_logs, location, query};
 use serde_json::{Value, json};
 

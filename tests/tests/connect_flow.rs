@@ -1,5 +1,6 @@
 //! The Connect flow end to end: moto + the Finch emulator + Perch's handlers over HTTP.
 
+use perch::crypto::TokenCipher;
 use perch_tests::{APP_RETURN_URL, TestStack, location, query};
 use serde_json::{Value, json};
 

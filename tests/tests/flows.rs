@@ -2,6 +2,7 @@
 //! disconnect, of the webhook and of the sweep's decisions, on the memory adapters against
 //! the Finch emulator in this process. Milliseconds each; the stack tests prove the real path.
 
+use perch::crypto::TokenCipher;
 use std::time::Duration;
 
 use perch::domain::{CodeHash, ConnectionId, ConnectionState, ConnectionStatus, Error, FlowMode};

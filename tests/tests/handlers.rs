@@ -6,7 +6,7 @@ use lambda_http::{Body, Response};
 use perch::{AppState, Config};
 use serde_json::Value;
 
-async fn offline_app() -> AppState {
+async fn offline_app() -> AppState<perch::aws::Aws> {
     let config = Config::from_lookup(|k| {
         Some(
             match k {

@@ -1,5 +1,6 @@
 //! Re-authentication and disconnection on the local stack.
 
+use perch::crypto::TokenCipher;
 use perch_tests::{TestStack, captured_logs, location, query};
 use serde_json::{Value, json};
 

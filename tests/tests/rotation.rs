@@ -1,6 +1,7 @@
 //! Key rotation: a new KMS key for new writes, old ciphertexts still decrypting, and a
 //! re-encryption pass that moves them (inside KMS) and can run again.
 
+use perch::crypto::TokenCipher;
 use std::sync::Arc;
 
 use perch::domain::ConnectionId;

@@ -1,6 +1,7 @@
 //! The status sweep on the local stack: pacing under the emulator's Finch limits, fan-out
 //! through SQS (moto), resumption, and races with webhooks and re-authentication.
 
+use perch::store::CheckConnections;
 use std::time::Duration;
 
 use perch::flows::sweep::{self, Pacer, SegmentReport, SweepSettings};

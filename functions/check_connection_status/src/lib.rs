@@ -9,6 +9,7 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Diagnostic, LambdaEvent};
+use perch::app::Adapters;
 use perch::flows::sweep::{self, Pacer, SegmentWork, SweepSettings, WorkQueue};
 use perch::runtime::Service;
 use perch::{AppState, Error};
@@ -29,15 +30,15 @@ pub enum Invocation {
 }
 
 /// The state and settings the sweep needs; built once per container.
-pub struct Sweeper<'a> {
-    pub app: &'a AppState,
+pub struct Sweeper<'a, A: Adapters> {
+    pub app: &'a AppState<A>,
     pub settings: SweepSettings,
     /// The queue of work items (`SWEEP_QUEUE_URL`); without one a round runs inline.
     pub queue: Option<Box<dyn WorkQueue>>,
 }
 
-impl<'a> Sweeper<'a> {
-    pub fn new(app: &'a AppState, settings: SweepSettings, queue: Option<Box<dyn WorkQueue>>) -> Self {
+impl<'a, A: Adapters> Sweeper<'a, A> {
+    pub fn new(app: &'a AppState<A>, settings: SweepSettings, queue: Option<Box<dyn WorkQueue>>) -> Self {
         Self { app, settings, queue }
     }
 }
@@ -61,7 +62,7 @@ impl From<SweepFailed> for Diagnostic {
 }
 
 /// Handles a scheduled event or an SQS batch.
-pub async fn handle(s: &Sweeper<'_>, event: LambdaEvent<Invocation>) -> Result<Value, SweepFailed> {
+pub async fn handle<A: Adapters>(s: &Sweeper<'_, A>, event: LambdaEvent<Invocation>) -> Result<Value, SweepFailed> {
     // A deadline already past leaves no time: nothing is started, the rest is handed back.
     let remaining = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + remaining;
@@ -77,7 +78,7 @@ pub async fn handle(s: &Sweeper<'_>, event: LambdaEvent<Invocation>) -> Result<V
     }
 }
 
-async fn plan(s: &Sweeper<'_>, deadline: tokio::time::Instant) -> Result<Value, Error> {
+async fn plan<A: Adapters>(s: &Sweeper<'_, A>, deadline: tokio::time::Instant) -> Result<Value, Error> {
     let work = sweep::plan(&s.settings, OffsetDateTime::now_utc());
     match &s.queue {
         Some(queue) => {
@@ -98,7 +99,11 @@ async fn plan(s: &Sweeper<'_>, deadline: tokio::time::Instant) -> Result<Value, 
     }
 }
 
-async fn run_batch(s: &Sweeper<'_>, records: Vec<SqsMessage>, deadline: tokio::time::Instant) -> SqsBatchResponse {
+async fn run_batch<A: Adapters>(
+    s: &Sweeper<'_, A>,
+    records: Vec<SqsMessage>,
+    deadline: tokio::time::Instant,
+) -> SqsBatchResponse {
     let pacer = Pacer::new(s.settings.slot());
     let mut response = SqsBatchResponse::default();
     for r in records {
@@ -115,8 +120,8 @@ async fn run_batch(s: &Sweeper<'_>, records: Vec<SqsMessage>, deadline: tokio::t
     response
 }
 
-async fn run_one(
-    s: &Sweeper<'_>,
+async fn run_one<A: Adapters>(
+    s: &Sweeper<'_, A>,
     pacer: &Pacer,
     body: Option<&str>,
     deadline: tokio::time::Instant,
@@ -138,7 +143,7 @@ mod tests {
 
     use super::*;
 
-    fn app() -> AppState {
+    fn app() -> AppState<perch::memory::Memory> {
         let config = sample_config("http://127.0.0.1:9").unwrap();
         AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap().0
     }

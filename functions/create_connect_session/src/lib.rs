@@ -4,6 +4,7 @@
 //! sandbox, provider, expiry). Answers 201 `{session_id, connect_url, …}`.
 
 use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
 use perch::flows::session::{self, NewSessionRequest};
 use perch::http::{customer_from_claims, error_response, json_body, json_response, request_id};
 use perch::runtime::Service;
@@ -14,14 +15,14 @@ use perch::{AppState, Error};
 pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::Finch];
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
-pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(session) => json_response(201, &session),
         Err(e) => error_response(&e, request_id(&req)),
     }
 }
 
-async fn run(app: &AppState, req: &Request) -> Result<session::NewSession, Error> {
+async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<session::NewSession, Error> {
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
     let body: NewSessionRequest = json_body(req)?;
     session::create_session(app, &customer, &body).await
@@ -36,7 +37,7 @@ mod tests {
     use super::*;
 
     /// Finch is a closed port: a session that gets as far as Finch is a 502.
-    fn app() -> AppState {
+    fn app() -> AppState<perch::memory::Memory> {
         let config = sample_config("http://127.0.0.1:9").unwrap();
         AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap().0
     }

@@ -3,6 +3,7 @@
 //! `{flow?, products?, minutes_to_expire?}`; answers 201 like `POST /connect/sessions`.
 
 use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
 use perch::flows::lifecycle::{self, ReauthRequest};
 use perch::flows::session::NewSession;
 use perch::http::{customer_from_claims, error_response, json_body, json_response, path_param, request_id};
@@ -14,14 +15,14 @@ use perch::{AppState, Error};
 pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::Finch];
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
-pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(session) => json_response(201, &session),
         Err(e) => error_response(&e, request_id(&req)),
     }
 }
 
-async fn run(app: &AppState, req: &Request) -> Result<NewSession, Error> {
+async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<NewSession, Error> {
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
     let id = path_param(req, "id", "connection")?;
     let body: ReauthRequest = json_body(req)?;

@@ -3,6 +3,7 @@
 //! finished the job.
 
 use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
 use perch::flows::lifecycle;
 use perch::http::{customer_from_claims, error_response, no_content, path_param, request_id};
 use perch::runtime::Service;
@@ -13,14 +14,14 @@ use perch::{AppState, Error};
 pub const SERVICES: &[Service] = &[Service::Kms, Service::EventBridge, Service::Finch];
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
-pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(()) => no_content(),
         Err(e) => error_response(&e, request_id(&req)),
     }
 }
 
-async fn run(app: &AppState, req: &Request) -> Result<(), Error> {
+async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<(), Error> {
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
     let id = path_param(req, "id", "connection")?;
     lifecycle::disconnect(app, &customer, id).await.map(|_| ())

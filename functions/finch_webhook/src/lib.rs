@@ -2,6 +2,7 @@
 //! applied at once (see `perch::flows::webhook`). No JWT: the signature is the authentication.
 
 use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
 use perch::flows::webhook;
 use perch::http::{error_response, json_response, request_id};
 use perch::runtime::Service;
@@ -15,14 +16,14 @@ pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::EventBridge
 const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
 
 /// Handles one delivery; every anticipated failure is a problem response, never an `Err`.
-pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(outcome) => json_response(200, &outcome),
         Err(e) => error_response(&e, request_id(&req)),
     }
 }
 
-async fn run(app: &AppState, req: &Request) -> Result<webhook::Outcome, Error> {
+async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<webhook::Outcome, Error> {
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_WEBHOOK_BYTES {
         return Err(Error::PayloadTooLarge { limit: MAX_WEBHOOK_BYTES });
@@ -39,7 +40,7 @@ mod tests {
 
     use super::*;
 
-    fn app() -> AppState {
+    fn app() -> AppState<perch::memory::Memory> {
         let config = sample_config("http://127.0.0.1:9").unwrap();
         AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap().0
     }

@@ -1,6 +1,7 @@
 //! `GET /connections?limit&cursor`: the caller's connections, from the `by_customer` index.
 
 use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
 use perch::flows::session;
 use perch::http::{customer_from_claims, error_response, json_response, query_param, request_id};
 use perch::runtime::Service;
@@ -19,14 +20,14 @@ struct Listing {
 }
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
-pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(listing) => json_response(200, &listing),
         Err(e) => error_response(&e, request_id(&req)),
     }
 }
 
-async fn run(app: &AppState, req: &Request) -> Result<Listing, Error> {
+async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<Listing, Error> {
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
     let limit = query_param(req, "limit")?;
     let cursor = query_param(req, "cursor")?;

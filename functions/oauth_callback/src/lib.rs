@@ -7,6 +7,7 @@
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
 use perch::domain::{AuthorizationCode, FlowMode};
 use perch::flows::callback::{self, CallbackInput, CallbackOutcome, Outcome};
 use perch::http::{
@@ -30,7 +31,7 @@ struct EmbeddedBody {
 }
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
-pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     let result = match *req.method() {
         Method::GET => redirect_flow(app, &req).await.map(|o| redirect_response(&return_url(app, &o))),
         Method::POST => embedded_flow(app, &req).await.map(|o| {
@@ -42,7 +43,7 @@ pub async fn handle(app: &AppState, req: Request) -> Response<Body> {
     result.unwrap_or_else(|e| error_response(&e, request_id(&req)))
 }
 
-async fn redirect_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome, Error> {
+async fn redirect_flow<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<CallbackOutcome, Error> {
     let code =
         query_param(req, "code")?.ok_or_else(|| Error::invalid("code_invalid", "The callback carries no code."))?;
     let state = query_param(req, "state")?;
@@ -50,7 +51,7 @@ async fn redirect_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome,
     callback::complete_callback(app, input).await
 }
 
-async fn embedded_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome, Error> {
+async fn embedded_flow<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<CallbackOutcome, Error> {
     let caller = customer_from_claims(req, &app.config.customer_claim)?;
     // The body holds a code: report its shape problems without serde's echo of values.
     let body: EmbeddedBody = json_body::<serde_json::Value>(req).and_then(|v| {
@@ -67,7 +68,7 @@ async fn embedded_flow(app: &AppState, req: &Request) -> Result<CallbackOutcome,
 }
 
 /// Where the browser goes next: the app, told which connection and what happened.
-fn return_url(app: &AppState, o: &CallbackOutcome) -> String {
+fn return_url<A: Adapters>(app: &AppState<A>, o: &CallbackOutcome) -> String {
     let mut url = app.config.app_return_url.clone();
     url.query_pairs_mut()
         .append_pair("connection_id", o.connection.connection_id.as_str())
@@ -84,7 +85,7 @@ mod tests {
 
     use super::*;
 
-    fn app() -> AppState {
+    fn app() -> AppState<perch::memory::Memory> {
         let config = sample_config("http://127.0.0.1:9").unwrap();
         AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap().0
     }

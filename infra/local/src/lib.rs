@@ -30,6 +30,7 @@ use lambda_http::aws_lambda_events::apigw::{
 use lambda_http::request::RequestContext;
 use lambda_http::{Body as LambdaBody, RequestExt};
 use perch::AppState;
+use perch::aws::Aws;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -161,10 +162,10 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 struct Local {
-    app: Arc<AppState>,
+    app: Arc<AppState<Aws>>,
     /// A function's own state where it has one (tests give each function its own AWS
     /// identity, as each Lambda has its own role); otherwise `app`.
-    per_function: HashMap<Function, Arc<AppState>>,
+    per_function: HashMap<Function, Arc<AppState<Aws>>>,
     auth: DevAuth,
     /// Concurrent invocations, as Lambda's concurrency would bound them; the rest queue.
     /// Without it, a burst opens as many connections to the AWS emulator as there are
@@ -182,14 +183,14 @@ fn local_concurrency() -> usize {
 }
 
 /// The local API: Perch's routes plus the development token issuer.
-pub fn router(app: Arc<AppState>, auth: DevAuth) -> Router {
+pub fn router(app: Arc<AppState<Aws>>, auth: DevAuth) -> Router {
     router_per_function(app, HashMap::new(), auth)
 }
 
 /// The local API with some functions on a state of their own (see [`Local::per_function`]).
 pub fn router_per_function(
-    app: Arc<AppState>,
-    per_function: HashMap<Function, Arc<AppState>>,
+    app: Arc<AppState<Aws>>,
+    per_function: HashMap<Function, Arc<AppState<Aws>>>,
     auth: DevAuth,
 ) -> Router {
     let slots = tokio::sync::Semaphore::new(local_concurrency());

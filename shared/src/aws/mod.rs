@@ -24,7 +24,18 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use crate::app::Adapters;
 use crate::domain::Error;
+
+/// The AWS adapters, as one [`Adapters`]: what every Lambda function runs on.
+pub struct Aws;
+
+impl Adapters for Aws {
+    type Store = dynamodb::DynamoStore;
+    type Cipher = kms::KmsCipher;
+    type Secrets = secrets_manager::SecretsManagerSource;
+    type Events = eventbridge::EventBridgeSink;
+}
 
 /// Whether an AWS SDK failure is worth retrying later: transport failures, throttling and
 /// service-side errors. One rule for every AWS service Perch calls (the error codes below are

@@ -20,8 +20,8 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
-use crate::crypto::{EncryptedToken, code_hash, state};
+use crate::app::{Adapters, AppState};
+use crate::crypto::{EncryptedToken, TokenCipher, code_hash, state};
 use crate::domain::{
     AccessToken, AuthorizationCode, CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error,
     FinchCustomerId, FlowMode, Product,
@@ -85,7 +85,7 @@ fn code_refused() -> Error {
 
 /// Completes a Connect flow (see the module docs).
 #[tracing::instrument(skip_all, fields(mode = ?input.mode))]
-pub async fn complete_callback(app: &AppState, input: CallbackInput) -> Result<CallbackOutcome, Error> {
+pub async fn complete_callback<A: Adapters>(app: &AppState<A>, input: CallbackInput) -> Result<CallbackOutcome, Error> {
     let store: &dyn CallbackStore = &*app.store;
     // Refuse what cannot succeed before touching Secrets Manager, DynamoDB or Finch.
     if input.state.is_none() && (input.mode == FlowMode::Redirect || input.caller.is_none()) {
@@ -159,8 +159,8 @@ async fn guard_code(
 }
 
 /// Step 3: the code exchange, with Finch's answers mapped.
-async fn exchange(
-    app: &AppState,
+async fn exchange<A: Adapters>(
+    app: &AppState<A>,
     store: &dyn CallbackStore,
     secrets: &FinchSecrets,
     input: &CallbackInput,
@@ -200,7 +200,7 @@ struct Learned {
 
 /// Step 4: introspection and the company's name; neither failure fails the callback. The
 /// request id kept is the introspection's, else the exchange's.
-async fn learn(app: &AppState, token: &TokenResponse, exchange_request_id: Option<String>) -> Learned {
+async fn learn<A: Adapters>(app: &AppState<A>, token: &TokenResponse, exchange_request_id: Option<String>) -> Learned {
     let id = &token.connection_id;
     let (introspection, request_id) = match app.finch.introspect(&token.access_token).await {
         Ok(i) => (Some(i.value), i.request_id),
@@ -213,7 +213,7 @@ async fn learn(app: &AppState, token: &TokenResponse, exchange_request_id: Optio
     Learned { introspection, request_id, company_name }
 }
 
-async fn company_name(app: &AppState, id: &ConnectionId, token: &AccessToken) -> Option<String> {
+async fn company_name<A: Adapters>(app: &AppState<A>, id: &ConnectionId, token: &AccessToken) -> Option<String> {
     match app.finch.company(token).await {
         Ok(Some(c)) => c.value.legal_name,
         Ok(None) => None,
@@ -307,8 +307,8 @@ impl NewConnection<'_> {
 /// the code done, publishes the change. A lost race re-reads at once; a transient AWS failure
 /// waits a little. The token is already exchanged: giving up would cost the employer a
 /// reconnect.
-async fn save(
-    app: &AppState,
+async fn save<A: Adapters>(
+    app: &AppState<A>,
     store: &dyn CallbackStore,
     new: &NewConnection<'_>,
     code: &CodeHash,

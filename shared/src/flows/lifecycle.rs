@@ -16,7 +16,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
+use crate::crypto::TokenCipher;
 use crate::domain::session::{known_products_opt, validate_minutes_to_expire, validate_products};
 use crate::domain::{ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, FlowMode, Product};
 use crate::events::{ChangeSource, StatusChanged};
@@ -61,8 +62,8 @@ async fn owned_connection(
 
 /// Starts a re-authentication of one of the caller's connections.
 #[tracing::instrument(skip_all, fields(customer = %customer))]
-pub async fn reauthenticate(
-    app: &AppState,
+pub async fn reauthenticate<A: Adapters>(
+    app: &AppState<A>,
     customer: &CustomerId,
     raw_id: &str,
     req: &ReauthRequest,
@@ -117,7 +118,11 @@ const DISCONNECT_ATTEMPTS: u32 = 4;
 
 /// Disconnects one of the caller's connections (see the module docs). Idempotent.
 #[tracing::instrument(skip_all, fields(customer = %customer))]
-pub async fn disconnect(app: &AppState, customer: &CustomerId, raw_id: &str) -> Result<Disconnected, Error> {
+pub async fn disconnect<A: Adapters>(
+    app: &AppState<A>,
+    customer: &CustomerId,
+    raw_id: &str,
+) -> Result<Disconnected, Error> {
     let store: &dyn DisconnectStore = &*app.store;
     for _ in 0..DISCONNECT_ATTEMPTS {
         let rec = owned_connection(store, customer, raw_id).await?;
@@ -152,8 +157,8 @@ pub async fn disconnect(app: &AppState, customer: &CustomerId, raw_id: &str) -> 
 
 /// Finch's `/disconnect` with the connection's token; its request id. A 401 means the token
 /// is already revoked (disconnected at Finch before), which is the goal.
-async fn revoke_at_finch(
-    app: &AppState,
+async fn revoke_at_finch<A: Adapters>(
+    app: &AppState<A>,
     rec: &ConnectionRecord,
     ciphertext: &crate::crypto::EncryptedToken,
 ) -> Result<Option<String>, Error> {

@@ -14,7 +14,8 @@
 //! container re-reads it after `SECRET_CACHE_TTL_SECONDS`, and at once when Finch answers
 //! `invalid_client`, so no redeploy is needed.
 
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
+use crate::crypto::KeyMigration;
 use crate::domain::Error;
 use crate::store::ReplaceTokens;
 
@@ -28,7 +29,7 @@ pub struct Reencrypted {
 }
 
 /// Moves every stored ciphertext under `to_key` (id, ARN or alias).
-pub async fn reencrypt_all(app: &AppState, to_key: &str) -> Result<Reencrypted, Error> {
+pub async fn reencrypt_all<A: Adapters>(app: &AppState<A>, to_key: &str) -> Result<Reencrypted, Error> {
     let store: &dyn ReplaceTokens = &*app.store;
     let arn = app.cipher.key_arn(to_key).await?;
     let mut report = Reencrypted::default();

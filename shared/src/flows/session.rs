@@ -22,7 +22,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
 use crate::crypto::state;
 use crate::domain::session::{known_products, validate_minutes_to_expire, validate_products};
 use crate::domain::{ConnectionId, CustomerId, Error, FinchCustomerId, FlowMode, Product, SandboxMode, SessionId};
@@ -117,8 +117,8 @@ impl NewSessionRequest {
 
 /// Creates a Connect session for `customer` (from the JWT, never the body).
 #[tracing::instrument(skip_all, fields(customer = %customer))]
-pub async fn create_session(
-    app: &AppState,
+pub async fn create_session<A: Adapters>(
+    app: &AppState<A>,
     customer: &CustomerId,
     req: &NewSessionRequest,
 ) -> Result<NewSession, Error> {
@@ -157,8 +157,8 @@ pub async fn create_session(
 
 /// Finch already holds a connection under this customer's Finch id: a re-authentication
 /// session for it, after checking that Perch does not hold it for someone else.
-async fn recover_existing(
-    app: &AppState,
+async fn recover_existing<A: Adapters>(
+    app: &AppState<A>,
     store: &dyn SessionStore,
     secrets: &FinchSecrets,
     customer: &CustomerId,
@@ -198,8 +198,8 @@ pub(crate) struct Pending<'a> {
 
 /// Stores the pending flow of a new Finch session and hands out its state: in the
 /// `connect_url` for the redirect flow, beside it for the embedded flow.
-pub(crate) async fn start_flow(
-    app: &AppState,
+pub(crate) async fn start_flow<A: Adapters>(
+    app: &AppState<A>,
     store: &dyn IssueState,
     secrets: &FinchSecrets,
     p: Pending<'_>,
@@ -279,8 +279,8 @@ async fn all_connections(store: &dyn ListConnections, customer: &CustomerId) -> 
 }
 
 /// One page of the caller's connections.
-pub async fn list_connections(
-    app: &AppState,
+pub async fn list_connections<A: Adapters>(
+    app: &AppState<A>,
     customer: &CustomerId,
     limit: Option<&str>,
     cursor: Option<&str>,

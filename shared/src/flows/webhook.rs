@@ -21,7 +21,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
 use crate::domain::{ConnectionId, ConnectionStatus, Error, EventId};
 use crate::events::{ChangeSource, StatusChanged};
 use crate::store::WebhookStore;
@@ -181,8 +181,8 @@ fn parse(body: &[u8]) -> Result<(Event, Option<Update>), Error> {
 
 /// Verifies and handles one delivery.
 #[tracing::instrument(skip_all)]
-pub async fn handle(
-    app: &AppState,
+pub async fn handle<A: Adapters>(
+    app: &AppState<A>,
     event_id: Option<&str>,
     timestamp: Option<&str>,
     signature: Option<&str>,

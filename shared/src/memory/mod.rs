@@ -21,7 +21,7 @@ pub use store::MemoryStore;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
 use crate::config::Config;
 use crate::domain::Error;
 use crate::events::EventPublisher;
@@ -60,20 +60,30 @@ pub fn sample_secret(client_id: &str, client_secret: &str) -> Result<String, Err
     .to_string())
 }
 
+/// The memory adapters, as one [`Adapters`].
+pub struct Memory;
+
+impl Adapters for Memory {
+    type Store = MemoryStore;
+    type Cipher = MemoryCipher;
+    type Secrets = StaticSecret;
+    type Events = RecordingSink;
+}
+
 /// The memory adapters behind an [`AppState::in_memory`], for a test to arrange and inspect.
 #[derive(Clone)]
-pub struct Adapters {
+pub struct Parts {
     pub store: Arc<MemoryStore>,
     pub cipher: Arc<MemoryCipher>,
     pub secret: Arc<StaticSecret>,
     pub events: Arc<RecordingSink>,
 }
 
-impl AppState {
+impl AppState<Memory> {
     /// A state on the memory adapters, its Finch secret `secret_json`; Finch is wherever
     /// `config.finch_api_url` points (the emulator, in process).
-    pub fn in_memory(config: Config, secret_json: impl Into<String>) -> Result<(Self, Adapters), Error> {
-        let a = Adapters {
+    pub fn in_memory(config: Config, secret_json: impl Into<String>) -> Result<(Self, Parts), Error> {
+        let a = Parts {
             store: Arc::new(MemoryStore::new()),
             cipher: Arc::new(MemoryCipher::new(config.kms_key_id.clone())?),
             secret: Arc::new(StaticSecret::new(secret_json)),

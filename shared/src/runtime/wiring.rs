@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::app::AppState;
+use crate::aws::Aws;
 use crate::aws::dynamodb::DynamoStore;
 use crate::aws::eventbridge::EventBridgeSink;
 use crate::aws::kms::KmsCipher;
@@ -30,7 +31,7 @@ pub enum Service {
     Finch,
 }
 
-impl AppState {
+impl AppState<Aws> {
     /// Loads the AWS configuration the standard way (environment, role) and builds everything,
     /// building in init the clients of `services`. Locally, `AWS_ENDPOINT_URL*` points the
     /// same code at the emulator.
@@ -49,12 +50,9 @@ impl AppState {
             Arc::new(SecretsManagerSource::new(secrets_manager.clone(), config.finch_secret_id.clone())),
             config.secret_cache_ttl,
         );
-        let sink = config
-            .event_bus_name
-            .clone()
-            .map(|bus| Arc::new(EventBridgeSink::new(eventbridge.clone(), bus)) as Arc<dyn crate::events::EventSink>);
+        let sink = config.event_bus_name.clone().map(|bus| Arc::new(EventBridgeSink::new(eventbridge.clone(), bus)));
         let events_on = sink.is_some();
-        let app = AppState::new(config, store, cipher, secrets, EventPublisher::new(sink));
+        let app = Self::new(config, store, cipher, secrets, EventPublisher::new(sink));
         for service in services {
             match service {
                 Service::Kms => {

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
 use super::Pacer;
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
+use crate::crypto::TokenCipher;
 use crate::domain::{AccessToken, ConnectionStatus, Error};
 use crate::events::{ChangeSource, StatusChanged};
 use crate::finch::{FinchClient, backoff};
@@ -32,8 +33,8 @@ pub(super) struct Counters {
 }
 
 /// Checks one connection: decrypt, introspect (paced, retried), conditional write.
-pub(super) async fn check_one(
-    app: &AppState,
+pub(super) async fn check_one<A: Adapters>(
+    app: &AppState<A>,
     store: &dyn SweepStore,
     finch: &FinchClient,
     pacer: &Pacer,
@@ -114,7 +115,12 @@ async fn observe(
 }
 
 /// Writes the observation at the version the connection was read at, and announces a change.
-async fn record(app: &AppState, store: &dyn SweepStore, rec: &ConnectionRecord, observation: &Observation) -> Checked {
+async fn record<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn SweepStore,
+    rec: &ConnectionRecord,
+    observation: &Observation,
+) -> Checked {
     let changed = rec.status != observation.status;
     match store.record_check(&rec.connection_id, rec.version, observation).await {
         Ok(true) => {

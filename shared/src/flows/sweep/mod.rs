@@ -46,7 +46,7 @@ pub use pacer::Pacer;
 pub use segment::run_segment;
 pub use settings::SweepSettings;
 
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
 use crate::domain::Error;
 
 /// One unit of work: a scan segment, from `start` (a `pk`) or its beginning.
@@ -92,7 +92,11 @@ impl SegmentReport {
 
 /// A whole round in this one invocation, segment after segment, without a queue (local runs
 /// and small deployments). Stops at the deadline; `next` then says where.
-pub async fn run_round(app: &AppState, settings: &SweepSettings, deadline: Instant) -> Result<SegmentReport, Error> {
+pub async fn run_round<A: Adapters>(
+    app: &AppState<A>,
+    settings: &SweepSettings,
+    deadline: Instant,
+) -> Result<SegmentReport, Error> {
     let pacer = Pacer::new(settings.slot());
     let mut total = SegmentReport::default();
     for work in plan(settings, OffsetDateTime::now_utc()) {

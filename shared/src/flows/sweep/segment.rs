@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::check::{Checked, Counters, check_one};
 use super::{Pacer, SegmentReport, SegmentWork, SweepSettings};
-use crate::app::AppState;
+use crate::app::{Adapters, AppState};
 use crate::domain::Error;
 use crate::store::{ConnectionRecord, SweepStore};
 
@@ -123,8 +123,8 @@ impl Tally {
 /// at most 500 checks/s instead of 640). Memory stays bounded: the reader runs only as far
 /// ahead as the checkers pull, at most one page beyond the one being checked.
 #[tracing::instrument(skip_all, fields(segment = work.segment, total = work.total))]
-pub async fn run_segment(
-    app: &AppState,
+pub async fn run_segment<A: Adapters>(
+    app: &AppState<A>,
     settings: &SweepSettings,
     pacer: &Pacer,
     work: SegmentWork,
