@@ -10,11 +10,13 @@
 //! 3. the ports and their records — [`store`] (narrow traits mirroring each function's IAM
 //!    policy), [`crypto`] (token cipher, states, code hashes), [`secrets`] (the Finch secret,
 //!    cached), [`events`] (status changes) — and [`finch`], the Finch API client;
-//! 4. [`app`]: the [`AppState`] every flow is handed: configuration and ports;
+//! 4. [`app`]: the [`AppState`] every flow is handed: configuration and ports, generic over
+//!    one implementation of each ([`app::Adapters`]);
 //! 5. [`flows`]: sessions, the callback, re-authentication and disconnection, webhooks, the
 //!    status sweep, key rotation — free of HTTP and of AWS SDK types;
 //! 6. the adapters: [`aws`] (DynamoDB, KMS, Secrets Manager, EventBridge, SQS, and the one
-//!    conversion of SDK errors) and [`memory`] (the same ports in memory, for fast tests);
+//!    conversion of SDK errors: [`aws::Aws`]) and [`memory`] (the same ports in memory, for the
+//!    fast tests: [`memory::Memory`]);
 //! 7. [`http`]: the edge, the only module that knows HTTP;
 //! 8. [`runtime`]: wiring — the [`AppState`] built on AWS — and telemetry.
 //!
