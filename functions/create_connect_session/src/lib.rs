@@ -11,7 +11,7 @@ use perch::runtime::Service;
 use perch::{AppState, Error};
 
 /// The services this function calls besides DynamoDB: their clients are built in init
-/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+/// (`AppState::build`); a test checks the list against the calls it makes.
 pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::Finch];
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.

@@ -10,7 +10,7 @@ use perch::{AppState, Error};
 use serde::Serialize;
 
 /// The services this function calls besides DynamoDB (none): their clients are built in init
-/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+/// (`AppState::build`); a test checks the list against the calls it makes.
 pub const SERVICES: &[Service] = &[];
 
 #[derive(Serialize)]

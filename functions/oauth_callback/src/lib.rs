@@ -18,7 +18,7 @@ use perch::{AppState, Error};
 use serde::Deserialize;
 
 /// The services this function calls besides DynamoDB: their clients are built in init
-/// (`AppState::prewarm`); a test checks the list against the calls it makes.
+/// (`AppState::build`); a test checks the list against the calls it makes.
 pub const SERVICES: &[Service] = &[Service::Kms, Service::SecretsManager, Service::EventBridge, Service::Finch];
 
 /// The embedded flow's body. Deserialised from raw strings so no value is ever echoed.
