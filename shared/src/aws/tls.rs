@@ -27,7 +27,7 @@ const AMAZON_ROOTS: &[&[u8]] = &[
     b"Starfield Services Root Certificate Authority - G2",
 ];
 
-/// The DER certificates of [`AMAZON_ROOTS`], found in Mozilla's set by their names.
+/// The DER certificates of `AMAZON_ROOTS`, found in Mozilla's set by their names.
 ///
 /// This runs at every cold start over ~120 certificates (~125 KB): with a searcher built once
 /// per name (`memchr`'s SIMD `memmem`) it takes ~25 µs; a naive byte-window scan took ~400 µs,

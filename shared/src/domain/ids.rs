@@ -4,9 +4,9 @@
 //! then on, so a `ConnectionId` can be put into a DynamoDB key or a KMS encryption context
 //! without re-checking it, and a state id cannot be passed where an event id is expected.
 //!
-//! Two alphabets: Perch's own keys and the ids it files data under ([`check_key`]: no `#`,
+//! Two alphabets: Perch's own keys and the ids it files data under (`check_key`: no `#`,
 //! which separates a DynamoDB key's prefix, no space, nothing a URL or a log line would need to
-//! escape), and ids that Finch mints and Perch only echoes ([`check_opaque`]: any printable
+//! escape), and ids that Finch mints and Perch only echoes (`check_opaque`: any printable
 //! ASCII), where refusing a character Finch may use tomorrow would refuse Finch's answer.
 
 use std::fmt;

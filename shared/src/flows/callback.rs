@@ -1,16 +1,16 @@
 //! The end of a Connect flow, as named steps:
 //!
-//! 1. [`consume_state`]: verify the state's signature and consume its stored flow — before
+//! 1. `consume_state`: verify the state's signature and consume its stored flow — before
 //!    anything reaches Finch, and once only (a replayed URL finds nothing);
-//! 2. [`guard_code`]: mark the code as being exchanged, so a replay gets the stored result or
+//! 2. `guard_code`: mark the code as being exchanged, so a replay gets the stored result or
 //!    a 409, never a second exchange;
-//! 3. [`exchange`]: `POST /auth/token`, with Finch's refusals mapped (a bad code is the
+//! 3. `exchange`: `POST /auth/token`, with Finch's refusals mapped (a bad code is the
 //!    caller's 400; a failure that provably never reached Finch frees the code again);
-//! 4. [`learn`]: introspect the token and read the company name (either may fail: the
+//! 4. `learn`: introspect the token and read the company name (either may fail: the
 //!    connection is then stored as `pending` and the sweep fills it in);
-//! 5. [`check_ownership`]: Finch must have filed the connection under a `customer_id` this
+//! 5. `check_ownership`: Finch must have filed the connection under a `customer_id` this
 //!    customer claimed, or the code came from someone else's flow;
-//! 6. [`save`]: encrypt the token and write the connection — created, or its token replaced at
+//! 6. `save`: encrypt the token and write the connection — created, or its token replaced at
 //!    the version read — and mark the code done, in one transaction; then the status event.
 //!
 //! Once the code is exchanged, every failure is logged with the connection id: the next
