@@ -189,96 +189,19 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
     let path = req.uri().path().to_owned();
     let is_control = path.starts_with("/_emulator");
     let op = if is_control { None } else { spec::spec().operation(&method, &path) };
+    let seen_at = (!is_control).then(|| record_arrival(&s, &method, &path, &request_id));
 
-    // Recorded on arrival: a request whose client gave up (timeout) still counts as sent.
-    let seen_at = (!is_control).then(|| {
-        let mut w = s.world();
-        w.requests.push(Seen {
-            method: method.clone(),
-            path: path.clone(),
-            status: 0,
-            request_id: request_id.clone(),
-            injected: false,
-        });
-        w.requests.len() - 1
-    });
-    let mut fault_injected = false;
-    let mut response = 'resp: {
-        if !is_control && path != "/authorize" {
-            let limited = {
-                let mut w = s.world();
-                match w.rate_limits.clone() {
-                    Some(limits) => {
-                        // Application limits are per token and data endpoint; the IP limit is for all.
-                        let product = (path.starts_with("/employer/")).then(|| {
-                            let token = req
-                                .headers()
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            (token, path.clone())
-                        });
-                        w.rate_state.admit(&limits, product)
-                    }
-                    None => None,
-                }
-            };
-            if let Some(code) = limited {
-                break 'resp api::finch_error(
-                    429,
-                    json!({"statusCode": 429, "status": 429, "code": 429, "message": "Too many requests", "name": "rate_limit_exceeded_error", "finch_code": code}),
-                );
-            }
-            let fault = s.world().take_fault(&method, &path);
-            if let Some(f) = fault {
-                if let Some(ms) = f.latency_ms {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                if let Some(status) = f.status {
-                    fault_injected = true;
-                    break 'resp injected(status, f.retry_after, f.location.as_deref());
-                }
-            }
-        }
-        let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-            break 'resp api::finch_error(
-                413,
-                json!({"code": 413, "name": "payload_too_large", "message": "Body too large"}),
-            );
-        };
-        if let Some(op) = &op {
-            let problems = check_request(op, &parts.headers, &bytes);
-            if !problems.is_empty() {
-                tracing::warn!(?problems, "request violates Finch's spec");
-                s.world().violations.extend(problems.iter().cloned());
-                if s.config().strict {
-                    break 'resp api::finch_error(
-                        400,
-                        json!({"code": 400, "name": "bad_request", "finch_code": "invalid_request", "message": problems.join("; ")}),
-                    );
-                }
-            }
-        }
-        next.run(Request::from_parts(parts, Body::from(bytes))).await
+    let gated = if is_control || path == "/authorize" { None } else { gate(&s, req.headers(), &method, &path).await };
+    let fault_injected = matches!(gated, Some((_, true)));
+    let mut response = match gated {
+        Some((refused, _)) => refused,
+        None => match inbound(&s, op.as_ref(), req).await {
+            Ok(req) => next.run(req).await,
+            Err(refused) => refused,
+        },
     };
-
     if let Some(op) = &op {
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
-        let status = parts.status.as_u16();
-        if !fault_injected
-            && spec::spec().documents_response(op, status)
-            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-        {
-            let problems = spec::spec().check_response_body(op, status, &v);
-            if !problems.is_empty() {
-                tracing::error!(?problems, "emulator response violates Finch's spec");
-                s.world().violations.extend(problems);
-            }
-        }
-        response = Response::from_parts(parts, Body::from(bytes));
+        response = outbound(&s, op, response, fault_injected).await;
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("finch-request-id", v);
@@ -290,6 +213,94 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
         seen.injected = fault_injected;
     }
     response
+}
+
+/// Recorded on arrival: a request whose client gave up (timeout) still counts as sent. Returns
+/// its place in the log, for the status once answered.
+fn record_arrival(s: &Shared, method: &str, path: &str, request_id: &str) -> usize {
+    let mut w = s.world();
+    w.requests.push(Seen {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        status: 0,
+        request_id: request_id.to_owned(),
+        injected: false,
+    });
+    w.requests.len() - 1
+}
+
+/// Finch's rate limits, then an injected fault: the answer instead of the real handler, and
+/// whether it was an injected fault (a 429 from the limits is Finch's own behaviour).
+async fn gate(s: &Shared, headers: &axum::http::HeaderMap, method: &str, path: &str) -> Option<(Response, bool)> {
+    let limited = {
+        let mut w = s.world();
+        match w.rate_limits.clone() {
+            Some(limits) => {
+                // Application limits are per token and data endpoint; the IP limit is for all.
+                let product = (path.starts_with("/employer/")).then(|| {
+                    let token =
+                        headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                    (token, path.to_owned())
+                });
+                w.rate_state.admit(&limits, product)
+            }
+            None => None,
+        }
+    };
+    if let Some(code) = limited {
+        let body = json!({"statusCode": 429, "status": 429, "code": 429, "message": "Too many requests", "name": "rate_limit_exceeded_error", "finch_code": code});
+        return Some((api::finch_error(429, body), false));
+    }
+    let fault = s.world().take_fault(method, path)?;
+    if let Some(ms) = fault.latency_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = fault.status?;
+    Some((injected(status, fault.retry_after, fault.location.as_deref()), true))
+}
+
+/// The request body read (bounded) and checked against the operation in Finch's spec; in
+/// strict mode a violation is refused as Finch would, else recorded.
+async fn inbound(s: &Shared, op: Option<&spec::Operation>, req: Request) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return Err(api::finch_error(
+            413,
+            json!({"code": 413, "name": "payload_too_large", "message": "Body too large"}),
+        ));
+    };
+    if let Some(op) = op {
+        let problems = check_request(op, &parts.headers, &bytes);
+        if !problems.is_empty() {
+            tracing::warn!(?problems, "request violates Finch's spec");
+            s.world().violations.extend(problems.iter().cloned());
+            if s.config().strict {
+                return Err(api::finch_error(
+                    400,
+                    json!({"code": 400, "name": "bad_request", "finch_code": "invalid_request", "message": problems.join("; ")}),
+                ));
+            }
+        }
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The answer checked against the spec (an injected fault is not the emulator's own answer).
+async fn outbound(s: &Shared, op: &spec::Operation, response: Response, fault_injected: bool) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
+    let status = parts.status.as_u16();
+    if !fault_injected
+        && spec::spec().documents_response(op, status)
+        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+    {
+        let problems = spec::spec().check_response_body(op, status, &v);
+        if !problems.is_empty() {
+            tracing::error!(?problems, "emulator response violates Finch's spec");
+            s.world().violations.extend(problems);
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn check_request(op: &spec::Operation, headers: &axum::http::HeaderMap, body: &Bytes) -> Vec<String> {

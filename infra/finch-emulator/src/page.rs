@@ -20,7 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::Shared;
-use crate::world::Code;
+use crate::world::{Code, Session};
 
 #[derive(Deserialize)]
 pub struct AuthorizeQuery {
@@ -174,53 +174,61 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
             StatusCode::UNAUTHORIZED,
         );
     }
+    let code = issue_code(&s, &sess, login.provider);
+    hand_back(&sess, &q, &code)
+}
+
+/// Completes the session: the connection (new, or the re-authenticated one, connected again)
+/// and a fresh code for it.
+fn issue_code(s: &Shared, sess: &Session, provider: Option<String>) -> String {
     let code = uuid::Uuid::new_v4().to_string();
-    {
-        let mut w = s.world();
-        let connection_id = match &sess.reauth_connection {
-            Some(id) => {
-                if let Some(c) = w.connections.get_mut(id) {
-                    c.status = "connected".into();
-                }
-                id.clone()
+    let mut w = s.world();
+    let connection_id = match &sess.reauth_connection {
+        Some(id) => {
+            if let Some(c) = w.connections.get_mut(id) {
+                c.status = "connected".into();
             }
-            None => {
-                let provider = login
-                    .provider
-                    .filter(|p| !p.trim().is_empty())
-                    .or(sess.provider.clone())
-                    .unwrap_or_else(|| "gusto".into());
-                let auth = sess
-                    .auth_method
-                    .clone()
-                    .unwrap_or_else(|| if sess.manual { "assisted".into() } else { "credential".into() });
-                w.create_connection(
-                    sess.customer_id.clone(),
-                    sess.customer_name.clone(),
-                    sess.customer_email.clone(),
-                    provider,
-                    sess.products.clone(),
-                    auth,
-                    sess.sandbox.as_deref(),
-                    sess.manual,
-                )
-            }
-        };
-        if let Some(x) = w.sessions.get_mut(&sess.id) {
-            x.completed = true;
+            id.clone()
         }
-        let now = w.now();
-        w.codes.insert(
-            code.clone(),
-            Code {
-                connection_id,
-                session_id: sess.id.clone(),
-                redirect_uri: sess.redirect_uri.clone(),
-                issued_at: now,
-                used: false,
-            },
-        );
+        None => {
+            let provider =
+                provider.filter(|p| !p.trim().is_empty()).or(sess.provider.clone()).unwrap_or_else(|| "gusto".into());
+            let auth = sess
+                .auth_method
+                .clone()
+                .unwrap_or_else(|| if sess.manual { "assisted".into() } else { "credential".into() });
+            w.create_connection(
+                sess.customer_id.clone(),
+                sess.customer_name.clone(),
+                sess.customer_email.clone(),
+                provider,
+                sess.products.clone(),
+                auth,
+                sess.sandbox.as_deref(),
+                sess.manual,
+            )
+        }
+    };
+    if let Some(x) = w.sessions.get_mut(&sess.id) {
+        x.completed = true;
     }
+    let now = w.now();
+    w.codes.insert(
+        code.clone(),
+        Code {
+            connection_id,
+            session_id: sess.id.clone(),
+            redirect_uri: sess.redirect_uri.clone(),
+            issued_at: now,
+            used: false,
+        },
+    );
+    code
+}
+
+/// The code back to the app: a redirect to the session's `redirect_uri`, or the Connect SDK's
+/// `postMessage` for the embedded flow.
+fn hand_back(sess: &Session, q: &AuthorizeQuery, code: &str) -> Response {
     match &sess.redirect_uri {
         Some(uri) => {
             let Ok(mut url) = url::Url::parse(uri) else {
@@ -230,7 +238,7 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
                     "<p class=\"err\">The session's redirect_uri is not a URL.</p>",
                 );
             };
-            url.query_pairs_mut().append_pair("code", &code);
+            url.query_pairs_mut().append_pair("code", code);
             if let Some(st) = &q.state {
                 url.query_pairs_mut().append_pair("state", st);
             }
@@ -245,7 +253,7 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
                 serde_json::json!({"name": "finch-auth-message-v2", "kind": "success", "code": code, "state": q.state});
             let body = format!(
                 "<p>Connected. You can close this window.</p><pre id=\"code\" data-code=\"{c}\"></pre>{script}",
-                c = esc(&code),
+                c = esc(code),
                 script = post_message(&msg, &q.target_origin()),
             );
             page(StatusCode::OK, "Connected", &body)
