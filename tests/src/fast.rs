@@ -8,8 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use perch::domain::{AuthorizationCode, CustomerId, Error, FlowMode};
 use perch::flows::callback::{CallbackInput, CallbackOutcome, complete_callback};
 use perch::flows::session::{NewSession, NewSessionRequest, create_session};
@@ -49,13 +47,6 @@ impl Drop for Fast {
     }
 }
 
-/// 32 random bytes (two v4 UUIDs' worth of the OS's randomness), base64.
-fn random_key() -> String {
-    let bytes: Vec<u8> =
-        uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
-    STANDARD.encode(bytes)
-}
-
 impl Fast {
     /// A fresh Perch and Finch; `tweak` may change the configuration's environment.
     pub async fn start() -> Self {
@@ -83,12 +74,9 @@ impl Fast {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
-        let webhook_secret = random_key();
-        let secret_json = json!({
-            "client_id": emu.client_id, "client_secret": emu.client_secret,
-            "state_key": random_key(), "webhook_secret": webhook_secret,
-        })
-        .to_string();
+        let secret_json = perch::memory::sample_secret(&emu.client_id, &emu.client_secret).expect("secret");
+        let parsed: Value = serde_json::from_str(&secret_json).expect("secret JSON");
+        let webhook_secret = parsed["webhook_secret"].as_str().expect("webhook_secret").to_owned();
         let (app, mem) = AppState::in_memory(config.clone(), secret_json.clone()).expect("in-memory state");
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         Self { finch, app: Arc::new(app), mem, config, webhook_secret, secret_json, http }

@@ -33,7 +33,7 @@ struct EmbeddedBody {
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     let result = match *req.method() {
-        Method::GET => redirect_flow(app, &req).await.map(|o| redirect_response(&return_url(app, &o))),
+        Method::GET => redirect_flow(app, &req).await.map(|o| redirect_response(&return_url(&app.config, &o))),
         Method::POST => embedded_flow(app, &req).await.map(|o| {
             let status = if o.outcome == Outcome::Created { 201 } else { 200 };
             json_response(status, &o)
@@ -68,8 +68,8 @@ async fn embedded_flow<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<
 }
 
 /// Where the browser goes next: the app, told which connection and what happened.
-fn return_url<A: Adapters>(app: &AppState<A>, o: &CallbackOutcome) -> String {
-    let mut url = app.config.app_return_url.clone();
+fn return_url(config: &perch::Config, o: &CallbackOutcome) -> String {
+    let mut url = config.app_return_url.clone();
     url.query_pairs_mut()
         .append_pair("connection_id", o.connection.connection_id.as_str())
         .append_pair("outcome", o.outcome.as_str())

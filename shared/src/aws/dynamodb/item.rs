@@ -24,16 +24,12 @@ pub fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn list<T: AsRef<str>>(v: &[T]) -> AttributeValue {
-    AttributeValue::L(v.iter().map(|x| s(x.as_ref())).collect())
-}
-
 pub fn products(v: &[Product]) -> AttributeValue {
     AttributeValue::L(v.iter().map(|p| s(p.as_str())).collect())
 }
 
 pub fn strings(v: &[String]) -> AttributeValue {
-    list(v)
+    AttributeValue::L(v.iter().map(|x| s(x.as_str())).collect())
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 (UTC, microseconds), so DynamoDB's string
