@@ -281,11 +281,41 @@
     }
   }
 
+  // Why a redirect flow failed, in words (the callback's `reason`; README, "Callback outcomes").
+  const REASONS = {
+    consent_denied: 'The payroll connection was declined in Finch Connect, so nothing was connected.',
+    connect_failed: 'Finch Connect ended without connecting the payroll system.',
+    state_invalid: 'That Connect link has expired or was already used.',
+    code_invalid: 'Finch did not accept the authorization, which may have expired or been used already.',
+    invalid_query: 'The link back from Finch Connect was malformed.',
+    exchange_in_progress: 'This connection is still being completed; it will appear in a moment.',
+    finch_unavailable: 'Finch was unavailable while completing the connection.',
+    finch_unreachable: 'Finch could not be reached while completing the connection.',
+    finch_timeout: 'Finch took too long to answer while completing the connection.',
+    finch_rate_limited: 'Finch is busy right now.',
+    service_unavailable: 'Perch was busy while completing the connection.',
+    connection_disconnected: 'That connection was disconnected while it was being reconnected.',
+    configuration_error: 'Perch is not set up correctly for Finch; our team has been alerted.',
+  };
+  // What the employer can do next (the callback's `next`).
+  const NEXT = {
+    retry: 'Please try again in a moment.',
+    restart: 'Please connect again.',
+    contact_support: 'Please contact support if it persists.',
+  };
+
   // Back from the redirect flow: the callback sent the browser here with what happened.
   function returnedFromFinch() {
     const q = new URLSearchParams(location.search);
     if (!q.has('outcome')) return;
-    notify('ok', describe(null, q.get('outcome')));
+    if (q.get('outcome') === 'error') {
+      const why = REASONS[q.get('reason')] || 'The payroll system could not be connected.';
+      const next = NEXT[q.get('next')] || NEXT.restart;
+      const ref = q.get('request_id') ? ` (reference ${q.get('request_id')})` : '';
+      notify('error', `${why} ${next}${ref}`);
+    } else {
+      notify('ok', describe(null, q.get('outcome')));
+    }
     history.replaceState(null, '', location.pathname);
   }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::Cipher;
+use crate::domain::Clock;
 use crate::events::{EventPublisher, EventSink};
 use crate::finch::FinchClient;
 use crate::secrets::{SecretCache, SecretSource};
@@ -37,6 +38,8 @@ pub struct AppState<A: Adapters> {
     pub secrets: SecretCache<A::Secrets>,
     pub finch: FinchClient,
     pub events: EventPublisher<A::Events>,
+    /// The time flows decide by (the system's; tests may move it).
+    pub clock: Clock,
 }
 
 impl<A: Adapters> AppState<A> {
@@ -49,6 +52,6 @@ impl<A: Adapters> AppState<A> {
         events: EventPublisher<A::Events>,
     ) -> Self {
         let finch = FinchClient::new(config.finch_api_url.clone(), config.finch_timeout, config.finch_max_retries);
-        Self { config, store, cipher, secrets, finch, events }
+        Self { config, store, cipher, secrets, finch, events, clock: Clock::system() }
     }
 }

@@ -77,7 +77,9 @@ impl Fast {
         let secret_json = perch::memory::sample_secret(&emu.client_id, &emu.client_secret).expect("secret");
         let parsed: Value = serde_json::from_str(&secret_json).expect("secret JSON");
         let webhook_secret = parsed["webhook_secret"].as_str().expect("webhook_secret").to_owned();
-        let (app, mem) = AppState::in_memory(config.clone(), secret_json.clone()).expect("in-memory state");
+        let (mut app, mem) = AppState::in_memory(config.clone(), secret_json.clone()).expect("in-memory state");
+        // A clock the test moves (`f.app.clock.advance`): a link's 30 days in no time.
+        app.clock = perch::domain::Clock::adjustable();
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         Self { finch, app: Arc::new(app), mem, config, webhook_secret, secret_json, http }
     }
@@ -88,7 +90,9 @@ impl Fast {
         config.finch_api_url = url::Url::parse(finch_url).expect("url");
         let secrets = perch::secrets::SecretCache::new(self.mem.secret.clone(), config.secret_cache_ttl);
         let events = perch::events::EventPublisher::new(Some(self.mem.events.clone()));
-        AppState::new(config, self.mem.store.clone(), self.mem.cipher.clone(), secrets, events)
+        let mut app = AppState::new(config, self.mem.store.clone(), self.mem.cipher.clone(), secrets, events);
+        app.clock = self.app.clock.clone();
+        app
     }
 
     pub fn customer(name: &str) -> CustomerId {
@@ -121,6 +125,19 @@ impl Fast {
         let s = self.session(customer, json!({"products": ["company", "directory"]})).await.expect("session");
         let (code, state) = self.login(&s.connect_url).await;
         (code, state.expect("state"))
+    }
+
+    /// A fresh embedded-flow state of `customer` (its session's code unused).
+    pub async fn embedded_state(&self, customer: &str) -> String {
+        let s = self.session(customer, json!({"products": ["company"], "flow": "embedded", "additional": true}));
+        s.await.expect("session").state.expect("state")
+    }
+
+    /// The keyed hash a code's exchange marker is stored under.
+    pub async fn code_hash(&self, code: &str) -> perch::domain::CodeHash {
+        let secrets = self.app.secrets.get().await.expect("secret");
+        let code = AuthorizationCode::new(code.to_owned());
+        perch::crypto::code_hash(secrecy::ExposeSecret::expose_secret(&secrets.state_key), &code).expect("hash")
     }
 
     /// The callback of a redirect flow.

@@ -254,12 +254,16 @@ impl TestStack {
             Some(proxy) => proxy_sdk(&proxy.url, HARNESS).await,
             None => sdk.clone(),
         };
-        let app = Arc::new(AppState::on_aws(config.clone(), &app_sdk, &[]).expect("app state"));
+        let mut app = AppState::on_aws(config.clone(), &app_sdk, &[]).expect("app state");
+        // One clock for every function of the stack, moved by the test (`stack.app.clock`).
+        app.clock = perch::domain::Clock::adjustable();
+        let app = Arc::new(app);
         let mut per_function = HashMap::new();
         if let (Aws::ProxyPerFunction, Some(proxy)) = (aws_mode, &aws) {
             for (_, _, function, _) in perch_local::ROUTES {
                 let sdk = proxy_sdk(&proxy.url, &access_key_id(function.binary())).await;
-                let state = AppState::on_aws(config.clone(), &sdk, &[]).expect("app state");
+                let mut state = AppState::on_aws(config.clone(), &sdk, &[]).expect("app state");
+                state.clock = app.clock.clone();
                 per_function.insert(*function, Arc::new(state));
             }
         }
@@ -495,6 +499,7 @@ impl TestStack {
                         status_observed_at: None,
                         checked_at: None,
                         disconnected_at: None,
+                        disconnect_lease: None,
                         version: 1,
                         token: Some(enc),
                     };

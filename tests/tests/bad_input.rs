@@ -5,9 +5,17 @@ use perch::store::IssueState;
 use perch_tests::{TestStack, captured_logs, location, query};
 use serde_json::{Value, json};
 
+/// A problem response as `(status, body)`; a failed browser callback, which goes back to the
+/// app instead, as `(302, {"code": reason, "next": …})` from its redirect.
 async fn problem(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     assert_eq!(r.headers()["cache-control"], "no-store");
+    if status == 302 {
+        let to = location(&r);
+        assert!(to.starts_with(perch_tests::APP_RETURN_URL), "{to}");
+        assert_eq!(query(&to, "outcome").as_deref(), Some("error"), "{to}");
+        return (302, json!({"code": query(&to, "reason"), "next": query(&to, "next")}));
+    }
     let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
     let body: Value = r.json().await.unwrap();
     if status >= 400 && !body.get("message").is_some_and(|m| m == "Unauthorized") {
@@ -121,16 +129,16 @@ async fn missing_forged_expired_and_reused_states_never_reach_finch() {
     let base = format!("{}/connect/callback", stack.base);
 
     let (s, p) = problem(stack.get(&base, None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "code_invalid"));
+    assert_eq!((s, p["code"].as_str().unwrap()), (302, "code_invalid"));
     let (s, p) = problem(stack.get(&format!("{base}?code={code}"), None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "state_invalid"));
+    assert_eq!((s, p["code"].as_str().unwrap()), (302, "state_invalid"));
     for forged in ["x", "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA", &format!("{}x", query(&cb, "state").unwrap())]
     {
         let (s, p) = problem(stack.get(&with_query(&cb, "state", forged), None).await).await;
-        assert_eq!((s, p["code"].as_str().unwrap()), (400, "state_invalid"), "{forged}");
+        assert_eq!((s, p["code"].as_str().unwrap()), (302, "state_invalid"), "{forged}");
     }
     let (s, p) = problem(stack.get(&format!("{cb}&state=dup"), None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "invalid_query"));
+    assert_eq!((s, p["code"].as_str().unwrap()), (302, "invalid_query"));
 
     // A correctly signed state whose stored flow has expired (TTL deletion is lazy).
     let secrets = stack.app.secrets.get().await.unwrap();
@@ -146,27 +154,27 @@ async fn missing_forged_expired_and_reused_states_never_reach_finch() {
     };
     stack.app.store.put_state(id.id(), &flow).await.unwrap();
     let (s, p) = problem(stack.get(&with_query(&cb, "state", &value), None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "state_invalid"));
+    assert_eq!((s, p["code"].as_str().unwrap()), (302, "state_invalid"));
 
     assert_eq!(stack.finch_calls("POST", "/auth/token"), 0, "no state, no exchange");
     // The genuine state still works once.
     assert_eq!(stack.get(&cb, None).await.status(), 302);
-    let (s, _) = problem(stack.get(&cb, None).await).await;
-    assert_eq!(s, 400);
+    let (_, p) = problem(stack.get(&cb, None).await).await;
+    assert_eq!(p["code"], "state_invalid", "and only once");
     assert_eq!(stack.finch_calls("POST", "/auth/token"), 1);
 }
 
 #[tokio::test]
-async fn unknown_and_expired_codes_are_clear_400s() {
+async fn unknown_and_expired_codes_send_the_employer_back_to_start_again() {
     let stack = TestStack::start().await;
     let cb = stack.callback_url_for("acme", json!({"products": ["company"]})).await;
     let (s, p) = problem(stack.get(&with_query(&cb, "code", "no-such-code"), None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "code_invalid"));
+    assert_eq!((s, p["code"].as_str().unwrap()), (302, "code_invalid"));
 
     let cb = stack.callback_url_for("globex", json!({"products": ["company"]})).await;
     stack.finch.shared.world().clock_offset_secs += 601;
     let (s, p) = problem(stack.get(&cb, None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "code_invalid"));
+    assert_eq!((s, p["code"].as_str().unwrap()), (302, "code_invalid"));
     assert!(stack.list("acme").await.is_empty() && stack.list("globex").await.is_empty());
 }
 
@@ -184,19 +192,23 @@ async fn another_customer_cannot_use_a_state_or_code_or_see_connections() {
         problem(stack.post_json("/connect/callback", Some(&mallory), &json!({"code": code, "state": state})).await)
             .await;
     assert_eq!((s, p["code"].as_str().unwrap()), (400, "state_invalid"));
-    // B presents A's code without a state: exchanged, but Finch filed it under A's customer id.
+    // B presents A's code without a state: refused before anything reaches Finch.
     let (s, p) = problem(stack.post_json("/connect/callback", Some(&mallory), &json!({"code": code})).await).await;
+    assert_eq!((s, p["code"].as_str().unwrap()), (400, "state_invalid"));
+    // B presents A's code with a state of B's own: exchanged, Finch filed it under A's
+    // customer id, so B is refused and the connection is A's.
+    let b = stack.new_session("globex", json!({"flow": "embedded", "products": ["company"]})).await;
+    let body = json!({"code": code, "state": b["state"]});
+    let (s, p) = problem(stack.post_json("/connect/callback", Some(&mallory), &body).await).await;
     assert_eq!((s, p["code"].as_str().unwrap()), (400, "code_invalid"));
     assert!(stack.list("globex").await.is_empty(), "nothing stored for the wrong customer");
 
-    // A finishes its own flow later: recovered through a re-authentication of the same connection.
-    let retry = stack.new_session("acme", json!({"products": ["company"]})).await;
-    assert!(retry["reauthenticates"].is_string());
-    let r = stack.login_at_finch(retry["connect_url"].as_str().unwrap()).await;
-    assert_eq!(stack.get(&location(&r), None).await.status(), 302);
-    let list = stack.list("acme").await;
-    assert_eq!(list.len(), 1);
-    assert_eq!(list[0]["connection_id"], retry["reauthenticates"]);
+    // A finishes its own flow: the connection is already there, for A.
+    let body = json!({"code": code, "state": state});
+    let r = stack.post_json("/connect/callback", Some(&stack.token("acme")), &body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["outcome"], "already_connected");
+    assert_eq!(stack.list("acme").await.len(), 1);
     assert!(stack.list("globex").await.is_empty());
 }
 
@@ -229,14 +241,14 @@ async fn finch_failures_map_to_clear_errors_and_follow_the_retry_rules() {
     let before = stack.finch_calls("POST", "/auth/token");
     stack.inject(json!({"path": "/auth/token", "status": 429, "times": 5}));
     let (s, p) = problem(stack.get(&cb, None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (503, "finch_rate_limited"));
+    assert_eq!((s, &p["code"], &p["next"]), (302, &json!("finch_rate_limited"), &json!("retry")));
     assert_eq!(stack.finch_calls("POST", "/auth/token"), before + 1);
 
     let cb = stack.callback_url_for("acme", json!({"products": ["company"], "additional": true})).await;
     stack.finch.shared.world().faults.clear();
     stack.inject(json!({"path": "/auth/token", "latency_ms": 1000, "times": 5}));
     let (s, p) = problem(stack.get(&cb, None).await).await;
-    assert_eq!((s, p["code"].as_str().unwrap()), (504, "finch_timeout"));
+    assert_eq!((s, &p["code"], &p["next"]), (302, &json!("finch_timeout"), &json!("retry")));
     assert_eq!(stack.finch_calls("POST", "/auth/token"), before + 2);
     assert!(stack.list("acme").await.is_empty(), "nothing half-written");
 }
@@ -248,9 +260,11 @@ async fn a_kms_failure_after_the_exchange_stores_nothing_and_logs_the_connection
     })
     .await;
     let cb = stack.callback_url_for("acme", json!({"products": ["company"]})).await;
-    let (s, p) = problem(stack.get(&cb, None).await).await;
-    assert!(s >= 500, "{p}");
-    assert!(!p.to_string().contains("does-not-exist"), "internal details stay in the log: {p}");
+    let r = stack.get(&cb, None).await;
+    let to = location(&r);
+    let (s, p) = problem(r).await;
+    assert_eq!((s, &p["code"], &p["next"]), (302, &json!("internal"), &json!("retry")), "{p}");
+    assert!(!to.contains("does-not-exist"), "internal details stay in the log: {to}");
     assert!(stack.list("acme").await.is_empty());
     let orphan = stack.finch.shared.world().connections.keys().next().cloned().unwrap();
     assert!(stack.raw_connection(&orphan).await.is_none());
@@ -273,14 +287,17 @@ async fn no_secret_reaches_the_logs_or_a_response() {
         .await;
     let body = r.text().await.unwrap();
     // Failure paths too: a replay, a bad code.
+    let other = stack.new_session("globex", json!({"flow": "embedded", "products": ["company"]})).await;
     let replay = stack
-        .post_json("/connect/callback", Some(&stack.token("globex")), &json!({"code": code}))
+        .post_json("/connect/callback", Some(&stack.token("globex")), &json!({"code": code, "state": other["state"]}))
         .await
         .text()
         .await
         .unwrap();
     let forged = stack.get(&format!("/connect/callback?code={code}&state=forged"), None).await;
-    assert_eq!(forged.status(), 400);
+    assert_eq!(forged.status(), 302);
+    let back = location(&forged);
+    assert!(!back.contains(&code), "the code is not carried back to the app");
 
     let mut secrets = stack.issued_tokens();
     secrets.extend(stack.issued_codes());

@@ -141,7 +141,7 @@ fn a_bad_value_is_refused_naming_the_variable() {
         ("FINCH_REDIRECT_URI", "not a url"),
         ("FINCH_TIMEOUT_MS", "0"),
         ("FINCH_MAX_RETRIES", "-1"),
-        ("STATE_TTL_SECONDS", "a day"),
+        ("SECRET_CACHE_TTL_SECONDS", "a day"),
     ] {
         let mut env = valid();
         env.insert(var, bad);

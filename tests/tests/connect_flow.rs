@@ -95,11 +95,13 @@ async fn replayed_callback_neither_exchanges_again_nor_duplicates() {
     let cb = stack.callback_url_for("acme", json!({"products": ["company"]})).await;
     assert_eq!(stack.get(&cb, None).await.status(), 302);
 
+    // Back in the app, told the link was used already.
     let again = stack.get(&cb, None).await;
-    assert_eq!(again.status(), 400);
-    let body: Value = again.json().await.unwrap();
-    assert_eq!(body["code"], "state_invalid");
-    assert_eq!(body["type"], "urn:perch:problem:state_invalid");
+    assert_eq!(again.status(), 302);
+    let back = location(&again);
+    assert!(back.starts_with(APP_RETURN_URL), "{back}");
+    assert_eq!(query(&back, "outcome").as_deref(), Some("error"));
+    assert_eq!(query(&back, "reason").as_deref(), Some("state_invalid"));
     assert_eq!(stack.finch_calls("POST", "/auth/token"), 1, "a replay must not reach Finch");
     assert_eq!(stack.list("acme").await.len(), 1);
 }
@@ -109,8 +111,9 @@ async fn concurrent_replays_of_one_callback_make_one_connection() {
     let stack = TestStack::start().await;
     let cb = stack.callback_url_for("acme", json!({"products": ["company"]})).await;
     let (a, b, c) = tokio::join!(stack.get(&cb, None), stack.get(&cb, None), stack.get(&cb, None));
-    let ok = [a.status(), b.status(), c.status()].iter().filter(|s| s.as_u16() == 302).count();
-    assert_eq!(ok, 1, "exactly one of the racing callbacks succeeds");
+    let outcomes: Vec<Option<String>> = [a, b, c].iter().map(|r| query(&location(r), "outcome")).collect();
+    let created = outcomes.iter().filter(|o| o.as_deref() == Some("created")).count();
+    assert_eq!(created, 1, "exactly one of the racing callbacks succeeds: {outcomes:?}");
     assert_eq!(stack.finch_calls("POST", "/auth/token"), 1);
     assert_eq!(stack.list("acme").await.len(), 1);
 }
@@ -138,8 +141,10 @@ async fn embedded_flow_exchanges_without_redirect_uri_and_is_idempotent() {
     let id = v["connection"]["connection_id"].as_str().unwrap().to_owned();
     assert!(!v.to_string().contains(&stack.issued_tokens()[0]));
 
-    // The frontend retrying the same code (without the consumed state) gets the same connection.
-    let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code})).await;
+    // The frontend retrying the same code (with a fresh state) gets the same connection.
+    let fresh =
+        stack.new_session("acme", json!({"flow": "embedded", "products": ["company"], "additional": true})).await;
+    let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code, "state": fresh["state"]})).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["outcome"], "already_connected");

@@ -68,15 +68,16 @@ async fn every_route_answers_as_documented() {
         .unwrap();
     assert_eq!(c.check("POST", "/connect/sessions", r).await.0, 413);
 
-    // The redirect callback: 302, then 400 for the replay and for a missing state.
+    // The redirect callback: always a 302 back to the app, also for the replay and for a
+    // missing state.
     let r = stack.login_at_finch(session["connect_url"].as_str().unwrap()).await;
     let callback = location(&r);
     let r = stack.get(&callback, None).await;
     assert_eq!(c.check("GET", "/connect/callback", r).await.0, 302);
     let r = stack.get(&callback, None).await;
-    assert_eq!(c.check("GET", "/connect/callback", r).await.0, 400);
+    assert_eq!(c.check("GET", "/connect/callback", r).await.0, 302);
     let r = stack.get("/connect/callback?code=abc", None).await;
-    assert_eq!(c.check("GET", "/connect/callback", r).await.0, 400);
+    assert_eq!(c.check("GET", "/connect/callback", r).await.0, 302);
 
     // The embedded callback: 201, 200 (replay), 400.
     let e = stack.new_session("acme", json!({"flow": "embedded", "products": ["company"], "additional": true})).await;
@@ -84,7 +85,9 @@ async fn every_route_answers_as_documented() {
     let code = html.split("data-code=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
     let r = stack.post_json("/connect/callback", Some(&acme), &json!({"code": code, "state": e["state"]})).await;
     assert_eq!(c.check("POST", "/connect/callback", r).await.0, 201);
-    let r = stack.post_json("/connect/callback", Some(&acme), &json!({"code": code})).await;
+    let again =
+        stack.new_session("acme", json!({"flow": "embedded", "products": ["company"], "additional": true})).await;
+    let r = stack.post_json("/connect/callback", Some(&acme), &json!({"code": code, "state": again["state"]})).await;
     assert_eq!(c.check("POST", "/connect/callback", r).await.0, 200);
     let r = stack.post_json("/connect/callback", Some(&acme), &json!({"code": 1})).await;
     assert_eq!(c.check("POST", "/connect/callback", r).await.0, 400);

@@ -13,8 +13,14 @@ async fn connect_attempt(stack: &TestStack, customer: &str) -> reqwest::Response
     stack.get(&cb, None).await
 }
 
+/// A problem's status and code; a failed browser callback, which goes back to the app, as 302
+/// and its `reason`.
 async fn code_of(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
+    if status == 302 {
+        let back = location(&r);
+        return (302, query(&back, "reason").unwrap_or_default());
+    }
     let v: Value = r.json().await.unwrap_or(Value::Null);
     (status, v["code"].as_str().unwrap_or_default().to_owned())
 }
@@ -44,7 +50,7 @@ async fn kms_down_during_the_callback_loses_nothing_and_a_retry_recovers() {
     let aws = stack.aws.clone().unwrap();
     aws.inject(AwsFault::outage("TrentService.Encrypt", 500, "KMSInternalException"));
     let (status, code) = code_of(connect_attempt(&stack, "acme").await).await;
-    assert_eq!((status, code.as_str()), (503, "service_unavailable"));
+    assert_eq!((status, code.as_str()), (302, "service_unavailable"));
     assert_eq!(aws.injected(), 3, "the SDK retried, then gave up");
     assert!(stack.list("acme").await.is_empty(), "nothing half-written");
     let orphan = stack.finch.shared.world().connections.keys().next().cloned().unwrap();
@@ -82,7 +88,7 @@ async fn dynamodb_throttling_at_each_step_is_a_clear_503_and_retries_complete() 
         AwsFault { times: 9, ..AwsFault::outage("DynamoDB_20120810.TransactWriteItems", 400, "ThrottlingException") };
     aws.inject(throttled);
     let (s, c) = code_of(stack.get(&cb, None).await).await;
-    assert_eq!((s, c.as_str()), (503, "service_unavailable"));
+    assert_eq!((s, c.as_str()), (302, "service_unavailable"));
     assert!(stack.list("globex").await.is_empty());
     aws.clear();
     retry_connect(&stack, "globex").await;
@@ -195,8 +201,8 @@ async fn a_callback_cut_off_mid_exchange_leaves_no_duplicate_and_the_next_connec
     }
     assert!(stack.list("acme").await.is_empty());
     // Replaying the same callback does not exchange again.
-    let (s, _) = code_of(stack.get(&cb, None).await).await;
-    assert_eq!(s, 400);
+    let (s, reason) = code_of(stack.get(&cb, None).await).await;
+    assert_eq!((s, reason.as_str()), (302, "state_invalid"));
     assert_eq!(stack.finch_calls("POST", "/auth/token"), 1);
     let id = retry_connect(&stack, "acme").await;
     assert_eq!(stack.list("acme").await.len(), 1);

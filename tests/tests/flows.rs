@@ -26,6 +26,8 @@ fn code_of(e: &Error) -> &'static str {
         Error::FinchTransport { .. } => "finch_transport",
         Error::Aws { .. } => "aws",
         Error::PayloadTooLarge { .. } => "payload_too_large",
+        Error::Configuration(_) => "configuration_error",
+        Error::TokenUnreadable(_) => "token_unreadable",
         Error::Internal(..) => "internal",
     }
 }
@@ -57,13 +59,15 @@ async fn a_replayed_code_answers_the_stored_connection_without_a_second_exchange
     let f = Fast::start().await;
     let (code, state) = f.code_for("acme").await;
     let first = f.redirect_callback(&code, Some(&state)).await.unwrap();
-    // The embedded flow of the same customer replays the code without a state.
-    let again = f.callback_on(&f.app, &code, None, FlowMode::Embedded, Some("acme")).await.unwrap();
+    // The same customer replays the code with another state of its own.
+    let mine = f.embedded_state("acme").await;
+    let again = f.callback_on(&f.app, &code, Some(&mine), FlowMode::Embedded, Some("acme")).await.unwrap();
     assert_eq!(again.outcome, Outcome::AlreadyConnected);
     assert_eq!(again.connection.connection_id, first.connection.connection_id);
     assert_eq!(f.finch_calls("POST", "/auth/token"), 1);
-    // Another customer replaying it learns nothing.
-    let e = f.callback_on(&f.app, &code, None, FlowMode::Embedded, Some("globex")).await.unwrap_err();
+    // Another customer replaying it, with its own state, learns nothing.
+    let theirs = f.embedded_state("globex").await;
+    let e = f.callback_on(&f.app, &code, Some(&theirs), FlowMode::Embedded, Some("globex")).await.unwrap_err();
     assert_eq!(code_of(&e), "code_invalid");
     assert_eq!(f.finch_calls("POST", "/auth/token"), 1);
 }
@@ -72,12 +76,7 @@ async fn a_replayed_code_answers_the_stored_connection_without_a_second_exchange
 async fn a_code_being_exchanged_elsewhere_is_a_conflict() {
     let f = Fast::start().await;
     let (code, state) = f.code_for("acme").await;
-    let secrets = f.app.secrets.get().await.unwrap();
-    let hash: CodeHash = perch::crypto::code_hash(
-        secrets.state_key.expose_secret(),
-        &perch::domain::AuthorizationCode::new(code.clone()),
-    )
-    .unwrap();
+    let hash: CodeHash = f.code_hash(&code).await;
     f.mem.store.begin_exchange(&hash, &Fast::customer("acme"), OffsetDateTime::now_utc()).await.unwrap();
     let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
     assert_eq!(code_of(&e), "exchange_in_progress");
@@ -90,9 +89,13 @@ async fn a_redirect_without_a_state_is_refused_before_any_secret_or_store_is_tou
     let e = f.redirect_callback("some-code", None).await.unwrap_err();
     assert_eq!(code_of(&e), "state_invalid");
     assert_eq!(f.mem.secret.fetches(), 0);
-    // The embedded flow needs a state or a signed-in caller.
-    let e = f.callback_on(&f.app, "some-code", None, FlowMode::Embedded, None).await.unwrap_err();
-    assert_eq!(code_of(&e), "state_invalid");
+    // So does the embedded flow, even for a signed-in caller: without one, anyone signed in
+    // could make Perch spend its client credentials on guessed codes.
+    for caller in [None, Some("acme")] {
+        let e = f.callback_on(&f.app, "some-code", None, FlowMode::Embedded, caller).await.unwrap_err();
+        assert_eq!(code_of(&e), "state_invalid");
+    }
+    assert_eq!((f.mem.secret.fetches(), f.finch_calls("POST", "/auth/token")), (0, 0));
 }
 
 #[tokio::test]
@@ -102,9 +105,12 @@ async fn forged_expired_foreign_and_cross_flow_states_are_refused_without_an_exc
     // Forged: a state Perch never signed.
     let forged = format!("{}.{}", &state[..22], "A".repeat(22));
     assert_eq!(code_of(&f.redirect_callback(&code, Some(&forged)).await.unwrap_err()), "state_invalid");
-    // The right state in the wrong flow: consumed, and refused.
+    // The right state in the wrong flow: refused, and not burnt (the flow type is part of the
+    // consuming condition), so its own flow still completes — once.
     let e = f.callback_on(&f.app, &code, Some(&state), FlowMode::Embedded, Some("acme")).await.unwrap_err();
     assert_eq!(code_of(&e), "state_invalid");
+    assert_eq!(f.finch_calls("POST", "/auth/token"), 0);
+    assert_eq!(f.redirect_callback(&code, Some(&state)).await.unwrap().outcome, Outcome::Created);
     assert_eq!(code_of(&f.redirect_callback(&code, Some(&state)).await.unwrap_err()), "state_invalid", "single use");
 
     // Another customer's state, in the embedded flow: refused and left for its owner.
@@ -116,9 +122,10 @@ async fn forged_expired_foreign_and_cross_flow_states_are_refused_without_an_exc
     let verified = perch::crypto::state::verify(secrets.state_key.expose_secret(), &st).unwrap();
     assert!(f.mem.store.has_state(verified.id()), "a foreign caller does not consume the state");
 
-    // Expired: the stored flow outlived its TTL.
-    let f = Fast::start_with(&[("STATE_TTL_SECONDS", "0")]).await;
+    // Expired: the stored flow outlived its Finch session (30 days by default).
+    let f = Fast::start().await;
     let (code, state) = f.code_for("acme").await;
+    f.app.clock.advance(time::Duration::days(30) + time::Duration::seconds(1));
     assert_eq!(code_of(&f.redirect_callback(&code, Some(&state)).await.unwrap_err()), "state_invalid");
     assert_eq!(f.finch_calls("POST", "/auth/token"), 0);
 }
@@ -135,7 +142,7 @@ async fn a_code_finch_refuses_is_the_callers_400_and_a_401_drops_the_cached_secr
     let fetches = f.mem.secret.fetches();
     f.inject(json!({"path": "/auth/token", "status": 401, "times": 1}));
     let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
-    assert!(matches!(&e, Error::Finch(x) if x.status == 401), "{e:?}");
+    assert_eq!(code_of(&e), "configuration_error", "Finch refusing Perch's client is no user error");
     f.app.secrets.get().await.unwrap();
     assert_eq!(f.mem.secret.fetches(), fetches + 1, "the secret is read again after a 401");
 }
@@ -160,7 +167,8 @@ async fn an_exchange_that_never_left_frees_the_code_and_one_that_may_have_keeps_
     f.inject(json!({"path": "/auth/token", "latency_ms": 1000, "times": 1}));
     let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
     assert!(matches!(e, Error::FinchTransport { timed_out: true, .. }), "{e:?}");
-    let e = f.callback_on(&f.app, &code, None, FlowMode::Embedded, Some("acme")).await.unwrap_err();
+    let (_, retry_state) = f.code_for("acme").await;
+    let e = f.redirect_callback(&code, Some(&retry_state)).await.unwrap_err();
     assert_eq!(code_of(&e), "exchange_in_progress");
 }
 
@@ -179,13 +187,38 @@ async fn introspection_and_company_failures_store_a_pending_connection_all_the_s
 }
 
 #[tokio::test]
-async fn a_code_from_another_customers_flow_is_never_stored() {
+async fn a_code_sent_with_another_customers_state_is_refused_but_kept_for_its_owner() {
     let f = Fast::start().await;
-    let (code, _state) = f.code_for("acme").await;
-    // globex, signed in, posts acme's code without a state.
-    let e = f.callback_on(&f.app, &code, None, FlowMode::Embedded, Some("globex")).await.unwrap_err();
+    let (code, acme_state) = f.code_for("acme").await;
+    // acme's code comes back with a state of globex's (a callback URL pieced together).
+    let (_, theirs) = f.code_for("globex").await;
+    let e = f.redirect_callback(&code, Some(&theirs)).await.unwrap_err();
+    assert_eq!(code_of(&e), "code_invalid");
+    // The connection Finch made is acme's, and stored for acme: nothing orphaned at Finch.
+    let held = f.mem.store.connections();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].customer.as_str(), "acme");
+    assert_eq!(f.finch_calls("POST", "/disconnect"), 0);
+    // acme's own callback then finds it, without a second exchange.
+    let o = f.redirect_callback(&code, Some(&acme_state)).await.unwrap();
+    assert_eq!((o.outcome, &o.connection.connection_id), (Outcome::AlreadyConnected, &held[0].connection_id));
+    assert_eq!(f.finch_calls("POST", "/auth/token"), 1);
+}
+
+#[tokio::test]
+async fn a_connection_no_customer_claimed_is_revoked_at_finch() {
+    let f = Fast::start().await;
+    let (code, _) = f.code_for("acme").await;
+    // Finch files the connection under a customer id nobody in Perch claimed.
+    let connection_id = f.finch.shared.world().codes[&code].connection_id.clone();
+    f.finch.shared.world().connections.get_mut(&connection_id).unwrap().customer_id =
+        Some("nobody-claimed-this".into());
+    let (_, state) = f.code_for("globex").await;
+    let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
     assert_eq!(code_of(&e), "code_invalid");
     assert!(f.mem.store.connections().is_empty());
+    assert!(f.finch.shared.world().connections[&connection_id].disconnected, "revoked, not billed");
+    assert!(!f.mem.store.has_code_marker(&f.code_hash(&code).await), "no stuck mark");
 }
 
 #[tokio::test]
@@ -248,7 +281,8 @@ async fn a_connection_being_disconnected_is_not_overwritten_by_a_callback() {
     let (code, state) = f.login(&s.connect_url).await;
     // A disconnect starts (and has not reached Finch yet) while the employer logs in.
     let rec = stored(&f, &id).await;
-    assert!(f.mem.store.mark_disconnecting(&id, rec.version).await.unwrap());
+    let lease = OffsetDateTime::now_utc() + time::Duration::seconds(30);
+    assert!(f.mem.store.mark_disconnecting(&id, rec.version, lease).await.unwrap());
     let e = f.redirect_callback(&code, state.as_deref()).await.unwrap_err();
     assert_eq!(code_of(&e), "connection_disconnected");
     assert_eq!(stored(&f, &id).await.token, rec.token, "the token the disconnect will revoke is kept");
@@ -320,7 +354,7 @@ async fn a_failed_finch_disconnect_stays_disconnecting_until_a_retry_finishes_it
     // Disconnecting: a re-authentication and the listing's reauth are refused.
     let e =
         lifecycle::reauthenticate(&f.app, &Fast::customer("acme"), id.as_str(), &Default::default()).await.unwrap_err();
-    assert_eq!(code_of(&e), "not_found");
+    assert_eq!(code_of(&e), "connection_disconnecting");
     f.finch.shared.world().faults.clear();
     let d = lifecycle::disconnect(&f.app, &Fast::customer("acme"), id.as_str()).await.unwrap();
     assert_eq!(d, Disconnected::Now);
@@ -538,4 +572,114 @@ async fn the_memory_store_pages_listings_like_dynamodb() {
     assert_eq!(code_of(&e), "invalid_cursor");
     let none = perch::flows::session::list_connections(&f.app, &Fast::customer("globex"), None, None).await.unwrap();
     assert!(none.items.is_empty());
+}
+
+// --- issue 14: failure paths, holes and races, branch by branch -------------------------------
+
+#[tokio::test]
+async fn a_status_pushed_for_a_connection_not_stored_yet_is_parked_and_applied_by_its_callback() {
+    let f = Fast::start().await;
+    let (code, state) = f.code_for("acme").await;
+    let id = f.finch.shared.world().codes[&code].connection_id.clone();
+    // The webhook arrives before the connection is stored: as if the callback had introspected
+    // (Finch still said connected) and were between that and its save.
+    let at = OffsetDateTime::now_utc().unix_timestamp() + 1;
+    assert_eq!(deliver(&f, &account_updated(&id, "reauth"), at).await.unwrap().status, Handled::Stale);
+    let o = f.redirect_callback(&code, Some(&state)).await.unwrap();
+    assert_eq!((o.outcome, &o.connection.status), (Outcome::Created, &ConnectionStatus::Reauth.into()));
+    let events: Vec<String> = f.events().into_iter().map(|(source, _, status)| format!("{source}:{status}")).collect();
+    assert_eq!(events.last().map(String::as_str), Some("webhook:reauth"));
+    // Taken: a second connect of another connection finds nothing parked for it.
+    assert_eq!(f.connect("globex").await.connection.status, ConnectionStatus::Connected);
+}
+
+#[tokio::test]
+async fn a_callback_keeps_a_status_observed_after_its_introspection() {
+    let f = Fast::start().await;
+    let id = f.connect("acme").await.connection.connection_id;
+    let s = lifecycle::reauthenticate(&f.app, &Fast::customer("acme"), id.as_str(), &Default::default()).await.unwrap();
+    let (code, state) = f.login(&s.connect_url).await;
+    // A webhook from the future (as seen from this callback's introspection) is stored first.
+    let later = OffsetDateTime::now_utc().unix_timestamp() + 2;
+    assert_eq!(deliver(&f, &account_updated(id.as_str(), "reauth"), later).await.unwrap().status, Handled::Applied);
+    let o = f.redirect_callback(&code, state.as_deref()).await.unwrap();
+    assert_eq!(o.outcome, Outcome::Reauthenticated);
+    assert_eq!(stored(&f, &id).await.status, ConnectionStatus::Reauth, "the newer observation stands");
+    // An older one does not: the next reauthentication's own observation wins.
+    let s = lifecycle::reauthenticate(&f.app, &Fast::customer("acme"), id.as_str(), &Default::default()).await.unwrap();
+    let (code, state) = f.login(&s.connect_url).await;
+    f.app.clock.advance(time::Duration::seconds(5));
+    f.redirect_callback(&code, state.as_deref()).await.unwrap();
+    assert_eq!(stored(&f, &id).await.status, ConnectionStatus::Connected);
+}
+
+#[tokio::test]
+async fn a_token_response_without_connection_id_is_completed_by_introspect_or_not_stored() {
+    let f = Fast::start().await;
+    f.finch.shared.world().token_without_connection_id = true;
+    let o = f.connect("acme").await;
+    assert_eq!(o.connection.status, ConnectionStatus::Connected);
+    // Without the introspection there is no id to store it under: a retryable failure.
+    let (code, state) = f.code_for("globex").await;
+    f.inject(json!({"path": "/introspect", "status": 500, "times": 3}));
+    let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
+    assert!(matches!(&e, Error::Finch(x) if x.status == 500), "{e:?}");
+    assert_eq!(f.mem.store.connections().len(), 1);
+}
+
+#[tokio::test]
+async fn a_redirect_uri_finch_refuses_is_a_configuration_error_and_frees_the_code() {
+    let f = Fast::start().await;
+    let (code, state) = f.code_for("acme").await;
+    f.finch.shared.world().codes.get_mut(&code).unwrap().redirect_uri = Some("https://elsewhere.test/cb".into());
+    let e = f.redirect_callback(&code, Some(&state)).await.unwrap_err();
+    assert_eq!(code_of(&e), "configuration_error");
+    assert!(!f.mem.store.has_code_marker(&f.code_hash(&code).await), "nothing was exchanged, nothing stays marked");
+}
+
+#[tokio::test]
+async fn concurrent_disconnects_call_finch_once() {
+    let f = Fast::start().await;
+    let id = f.connect("acme").await.connection.connection_id;
+    f.inject(json!({"path": "/disconnect", "hold": "d", "times": 1}));
+    let acme = Fast::customer("acme");
+    let calls = futures_util::future::join_all((0..3).map(|_| lifecycle::disconnect(&f.app, &acme, id.as_str())));
+    let release = async {
+        f.finch.shared.holds().arrived("d").await;
+        f.finch.shared.holds().release("d");
+    };
+    let (results, ()) = tokio::join!(calls, release);
+    let mut outcomes: Vec<Disconnected> = results.into_iter().map(Result::unwrap).collect();
+    outcomes.sort_by_key(|d| *d == Disconnected::Already);
+    assert_eq!(outcomes, vec![Disconnected::Now, Disconnected::Already, Disconnected::Already]);
+    assert_eq!(f.finch_calls("POST", "/disconnect"), 1);
+}
+
+#[tokio::test]
+async fn a_disconnect_lease_left_by_a_holder_that_died_lapses() {
+    let f = Fast::start().await;
+    let id = f.connect("acme").await.connection.connection_id;
+    let rec = stored(&f, &id).await;
+    let lease = f.app.clock.now() + time::Duration::seconds(45);
+    assert!(f.mem.store.mark_disconnecting(&id, rec.version, lease).await.unwrap());
+    f.app.clock.advance(time::Duration::seconds(46));
+    let d = lifecycle::disconnect(&f.app, &Fast::customer("acme"), id.as_str()).await.unwrap();
+    assert_eq!(d, Disconnected::Now);
+}
+
+#[tokio::test]
+async fn an_undecryptable_token_is_destroyed_without_reaching_finch() {
+    let f = Fast::start().await;
+    let id = f.connect("acme").await.connection.connection_id;
+    let mut rec = stored(&f, &id).await;
+    if let Some(t) = rec.token.as_mut() {
+        let last = t.ciphertext.len() - 1;
+        t.ciphertext[last] ^= 0xff;
+    }
+    f.mem.store.put_connection(rec);
+    let d = lifecycle::disconnect(&f.app, &Fast::customer("acme"), id.as_str()).await.unwrap();
+    assert_eq!(d, Disconnected::Now);
+    let after = stored(&f, &id).await;
+    assert!(after.token.is_none() && after.disconnected_at.is_some());
+    assert_eq!(f.finch_calls("POST", "/disconnect"), 0, "there was nothing to revoke with");
 }

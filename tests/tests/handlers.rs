@@ -72,10 +72,13 @@ async fn create_session_refuses_a_customer_in_a_base64_body() {
 }
 
 #[tokio::test]
-async fn redirect_callback_without_state_is_refused_before_any_call() {
+async fn redirect_callback_without_state_goes_back_to_the_app_before_any_call() {
     let app = offline_app().await;
-    let (s, p) = problem(oauth_callback::handle(&app, event("apigw_v2_callback_without_state.json")).await);
-    assert_eq!((s, p["code"].as_str().unwrap()), (400, "state_invalid"));
+    let r = oauth_callback::handle(&app, event("apigw_v2_callback_without_state.json")).await;
+    assert_eq!(r.status().as_u16(), 302);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.contains("outcome=error") && to.contains("reason=state_invalid") && to.contains("next=restart"), "{to}");
+    assert!(to.contains("request_id=req-fixture-1"), "the API Gateway request id rides along for support: {to}");
 }
 
 #[tokio::test]

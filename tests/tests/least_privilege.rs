@@ -223,8 +223,23 @@ async fn run_scenario() -> (TestStack, String) {
     let token = stack.token("globex");
     let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code, "state": s["state"]})).await;
     assert_eq!(r.status(), 201);
-    let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code})).await;
+    let fresh =
+        stack.new_session("globex", json!({"flow": "embedded", "products": ["company"], "additional": true})).await;
+    let r = stack.post_json("/connect/callback", Some(&token), &json!({"code": code, "state": fresh["state"]})).await;
     assert_eq!(r.status(), 200, "a retried code answers from its marker");
+
+    // A status Finch pushes while a first connect is between its exchange and its save: the
+    // webhook parks it, the callback applies it.
+    let cb = stack.callback_url_for("initech", json!({"products": ["company"]})).await;
+    let parked = stack.finch.shared.world().codes[&perch_tests::query(&cb, "code").unwrap()].connection_id.clone();
+    stack.inject(json!({"path": "/employer/company", "hold": "company", "times": 1}));
+    let meanwhile = async {
+        stack.finch.shared.holds().arrived("company").await;
+        stack.flip(&parked, "reauth").await;
+        stack.finch.shared.holds().release("company");
+    };
+    let (back, ()) = tokio::join!(stack.get(&cb, None), meanwhile);
+    assert_eq!(perch_tests::query(&perch_tests::location(&back), "status").as_deref(), Some("reauth"));
 
     // Another connection for the same customer looks up the Finch ids its connections hold.
     let extra = stack.new_session("acme", json!({"products": ["company"], "additional": true})).await;

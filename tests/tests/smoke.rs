@@ -41,10 +41,12 @@ async fn smoke(base: &str, jwt: &str) {
     let connect_url = url::Url::parse(v["connect_url"].as_str().unwrap()).expect("a Connect URL");
     assert!(connect_url.query_pairs().any(|(k, _)| k == "state"), "the redirect flow carries a signed state");
 
-    // The callback verifies the state with the secret's state key before anything else.
+    // The callback verifies the state with the secret's state key before anything else, and
+    // sends the browser back to the app saying so.
     let r = http.get(url("/connect/callback?code=smoke&state=forged")).send().await.unwrap();
-    let (status, v) = problem(r).await;
-    assert_eq!((status, v["code"].as_str()), (400, Some("state_invalid")), "{v}");
+    assert_eq!(r.status(), 302, "GET /connect/callback goes back to APP_RETURN_URL");
+    let back = r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(back.contains("outcome=error") && back.contains("reason=state_invalid"), "{back}");
 
     // The webhook refuses an unsigned delivery.
     let r = http.post(url("/finch/webhooks")).json(&json!({"event_type": "account.updated"})).send().await.unwrap();

@@ -136,6 +136,19 @@ fn every_function_logs_to_a_group_with_retention_and_has_error_and_throttle_alar
         assert!(filtered, "no metric filter makes {metric}");
         assert!(alarms.iter().any(|(_, a)| a["Properties"]["MetricName"] == metric), "no alarm on {metric}");
     }
+    // A configuration error at the code exchange (the callback answers the employer, so no
+    // 5xx or Lambda error would show it) is alarmed from its log line.
+    let filtered = resources_of(&t, "AWS::Logs::MetricFilter").iter().any(|(_, m)| {
+        let p = &m["Properties"];
+        p["LogGroupName"] == "OauthCallbackLogs"
+            && p["MetricTransformations"][0]["MetricName"] == "ConfigurationErrors"
+            && p["FilterPattern"].as_str().unwrap().contains("$.fields.alarm = \"configuration_error\"")
+    });
+    assert!(filtered, "no metric filter makes ConfigurationErrors");
+    assert!(alarms.iter().any(|(_, a)| a["Properties"]["MetricName"] == "ConfigurationErrors"));
+    let callback =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src/flows/callback.rs")).unwrap();
+    assert!(callback.contains("alarm = \"configuration_error\""), "the line the filter reads");
     let sweep =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src/flows/sweep/segment.rs")).unwrap();
     assert!(sweep.contains("\"status check segment done\"") && sweep.contains("rate_limited = report.rate_limited"));

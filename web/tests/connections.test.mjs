@@ -179,6 +179,34 @@ test('the redirect flow leaves for Finch Connect and comes back connected', asyn
   await context.close();
 });
 
+test('a redirect flow that fails comes back to the page, which says why in words', async () => {
+  const { context, page, problems } = await signedIn(customerName('declines'));
+  const start = async () => {
+    await page.getByLabel(/Go to Finch and come back/).check();
+    await page.getByRole('button', { name: 'Connect a payroll system' }).click();
+    await page.waitForURL((u) => u.href.startsWith(FINCH + '/authorize'));
+  };
+  // The employer declines at Finch Connect.
+  await start();
+  await page.getByRole('button', { name: 'Decline' }).click();
+  await page.waitForURL((u) => u.href.startsWith(PERCH + '/'));
+  await banner(page).filter({ hasText: 'was declined in Finch Connect' }).waitFor();
+  assert.match(await banner(page).textContent(), /Please connect again/);
+  assert.equal(new URL(page.url()).search, '', 'no reason or reference left in the address bar');
+  await shot(page, '11-declined');
+  // Finch fails at the code exchange: a temporary failure, told as one.
+  await start();
+  await emulator('/_emulator/faults', { path: '/auth/token', status: 500, times: 3 });
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.waitForURL((u) => u.href.startsWith(PERCH + '/'));
+  await banner(page).filter({ hasText: 'Finch was unavailable' }).waitFor();
+  assert.match(await banner(page).textContent(), /try again in a moment \(reference [\w-]+\)/);
+  await shot(page, '12-finch-unavailable');
+  assert.equal(await rows(page).count(), 0);
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
 test('each customer sees only its own connections', async () => {
   const a = await signedIn(customerName('tenant-a'));
   await connectEmbedded(a.page);

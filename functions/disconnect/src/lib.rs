@@ -15,6 +15,11 @@ pub const SERVICES: &[Service] = &[Service::Kms, Service::EventBridge, Service::
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
+    let span = perch::http::request_span(&req);
+    span.run(respond(app, req)).await
+}
+
+async fn respond<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(()) => no_content(),
         Err(e) => error_response(&e, request_id(&req)),
@@ -24,6 +29,7 @@ pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Bo
 async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<(), Error> {
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
     let id = path_param(req, "id", "connection")?;
+    perch::http::RequestSpan::record_connection(id);
     lifecycle::disconnect(app, &customer, id).await.map(|_| ())
 }
 

@@ -17,6 +17,11 @@ const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
 
 /// Handles one delivery; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
+    let span = perch::http::request_span(&req);
+    span.run(respond(app, req)).await
+}
+
+async fn respond<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(outcome) => json_response(200, &outcome),
         Err(e) => error_response(&e, request_id(&req)),

@@ -21,6 +21,11 @@ struct Listing {
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
+    let span = perch::http::request_span(&req);
+    span.run(respond(app, req)).await
+}
+
+async fn respond<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
     match run(app, &req).await {
         Ok(listing) => json_response(200, &listing),
         Err(e) => error_response(&e, request_id(&req)),

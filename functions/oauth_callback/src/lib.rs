@@ -1,9 +1,13 @@
 //! The end of a Connect flow.
 //!
 //! - `GET /connect/callback?code&state`: the employer's browser, redirected by Finch. The
-//!   state identifies the customer; success is a 302 to the app (never carrying the token).
-//! - `POST /connect/callback {code, state?}`: the app's frontend after the embedded flow's
-//!   `onSuccess`, authenticated by the JWT; success is JSON.
+//!   state identifies the customer. Whatever happens, the browser goes back to the app (302 to
+//!   `APP_RETURN_URL`): `outcome=created|reauthenticated|already_connected` with the
+//!   connection, or `outcome=error` with a stable `reason`, what to do `next` and the request
+//!   id — never a raw problem page, never a code, state or token. A Connect that ended without
+//!   a code (`error=access_denied`: the employer declined) comes back the same way.
+//! - `POST /connect/callback {code, state}`: the app's frontend after the embedded flow's
+//!   `onSuccess`, authenticated by the JWT; success is JSON, failure a problem.
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -11,7 +15,8 @@ use perch::app::Adapters;
 use perch::domain::{AuthorizationCode, FlowMode};
 use perch::flows::callback::{self, CallbackInput, CallbackOutcome, Outcome};
 use perch::http::{
-    customer_from_claims, error_response, json_body, json_response, query_param, redirect_response, request_id,
+    customer_from_claims, error_response, failure_redirect, json_body, json_response, query_param, redirect_response,
+    request_id,
 };
 use perch::runtime::Service;
 use perch::{AppState, Error};
@@ -32,18 +37,33 @@ struct EmbeddedBody {
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
-    let result = match *req.method() {
-        Method::GET => redirect_flow(app, &req).await.map(|o| redirect_response(&return_url(&app.config, &o))),
-        Method::POST => embedded_flow(app, &req).await.map(|o| {
-            let status = if o.outcome == Outcome::Created { 201 } else { 200 };
-            json_response(status, &o)
-        }),
-        _ => Err(Error::invalid("method_not_allowed", "Use GET (redirect flow) or POST (embedded flow).")),
-    };
-    result.unwrap_or_else(|e| error_response(&e, request_id(&req)))
+    let span = perch::http::request_span(&req);
+    span.run(respond(app, req)).await
+}
+
+async fn respond<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
+    match *req.method() {
+        Method::GET => match redirect_flow(app, &req).await {
+            Ok(o) => redirect_response(&return_url(&app.config, &o)),
+            Err(e) => failure_redirect(&app.config.app_return_url, &e, request_id(&req)),
+        },
+        Method::POST => match embedded_flow(app, &req).await {
+            Ok(o) => json_response(if o.outcome == Outcome::Created { 201 } else { 200 }, &o),
+            Err(e) => error_response(&e, request_id(&req)),
+        },
+        _ => error_response(
+            &Error::invalid("method_not_allowed", "Use GET (redirect flow) or POST (embedded flow)."),
+            request_id(&req),
+        ),
+    }
 }
 
 async fn redirect_flow<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<CallbackOutcome, Error> {
+    // Finch Connect came back without a code (OAuth 2.0's error response): nothing to exchange,
+    // even if a code came too.
+    if let Some(error) = query_param(req, "error")? {
+        return Err(callback::connect_ended(&error));
+    }
     let code =
         query_param(req, "code")?.ok_or_else(|| Error::invalid("code_invalid", "The callback carries no code."))?;
     let state = query_param(req, "state")?;
@@ -95,15 +115,33 @@ mod tests {
         (r.status().as_u16(), json(&r)["code"].as_str().map(str::to_owned))
     }
 
+    /// The app URL a GET callback answered with: its (reason, next), asserting the rest.
+    async fn back_in_app(req: Request) -> (String, String) {
+        let r = handle(&app(), req).await;
+        assert_eq!(r.status().as_u16(), 302);
+        let to = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        assert!(to.as_str().starts_with("http://app.test/connections"), "{to}");
+        let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+        assert_eq!(q["outcome"], "error");
+        assert!(!q.contains_key("code") && !q.contains_key("state"), "{to}");
+        (q["reason"].clone(), q["next"].clone())
+    }
+
     #[tokio::test]
-    async fn the_redirect_needs_a_code_and_a_state() {
-        let get = || api_request(Method::GET, "/connect/callback", None, None);
-        assert_eq!(code_of(get()).await, (400, Some("code_invalid".into())));
-        assert_eq!(code_of(with_query(get(), &[("code", "c-1")])).await, (400, Some("state_invalid".into())));
-        let twice = with_query(get(), &[("code", "c-1"), ("code", "c-2")]);
-        assert_eq!(code_of(twice).await, (400, Some("invalid_query".into())));
-        let forged = with_query(get(), &[("code", "c-1"), ("state", "forged")]);
-        assert_eq!(code_of(forged).await, (400, Some("state_invalid".into())));
+    async fn every_failed_redirect_lands_back_in_the_app_with_a_reason() {
+        let get = |q: &[(&str, &str)]| with_query(api_request(Method::GET, "/connect/callback", None, None), q);
+        let restart = |r: &str| (r.to_owned(), "restart".to_owned());
+        assert_eq!(back_in_app(get(&[])).await, restart("code_invalid"));
+        assert_eq!(back_in_app(get(&[("code", "c-1")])).await, restart("state_invalid"));
+        assert_eq!(back_in_app(get(&[("code", "c-1"), ("code", "c-2")])).await, restart("invalid_query"));
+        assert_eq!(back_in_app(get(&[("code", "c-1"), ("state", "forged")])).await, restart("state_invalid"));
+        assert_eq!(back_in_app(get(&[("error", "access_denied"), ("state", "s")])).await, restart("consent_denied"));
+        let both = get(&[("error", "access_denied"), ("code", "c-1"), ("state", "s")]);
+        assert_eq!(back_in_app(both).await, restart("consent_denied"));
+        let odd = get(&[("error", "<script>"), ("error_description", "x\r\ny")]);
+        assert_eq!(back_in_app(odd).await, restart("connect_failed"));
+        let long = "c".repeat(10_000);
+        assert_eq!(back_in_app(get(&[("code", &long), ("state", "s")])).await, restart("code_invalid"));
     }
 
     #[tokio::test]

@@ -227,7 +227,7 @@ pub async fn token(State(s): State<Shared>, body: axum::body::Bytes) -> Response
         return invalid_grant("The connection of this code no longer exists");
     };
     let access_token = w.mint_token(&conn.id);
-    Json(json!({
+    let mut body = json!({
         "access_token": access_token,
         "token_type": "bearer",
         "connection_id": conn.id,
@@ -240,8 +240,13 @@ pub async fn token(State(s): State<Shared>, body: axum::body::Bytes) -> Response
         "products": conn.products,
         "provider_id": conn.provider_id,
         "entity_ids": [conn.entity_id],
-    }))
-    .into_response()
+    });
+    if w.token_without_connection_id
+        && let Some(o) = body.as_object_mut()
+    {
+        o.remove("connection_id");
+    }
+    Json(body).into_response()
 }
 
 /// Resolves a bearer token to its live connection, or the 401 Finch would answer.

@@ -35,6 +35,7 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/connections/{id}/status", post(set_status))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/clock", post(clock))
+        .route("/_emulator/token_response", post(token_response))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/violations", get(violations))
         .route("/_emulator/health", get(|| async { Json(json!({"ok": true})) }))
@@ -184,4 +185,16 @@ async fn requests(State(s): State<Shared>) -> Response {
 
 async fn violations(State(s): State<Shared>) -> Response {
     Json(s.world().violations.clone()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TokenShape {
+    /// Leave `connection_id` out of `/auth/token` answers, as seed 003's example does.
+    without_connection_id: bool,
+}
+
+/// `POST /_emulator/token_response {"without_connection_id": true}`.
+async fn token_response(State(s): State<Shared>, Json(t): Json<TokenShape>) -> Response {
+    s.world().token_without_connection_id = t.without_connection_id;
+    Json(json!({"without_connection_id": t.without_connection_id})).into_response()
 }

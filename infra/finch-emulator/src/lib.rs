@@ -13,13 +13,15 @@
 //! and the emulator itself both stayed inside the spec.
 //!
 //! Controls under `/_emulator/` (no auth; bind to loopback): flip a connection's status,
-//! inject faults (status, `Retry-After`, latency) per route, move the clock, list the requests
-//! seen and the connections held.
+//! inject faults (status, `Retry-After`, latency, a hold until the test releases it) per
+//! route, answer `/auth/token` in seed 003's shape (no `connection_id`), move the clock, list
+//! the requests seen and the connections held.
 
 #![allow(clippy::result_large_err)] // axum `Response` is the natural error type of these handlers.
 
 pub mod api;
 mod control;
+pub mod holds;
 pub mod page;
 pub mod spec;
 pub mod webhooks;
@@ -67,6 +69,7 @@ struct Inner {
     config: EmulatorConfig,
     base_url: String,
     world: Mutex<World>,
+    holds: holds::Holds,
 }
 
 /// Shared handle to the emulator's state.
@@ -81,6 +84,11 @@ impl Shared {
     /// Locks the world; a poisoned lock (a panicked handler) is recovered, not propagated.
     pub fn world(&self) -> MutexGuard<'_, World> {
         self.0.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The gates held requests wait at (see [`holds`]).
+    pub fn holds(&self) -> &holds::Holds {
+        &self.0.holds
     }
 
     /// The Connect URL of a session, on this emulator.
@@ -122,7 +130,12 @@ pub async fn spawn(config: EmulatorConfig, addr: SocketAddr) -> std::io::Result<
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let base_url = format!("http://{addr}");
-    let shared = Shared(Arc::new(Inner { config, base_url: base_url.clone(), world: Mutex::new(World::default()) }));
+    let shared = Shared(Arc::new(Inner {
+        config,
+        base_url: base_url.clone(),
+        world: Mutex::new(World::default()),
+        holds: holds::Holds::default(),
+    }));
     let app = router(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -252,6 +265,9 @@ async fn gate(s: &Shared, headers: &axum::http::HeaderMap, method: &str, path: &
         return Some((api::finch_error(429, body), false));
     }
     let fault = s.world().take_fault(method, path)?;
+    if let Some(name) = &fault.hold {
+        s.holds().pass(name).await;
+    }
     if let Some(ms) = fault.latency_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -59,6 +59,9 @@ fn post_message(message: &serde_json::Value, target_origin: &str) -> String {
 
 #[derive(Deserialize)]
 pub struct Login {
+    /// `deny`: the employer declined to connect (the redirect flow's Decline button).
+    #[serde(default)]
+    action: Option<String>,
     #[serde(default)]
     provider: Option<String>,
     #[serde(default)]
@@ -138,8 +141,11 @@ fn login_form(sess: &crate::world::Session, q: &AuthorizeQuery, error: Option<&s
         who = esc(&who),
         products = esc(&sess.products.join(", ")),
         provider = esc(&provider),
-        cancel =
-            if embedded { " <button type=\"button\" id=\"cancel\" class=\"secondary\">Cancel</button>" } else { "" },
+        cancel = if embedded {
+            " <button type=\"button\" id=\"cancel\" class=\"secondary\">Cancel</button>"
+        } else {
+            " <button type=\"submit\" name=\"action\" value=\"deny\" class=\"secondary\" formnovalidate>Decline</button>"
+        },
         cancel_script = if embedded {
             let closed = serde_json::json!({"name": "finch-auth-message-v2", "kind": "closed"});
             format!(
@@ -165,6 +171,9 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
             "Already connected",
             "<p class=\"err\">This Connect session has already been completed.</p>",
         );
+    }
+    if login.action.as_deref() == Some("deny") {
+        return declined(&sess, &q);
     }
     if login.username != "good_user" || login.password != "good_pass" {
         return login_form(
@@ -259,6 +268,33 @@ fn hand_back(sess: &Session, q: &AuthorizeQuery, code: &str) -> Response {
             page(StatusCode::OK, "Connected", &body)
         }
     }
+}
+
+/// The employer declined: back to the app as OAuth 2.0 says an authorization server does
+/// (RFC 6749 §4.1.2.1) — `error=access_denied`, a description, the state — and no code. Finch
+/// documents no error redirect; this is the standard shape a Connect redirect would take.
+fn declined(sess: &Session, q: &AuthorizeQuery) -> Response {
+    let Some(uri) = &sess.redirect_uri else {
+        return page(StatusCode::BAD_REQUEST, "Declined", "<p>You declined to connect. You can close this window.</p>");
+    };
+    let Ok(mut url) = url::Url::parse(uri) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Bad redirect",
+            "<p class=\"err\">The session's redirect_uri is not a URL.</p>",
+        );
+    };
+    url.query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("error_description", "The employer declined to connect their payroll system.");
+    if let Some(st) = &q.state {
+        url.query_pairs_mut().append_pair("state", st);
+    }
+    let mut r = StatusCode::FOUND.into_response();
+    if let Ok(v) = header::HeaderValue::from_str(url.as_str()) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 /// `GET /_emulator/`: the emulator's dashboard.

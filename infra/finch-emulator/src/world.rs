@@ -92,6 +92,9 @@ pub struct Fault {
     /// `Location` to send with the injected status (a redirect a client must not follow).
     #[serde(default)]
     pub location: Option<String>,
+    /// Hold the request at this named gate until the test releases it (see `holds`).
+    #[serde(default)]
+    pub hold: Option<String>,
 }
 
 /// One request as the emulator saw it.
@@ -200,6 +203,8 @@ pub struct World {
     /// Finch's rate limits, when enforced (off unless configured).
     pub rate_limits: Option<RateLimits>,
     pub rate_state: RateState,
+    /// Answer `/auth/token` as seed 003's example does: without `connection_id`.
+    pub token_without_connection_id: bool,
 }
 
 impl World {

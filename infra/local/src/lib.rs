@@ -110,12 +110,13 @@ impl DevAuth {
         Ok(Self { key, issuer, audience, customer_claim })
     }
 
-    /// Issues a token for `customer`, valid for `ttl_secs`.
+    /// Issues a token for `customer`, valid for `ttl_secs` (past the end of time it never
+    /// expires; a negative one has already).
     pub fn issue(&self, customer: &str, ttl_secs: i64) -> Result<String, jsonwebtoken::errors::Error> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = json!({
             "iss": self.issuer, "aud": self.audience, "sub": format!("dev-user@{customer}"),
-            "iat": now, "exp": now + ttl_secs, self.customer_claim.as_str(): customer,
+            "iat": now, "exp": now.saturating_add(ttl_secs), self.customer_claim.as_str(): customer,
         });
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key))
     }
@@ -271,7 +272,14 @@ async fn dev_token_get(
     issue_response(&s, &q.customer_id, q.ttl_seconds.unwrap_or(3600))
 }
 
+/// The longest development token `/dev/token` issues (30 days).
+const DEV_TOKEN_MAX_TTL: i64 = 30 * 86_400;
+
 fn issue_response(s: &Local, customer: &str, ttl: i64) -> Response {
+    if !(1..=DEV_TOKEN_MAX_TTL).contains(&ttl) {
+        let message = format!("ttl_seconds must be from 1 to {DEV_TOKEN_MAX_TTL}");
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"message": message}))).into_response();
+    }
     match s.auth.issue(customer, ttl) {
         Ok(token) => axum::Json(json!({"token": token, "customer_id": customer, "expires_in": ttl})).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": e.to_string()}))).into_response(),

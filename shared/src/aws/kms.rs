@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::EncryptionAlgorithmSpec;
 
@@ -76,7 +77,14 @@ impl TokenCipher for KmsCipher {
             .set_encryption_context(Some(bound_to(connection, customer)))
             .send()
             .await
-            .map_err(super::error("kms", "Decrypt"))?;
+            .map_err(|e| match e.as_service_error() {
+                // KMS answers these only for a ciphertext it will never decrypt under this key
+                // and context; throttling and outages stay retryable `Aws` errors.
+                Some(DecryptError::InvalidCiphertextException(_) | DecryptError::IncorrectKeyException(_)) => {
+                    Error::TokenUnreadable(Box::new(e))
+                }
+                _ => super::error("kms", "Decrypt")(e),
+            })?;
         let plain = out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?;
         let text =
             String::from_utf8(plain.into_inner()).map_err(|_| Error::internal("decrypted token is not UTF-8"))?;

@@ -34,8 +34,6 @@ pub struct Config {
     pub finch_timeout: Duration,
     /// `FINCH_MAX_RETRIES` (default 2, as Finch's SDKs).
     pub finch_max_retries: u32,
-    /// `STATE_TTL_SECONDS` (default 86 400): how long a Connect `state` stays usable.
-    pub state_ttl: Duration,
     /// `SECRET_CACHE_TTL_SECONDS` (default 300): how long the Finch secret is cached.
     pub secret_cache_ttl: Duration,
     /// `EVENT_BUS_NAME` (optional): the EventBridge bus for status-change events; when unset
@@ -63,7 +61,6 @@ impl Config {
             customer_claim: env.optional("CUSTOMER_CLAIM").unwrap_or_else(|| "customer_id".to_owned()),
             finch_timeout: Duration::from_millis(env.number("FINCH_TIMEOUT_MS", 10_000, 1, u64::MAX)?),
             finch_max_retries: env.int("FINCH_MAX_RETRIES", 2, 0, u64::from(u32::MAX))?,
-            state_ttl: Duration::from_secs(env.number("STATE_TTL_SECONDS", 86_400, 0, u64::MAX)?),
             secret_cache_ttl: Duration::from_secs(env.number("SECRET_CACHE_TTL_SECONDS", 300, 0, u64::MAX)?),
             event_bus_name: env.optional("EVENT_BUS_NAME"),
         })

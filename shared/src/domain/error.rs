@@ -64,6 +64,17 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// Perch's deployment is wrong in a way only an operator can fix (Finch refuses its client
+    /// credentials or its redirect URI): never the caller's fault, and logged at ERROR with
+    /// Finch's request id so the alarm on it fires.
+    #[error("configuration error: {0}")]
+    Configuration(String),
+
+    /// A stored token that can never be decrypted again (its ciphertext was corrupted, or moved
+    /// to another connection's record): retrying cannot help.
+    #[error("stored token cannot be decrypted")]
+    TokenUnreadable(#[source] BoxError),
+
     /// A bug or an impossible state; details only in the log.
     #[error("internal error: {0}")]
     Internal(String, #[source] Option<BoxError>),

@@ -10,6 +10,8 @@ use super::error::Error;
 
 /// Finch's bound on a session's `minutes_to_expire` (90 days).
 pub const MAX_MINUTES_TO_EXPIRE: u32 = 129_600;
+/// How long a Finch session lives when `minutes_to_expire` is not given (30 days, seed 002).
+pub const DEFAULT_MINUTES_TO_EXPIRE: u32 = 43_200;
 
 macro_rules! open_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {

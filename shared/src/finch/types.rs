@@ -68,7 +68,10 @@ pub(crate) struct TokenRequest<'a> {
 #[derive(Debug, Deserialize)]
 pub struct TokenResponse {
     pub access_token: AccessToken,
-    pub connection_id: ConnectionId,
+    /// Required by Finch's spec, absent from seed 003's example: the callback then reads it
+    /// from `/introspect`.
+    #[serde(default)]
+    pub connection_id: Option<ConnectionId>,
     #[serde(default)]
     pub customer_id: Option<String>,
     #[serde(default)]

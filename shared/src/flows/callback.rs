@@ -1,17 +1,29 @@
 //! The end of a Connect flow, as named steps:
 //!
 //! 1. `consume_state`: verify the state's signature and consume its stored flow — before
-//!    anything reaches Finch, and once only (a replayed URL finds nothing);
+//!    anything reaches Finch, once only (a replayed URL finds nothing), and only by the flow
+//!    type that issued it. Both flows need a state: without one, anyone signed in could make
+//!    Perch spend its client credentials on guessed codes;
 //! 2. `guard_code`: mark the code as being exchanged, so a replay gets the stored result or
 //!    a 409, never a second exchange;
-//! 3. `exchange`: `POST /auth/token`, with Finch's refusals mapped (a bad code is the
-//!    caller's 400; a failure that provably never reached Finch frees the code again);
-//! 4. `learn`: introspect the token and read the company name (either may fail: the
-//!    connection is then stored as `pending` and the sweep fills it in);
-//! 5. `check_ownership`: Finch must have filed the connection under a `customer_id` this
-//!    customer claimed, or the code came from someone else's flow;
+//! 3. `exchange`: `POST /auth/token`, with Finch's answers mapped: a code Finch refused is the
+//!    caller's 400 and frees the mark (so is a failure that provably never reached Finch); a
+//!    refused client or redirect URI is Perch's own misconfiguration, a 500 an alarm watches;
+//! 4. `learn`: introspect the token (the connection id when the token response has none),
+//!    noting when, and read the company name (either may fail: the connection is then stored
+//!    as `pending` and the sweep fills it in);
+//! 5. `owner`: Finch files the connection under a `customer_id`; the customer who claimed it
+//!    owns the connection, whoever's state carried the code. A code sent with someone else's
+//!    state (or stolen) is refused to the sender, but the connection is still stored for its
+//!    owner — whose own callback then finds it — and one nobody claimed is revoked at Finch:
+//!    never a billed connection nobody holds, never a stuck mark;
 //! 6. `save`: encrypt the token and write the connection — created, or its token replaced at
-//!    the version read — and mark the code done, in one transaction; then the status event.
+//!    the version read — and mark the code done, in one transaction; then the status event,
+//!    and any status Finch pushed while this callback was in flight.
+//!
+//! **Observations.** The record's status is the introspection's, stamped with when it was
+//! asked; a status stored since that is newer (a webhook or a status check that landed while
+//! this callback ran) is kept, never overwritten by the older observation.
 //!
 //! Once the code is exchanged, every failure is logged with the connection id: the next
 //! Connect attempt for this customer recovers the connection (Finch answers
@@ -24,13 +36,15 @@ use crate::app::{Adapters, AppState};
 use crate::crypto::{EncryptedToken, TokenCipher, code_hash, state};
 use crate::domain::{
     AccessToken, AuthorizationCode, CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error,
-    FinchCustomerId, FlowMode, Product,
+    FinchCustomerId, FinchError, FlowMode, Product,
 };
 use crate::events::{ChangeSource, StatusChanged};
 use crate::finch::Traced;
 use crate::finch::types::{Introspection, TokenResponse};
 use crate::secrets::FinchSecrets;
-use crate::store::{CallbackStore, ConnectionRecord, ConnectionSummary, ExchangeStart, PendingFlow, SaveOutcome};
+use crate::store::{
+    CallbackStore, ConnectionRecord, ConnectionSummary, ExchangeStart, PendingFlow, Pushed, SaveOutcome,
+};
 use secrecy::ExposeSecret;
 
 /// How many times a save that lost a race is retried.
@@ -83,58 +97,77 @@ fn code_refused() -> Error {
     Error::invalid("code_invalid", "The authorization code is invalid, expired or already used.")
 }
 
+/// Why Connect ended without a code. Finch's `error` value is logged only when it is a plain
+/// OAuth error code; its description is never read (it is text anyone could have put there).
+pub fn connect_ended(error: &str) -> Error {
+    let plain = !error.is_empty() && error.len() <= 64 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    tracing::info!(
+        connect_error = if plain { error } else { "(not an OAuth error code)" },
+        "Connect ended without a code"
+    );
+    if error == "access_denied" {
+        Error::invalid("consent_denied", "The employer did not grant access in Finch Connect.")
+    } else {
+        Error::invalid("connect_failed", "Finch Connect ended without connecting.")
+    }
+}
+
 /// Completes a Connect flow (see the module docs).
 #[tracing::instrument(skip_all, fields(mode = ?input.mode))]
 pub async fn complete_callback<A: Adapters>(app: &AppState<A>, input: CallbackInput) -> Result<CallbackOutcome, Error> {
     let store: &dyn CallbackStore = &*app.store;
     // Refuse what cannot succeed before touching Secrets Manager, DynamoDB or Finch.
-    if input.state.is_none() && (input.mode == FlowMode::Redirect || input.caller.is_none()) {
-        return Err(state_gone());
-    }
+    let Some(state_value) = input.state.as_deref() else { return Err(state_gone()) };
     let secrets = app.secrets.get().await?;
-    let now = OffsetDateTime::now_utc();
-    let (flow, customer) = consume_state(store, &secrets, &input, now).await?;
+    let flow = consume_state(store, &secrets, state_value, &input, app.clock.now()).await?;
     let code = code_hash(secrets.state_key.expose_secret(), &input.code)?;
-    if let Some(replayed) = guard_code(store, &code, &customer, now).await? {
+    if let Some(replayed) = guard_code(store, &code, &flow.customer).await? {
         return Ok(replayed);
     }
     let Traced { value: token, request_id: exchange_request_id } =
         exchange(app, store, &secrets, &input, &code).await?;
-    tracing::info!(connection_id = %token.connection_id, provider = %token.provider_id, "code exchanged");
-    let learned = learn(app, &token, exchange_request_id).await;
-    let finch_customer_id = check_ownership(store, &token, &learned, flow.as_ref(), &customer).await?;
-    if let Some(expected) = flow.as_ref().and_then(|f| f.reauth_of.as_ref())
-        && *expected != token.connection_id
+    let learned = learn(app, &token, exchange_request_id).await?;
+    let id = learned.connection_id.clone();
+    tracing::info!(connection_id = %id, provider = %token.provider_id, "code exchanged");
+    let (customer, finch_customer_id) = match owner(store, &token, &learned, &flow).await? {
+        Owner::Sender(fcid) => (flow.customer.clone(), fcid),
+        Owner::Another(owner, fcid) => {
+            // The code is another customer's (their flow's code, sent with this state): it
+            // is refused here, but the connection is theirs — stored for them, their own
+            // callback finds it.
+            tracing::warn!(connection_id = %id, "code came with another customer's state; storing the connection for its owner and refusing the sender");
+            let new = NewConnection::encrypt(app, owner, fcid, &token, learned).await?;
+            // `save` logs its own failure; the sender is refused either way.
+            if save(app, store, &new, &code).await.is_ok() {
+                tracing::info!(connection_id = %id, "connection stored for the customer whose code it was");
+            }
+            return Err(code_refused());
+        }
+        Owner::Nobody(filed_under) => {
+            tracing::error!(connection_id = %id, finch_customer_id = ?filed_under, "exchanged code belongs to no customer of Perch; revoking it at Finch");
+            revoke_orphan(app, store, &token.access_token, &id, &code).await;
+            return Err(code_refused());
+        }
+    };
+    if let Some(expected) = flow.reauth_of.as_ref()
+        && *expected != id
     {
-        tracing::warn!(expected = %expected, got = %token.connection_id, "reauthentication produced a different connection");
+        tracing::warn!(expected = %expected, got = %id, "reauthentication produced a different connection");
     }
-    let encrypted = app.cipher.encrypt(&token.access_token, &token.connection_id, &customer).await.inspect_err(|e| {
-        tracing::error!(connection_id = %token.connection_id, error = %e.chain(), "token exchanged but not stored; the next connect attempt for this customer recovers the connection");
-    })?;
-    let new = NewConnection { customer, finch_customer_id, token: &token, learned, encrypted };
+    let new = NewConnection::encrypt(app, customer, finch_customer_id, &token, learned).await?;
     save(app, store, &new, &code).await
 }
 
-/// Step 1: the flow the state names, consumed, and the customer it belongs to. The embedded
-/// flow may come without a state; its customer is then the caller's.
+/// Step 1: the flow the state names, consumed, if its type matches the request's.
 async fn consume_state(
     store: &dyn CallbackStore,
     secrets: &FinchSecrets,
+    value: &str,
     input: &CallbackInput,
     now: OffsetDateTime,
-) -> Result<(Option<PendingFlow>, CustomerId), Error> {
-    let Some(value) = &input.state else {
-        // Checked by the caller: only the embedded flow of a signed-in caller gets here.
-        let caller = input.caller.clone().ok_or_else(state_gone)?;
-        return Ok((None, caller));
-    };
+) -> Result<PendingFlow, Error> {
     let verified = state::verify(secrets.state_key.expose_secret(), value)?;
-    let flow = store.take_state(verified.id(), now, input.caller.as_ref()).await?.ok_or_else(state_gone)?;
-    if flow.mode != input.mode {
-        return Err(state_gone());
-    }
-    let customer = flow.customer.clone();
-    Ok((Some(flow), customer))
+    store.take_state(verified.id(), now, input.mode, input.caller.as_ref()).await?.ok_or_else(state_gone)
 }
 
 /// Step 2: starts the code's exchange, or answers a replay: the stored connection for the same
@@ -143,9 +176,8 @@ async fn guard_code(
     store: &dyn CallbackStore,
     code: &CodeHash,
     customer: &CustomerId,
-    now: OffsetDateTime,
 ) -> Result<Option<CallbackOutcome>, Error> {
-    match store.begin_exchange(code, customer, now).await? {
+    match store.begin_exchange(code, customer, OffsetDateTime::now_utc()).await? {
         ExchangeStart::Started => Ok(None),
         ExchangeStart::Done { customer: owner, connection_id } if owner == *customer => {
             let rec = store.get_connection(&connection_id).await?.ok_or(Error::NotFound("connection"))?;
@@ -156,6 +188,17 @@ async fn guard_code(
             Err(Error::conflict("exchange_in_progress", "This code is already being exchanged."))
         }
     }
+}
+
+/// Whether Finch refused Perch's own setup rather than the code: its client credentials, or —
+/// when Perch sent its redirect URI — one that is not the session's. (Without one, in the
+/// embedded flow, a redirect URI complaint means the code came from a redirect flow: the
+/// caller's mistake, not Perch's.)
+fn is_configuration_refusal(e: &FinchError, sent_redirect_uri: bool) -> bool {
+    e.status == 401
+        || e.is_finch_code("invalid_client")
+        || e.name.as_deref().is_some_and(|n| n.starts_with("invalid_client"))
+        || (sent_redirect_uri && e.message.as_deref().is_some_and(|m| m.to_ascii_lowercase().contains("redirect_uri")))
 }
 
 /// Step 3: the code exchange, with Finch's answers mapped.
@@ -169,15 +212,27 @@ async fn exchange<A: Adapters>(
     let redirect_uri = (input.mode == FlowMode::Redirect).then(|| app.config.redirect_uri.as_str());
     match app.finch.exchange_code(secrets, &input.code, redirect_uri).await {
         Ok(t) => Ok(t),
+        Err(Error::Finch(e)) if is_configuration_refusal(&e, redirect_uri.is_some()) => {
+            // Not the employer's doing, and no new Connect attempt would fare better.
+            tracing::error!(
+                alarm = "configuration_error", finch_request_id = ?e.request_id, status = e.status, error = %e,
+                "Finch refused Perch's client credentials or redirect URI at the code exchange; fix the deployment"
+            );
+            store.abandon_exchange(code).await?;
+            let message = format!("code exchange refused: {e}");
+            if e.status == 401 {
+                app.secrets.forget_on_auth_failure(Error::from(*e)).await;
+            }
+            Err(Error::Configuration(message))
+        }
         Err(Error::Finch(e)) if e.status == 400 => {
+            // Finch's definitive no: nothing was exchanged, so nothing is left marked.
             tracing::warn!(error = %e, "code exchange refused");
+            store.abandon_exchange(code).await?;
             Err(Error::invalid(
                 "code_invalid",
                 "The authorization code is invalid, expired or already used; start Connect again.",
             ))
-        }
-        Err(e @ Error::Finch(_)) if matches!(&e, Error::Finch(f) if f.status == 401) => {
-            Err(app.secrets.forget_on_auth_failure(e).await)
         }
         Err(e @ Error::FinchTransport { maybe_sent: false, .. }) => {
             store.abandon_exchange(code).await?;
@@ -192,25 +247,47 @@ async fn exchange<A: Adapters>(
 
 /// What Finch told Perch about a new connection besides the token.
 struct Learned {
+    connection_id: ConnectionId,
     /// `None` when the introspection failed: the connection is stored as `pending`.
     introspection: Option<Introspection>,
+    /// When the introspection was asked for: the time its status was observed.
+    observed_at: OffsetDateTime,
     request_id: Option<String>,
     company_name: Option<String>,
 }
 
-/// Step 4: introspection and the company's name; neither failure fails the callback. The
-/// request id kept is the introspection's, else the exchange's.
-async fn learn<A: Adapters>(app: &AppState<A>, token: &TokenResponse, exchange_request_id: Option<String>) -> Learned {
-    let id = &token.connection_id;
+/// Step 4: introspection and the company's name; neither failure fails the callback unless
+/// the token response named no connection (seed 003's example has none): then only the
+/// introspection can, and without it the connection cannot be stored. The request id kept is
+/// the introspection's, else the exchange's.
+async fn learn<A: Adapters>(
+    app: &AppState<A>,
+    token: &TokenResponse,
+    exchange_request_id: Option<String>,
+) -> Result<Learned, Error> {
+    let observed_at = app.clock.now();
     let (introspection, request_id) = match app.finch.introspect(&token.access_token).await {
         Ok(i) => (Some(i.value), i.request_id),
-        Err(e) => {
-            tracing::warn!(connection_id = %id, error = %e.chain(), "introspect failed; storing the connection as pending");
-            (None, exchange_request_id)
-        }
+        Err(e) => match &token.connection_id {
+            Some(id) => {
+                tracing::warn!(connection_id = %id, error = %e.chain(), "introspect failed; storing the connection as pending");
+                (None, exchange_request_id)
+            }
+            None => {
+                tracing::error!(error = %e.chain(), "the token response named no connection and introspect failed; the token is not stored (the next connect attempt for this customer recovers the connection)");
+                // The mark stays: the code is spent at Finch, a replay must not look fresh.
+                return Err(e);
+            }
+        },
     };
-    let company_name = company_name(app, id, &token.access_token).await.or_else(|| token.customer_name.clone());
-    Learned { introspection, request_id, company_name }
+    let connection_id = match (&token.connection_id, &introspection) {
+        (Some(id), _) => id.clone(),
+        (None, Some(i)) => i.connection_id.clone(),
+        (None, None) => return Err(Error::internal("no connection id after a successful introspection")),
+    };
+    let company_name =
+        company_name(app, &connection_id, &token.access_token).await.or_else(|| token.customer_name.clone());
+    Ok(Learned { connection_id, introspection, observed_at, request_id, company_name })
 }
 
 async fn company_name<A: Adapters>(app: &AppState<A>, id: &ConnectionId, token: &AccessToken) -> Option<String> {
@@ -224,32 +301,58 @@ async fn company_name<A: Adapters>(app: &AppState<A>, id: &ConnectionId, token: 
     }
 }
 
-/// Step 5: the Finch `customer_id` the connection is filed under must be one `customer`
-/// claimed. Finch's own answer first; the flow's only when Finch names none.
-async fn check_ownership(
+/// Who owns an exchanged connection.
+enum Owner {
+    /// The customer whose state came with the code.
+    Sender(FinchCustomerId),
+    /// Another customer: it claimed the Finch id the connection is filed under.
+    Another(CustomerId, FinchCustomerId),
+    /// No customer of Perch (the Finch id it is filed under, if any).
+    Nobody(Option<String>),
+}
+
+/// Step 5: the customer who claimed the Finch `customer_id` the connection is filed under.
+/// Finch's own answer first; the flow's only when Finch names none.
+async fn owner(
     store: &dyn CallbackStore,
     token: &TokenResponse,
     learned: &Learned,
-    flow: Option<&PendingFlow>,
-    customer: &CustomerId,
-) -> Result<FinchCustomerId, Error> {
+    flow: &PendingFlow,
+) -> Result<Owner, Error> {
     let reported =
         token.customer_id.clone().or_else(|| learned.introspection.as_ref().and_then(|i| i.customer_id.clone()));
-    let filed_under = match reported {
+    let filed_under = match &reported {
         // A Finch id Perch could not have claimed (outside its alphabet) is no one's here.
-        Some(raw) => FinchCustomerId::parse(raw).ok(),
-        None => flow.map(|f| f.finch_customer_id.clone()),
+        Some(raw) => FinchCustomerId::parse(raw.clone()).ok(),
+        None => Some(flow.finch_customer_id.clone()),
     };
-    let owner = match &filed_under {
-        Some(id) => store.finch_customer_owner(id).await?,
-        None => None,
-    };
-    match filed_under {
-        Some(id) if owner.as_ref() == Some(customer) => Ok(id),
-        other => {
-            tracing::error!(connection_id = %token.connection_id, finch_customer_id = ?other, "exchanged code belongs to another customer's Finch id; not stored");
-            Err(code_refused())
+    let Some(fcid) = filed_under else { return Ok(Owner::Nobody(reported)) };
+    Ok(match store.finch_customer_owner(&fcid).await? {
+        Some(c) if c == flow.customer => Owner::Sender(fcid),
+        Some(c) => Owner::Another(c, fcid),
+        None => Owner::Nobody(Some(fcid.to_string())),
+    })
+}
+
+/// A connection nobody in Perch can hold: its token revoked at Finch (so it is not billed) and
+/// the code's mark cleared. Best effort: on failure the log line is the operator's lead.
+async fn revoke_orphan<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn CallbackStore,
+    token: &AccessToken,
+    id: &ConnectionId,
+    code: &CodeHash,
+) {
+    match app.finch.disconnect(token).await {
+        Ok(t) => {
+            tracing::info!(connection_id = %id, finch_request_id = ?t.request_id, "orphan connection revoked at Finch")
         }
+        Err(e) => {
+            tracing::error!(connection_id = %id, error = %e.chain(), "orphan connection could not be revoked at Finch; disconnect it from Finch's dashboard");
+        }
+    }
+    if let Err(e) = store.abandon_exchange(code).await {
+        tracing::warn!(connection_id = %id, error = %e.chain(), "code mark not cleared; it expires within the hour");
     }
 }
 
@@ -262,30 +365,58 @@ struct NewConnection<'a> {
     encrypted: EncryptedToken,
 }
 
-impl NewConnection<'_> {
-    /// The record to write over `existing` (if any) at `now`.
+impl<'a> NewConnection<'a> {
+    /// Encrypts the token for `customer`; a failure is logged with the connection id.
+    async fn encrypt<A: Adapters>(
+        app: &AppState<A>,
+        customer: CustomerId,
+        finch_customer_id: FinchCustomerId,
+        token: &'a TokenResponse,
+        learned: Learned,
+    ) -> Result<Self, Error> {
+        let id = &learned.connection_id;
+        let encrypted = app.cipher.encrypt(&token.access_token, id, &customer).await.inspect_err(|e| {
+            tracing::error!(connection_id = %id, error = %e.chain(), "token exchanged but not stored; the next connect attempt for this customer recovers the connection");
+        })?;
+        Ok(Self { customer, finch_customer_id, token, learned, encrypted })
+    }
+
+    fn id(&self) -> &ConnectionId {
+        &self.learned.connection_id
+    }
+
+    /// The record to write over `existing` (if any) at `now`. A status `existing` holds that
+    /// was observed after this callback's introspection is kept (see the module docs).
     fn record(&self, existing: Option<&ConnectionRecord>, now: OffsetDateTime) -> ConnectionRecord {
         let t = self.token;
         let i = self.learned.introspection.as_ref();
-        let (status, status_message, last_successful_sync) = match i {
-            Some(i) => (
-                i.connection_status.status.clone(),
+        let ours = i.map(|i| {
+            (
+                ConnectionState::from(i.connection_status.status.clone()),
                 i.connection_status.message.clone(),
                 i.connection_status.last_successful_sync.clone(),
-            ),
-            None => (ConnectionStatus::Pending, None, None),
-        };
+                Some(self.learned.observed_at),
+            )
+        });
+        let stored = existing.filter(|r| !r.is_disconnecting_or_gone()).and_then(|r| {
+            let newer = r.status_observed_at.is_some_and(|at| ours.is_none() || at > self.learned.observed_at);
+            newer.then(|| {
+                (r.status.clone(), r.status_message.clone(), r.last_successful_sync.clone(), r.status_observed_at)
+            })
+        });
+        let (status, status_message, last_successful_sync, status_observed_at) =
+            stored.or(ours).unwrap_or((ConnectionStatus::Pending.into(), None, None, None));
         let products: Vec<Product> = i.map_or_else(|| t.products.clone(), |i| i.products.clone());
         let entity_ids = i
             .and_then(|i| i.entities.as_ref())
             .map_or_else(|| t.entity_ids.clone(), |es| es.iter().map(|e| e.id.clone()).collect());
         ConnectionRecord {
-            connection_id: t.connection_id.clone(),
+            connection_id: self.id().clone(),
             customer: self.customer.clone(),
             finch_customer_id: self.finch_customer_id.clone(),
             provider_id: t.provider_id.clone(),
             company_name: self.learned.company_name.clone(),
-            status: status.into(),
+            status,
             status_message,
             last_successful_sync,
             products,
@@ -294,9 +425,10 @@ impl NewConnection<'_> {
             created_at: existing.map_or(now, |r| r.created_at),
             updated_at: now,
             last_finch_request_id: self.learned.request_id.clone(),
-            status_observed_at: i.map(|_| now),
+            status_observed_at,
             checked_at: existing.and_then(|r| r.checked_at),
             disconnected_at: None,
+            disconnect_lease: None,
             version: existing.map_or(1, |r| r.version + 1),
             token: Some(self.encrypted.clone()),
         }
@@ -304,16 +436,16 @@ impl NewConnection<'_> {
 }
 
 /// Step 6: writes the connection (created, or its token replaced at the version read), marks
-/// the code done, publishes the change. A lost race re-reads at once; a transient AWS failure
-/// waits a little. The token is already exchanged: giving up would cost the employer a
-/// reconnect.
+/// the code done, publishes the change, then applies a status Finch pushed before the
+/// connection existed. A lost race re-reads at once; a transient AWS failure waits a little.
+/// The token is already exchanged: giving up would cost the employer a reconnect.
 async fn save<A: Adapters>(
     app: &AppState<A>,
     store: &dyn CallbackStore,
     new: &NewConnection<'_>,
     code: &CodeHash,
 ) -> Result<CallbackOutcome, Error> {
-    let id = &new.token.connection_id;
+    let id = new.id();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -341,7 +473,13 @@ async fn save<A: Adapters>(
                 if let ConnectionState::Finch(status) = &record.status {
                     app.events.publish(&StatusChanged::of(&record, previous, status.clone(), source, now)).await;
                 }
-                return Ok(CallbackOutcome { connection: record.summary(), outcome });
+                let mut summary = record.summary();
+                if saved == SaveOutcome::Created
+                    && let Some(applied) = apply_parked(app, store, id).await
+                {
+                    summary = applied;
+                }
+                return Ok(CallbackOutcome { connection: summary, outcome });
             }
             Err(Error::Conflict { .. }) if attempt < SAVE_ATTEMPTS => continue,
             Err(Error::Aws { retryable: true, .. }) if attempt < SAVE_ATTEMPTS => {
@@ -351,6 +489,37 @@ async fn save<A: Adapters>(
                 tracing::error!(connection_id = %id, error = %e.chain(), "token exchanged but not stored; the next connect attempt for this customer recovers the connection");
                 return Err(e);
             }
+        }
+    }
+}
+
+/// A status Finch pushed while the connection was being created (the webhook parked it),
+/// applied now by the same rule as the webhook's; the connection as it is then. A failure here
+/// leaves the status to the next check: the connection itself is stored.
+async fn apply_parked<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn CallbackStore,
+    id: &ConnectionId,
+) -> Option<ConnectionSummary> {
+    let parked = match store.take_parked_status(id).await {
+        Ok(p) => p?,
+        Err(e) => {
+            tracing::warn!(connection_id = %id, error = %e.chain(), "parked status not read; the status check catches up");
+            return None;
+        }
+    };
+    match store.apply_pushed_status(id, &parked.status, parked.observed_at, &parked.event).await {
+        Ok(Pushed::Applied(old)) => {
+            tracing::info!(connection_id = %id, event_id = %parked.event, status = parked.status.as_str(), "status pushed during the callback applied");
+            let previous = old.status.finch().cloned();
+            let change = StatusChanged::of(&old, previous, parked.status, ChangeSource::Webhook, parked.observed_at);
+            app.events.publish(&change).await;
+            store.get_connection(id).await.ok().flatten().map(|r| r.summary())
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(connection_id = %id, error = %e.chain(), "parked status not applied; the status check catches up");
+            None
         }
     }
 }

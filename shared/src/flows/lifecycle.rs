@@ -6,15 +6,19 @@
 //! concurrent status check or webhook cannot interleave, and the old ciphertext stays until
 //! that write commits.
 //!
+//! Once a disconnect has started, no reauthentication session is issued for the connection
+//! (checked after its state is stored, see [`super::session`]).
+//!
 //! **Disconnection** is three steps, each safe to repeat, so a retry after any failure finishes
-//! the job: mark the connection `disconnecting`; call Finch's `/disconnect` with the token
+//! the job: mark the connection `disconnecting`, which also gives this call a lease on the
+//! disconnect (concurrent calls wait for its outcome instead of calling Finch too); call
+//! Finch's `/disconnect` with the token
 //! (a 401 there means the token is already revoked, which is the goal); destroy the ciphertext
 //! and keep a tombstone (id, customer, provider, times, last `Finch-Request-Id`) for audit.
 //! Once the ciphertext is gone Finch is never called again for that connection. Billing at
 //! Finch continues until `/disconnect` succeeds, which is why the state machine insists on it.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::app::{Adapters, AppState};
 use crate::crypto::TokenCipher;
@@ -71,8 +75,12 @@ pub async fn reauthenticate<A: Adapters>(
     let store: &dyn ReauthStore = &*app.store;
     req.validate()?;
     let rec = owned_connection(store, customer, raw_id).await?;
-    if rec.is_disconnecting_or_gone() {
+    if rec.disconnected_at.is_some() {
         return Err(Error::NotFound("connection"));
+    }
+    if rec.status == ConnectionState::Disconnecting {
+        // The employer would go through Connect for a connection about to be gone.
+        return Err(crate::store::disconnecting_conflict());
     }
     let secrets = app.secrets.get().await?;
     let mode = req.flow.unwrap_or(FlowMode::Redirect);
@@ -100,7 +108,7 @@ pub async fn reauthenticate<A: Adapters>(
         mode,
         reauth_of: Some(rec.connection_id),
     };
-    start_flow(app, store, &secrets, pending, req.minutes_to_expire).await
+    start_flow(app, store, store, &secrets, pending, req.minutes_to_expire).await
 }
 
 /// What a disconnect found.
@@ -115,8 +123,15 @@ pub enum Disconnected {
 
 /// How often a disconnect re-reads after losing a race before giving up with a 409.
 const DISCONNECT_ATTEMPTS: u32 = 4;
+/// How long the call that marked a connection holds its disconnect: past the functions'
+/// 29-second timeout, so a holder that died frees it soon after.
+const DISCONNECT_LEASE: time::Duration = time::Duration::seconds(45);
+/// How long a concurrent call waits for the holder's outcome before answering 409.
+const WAIT_FOR_HOLDER: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Disconnects one of the caller's connections (see the module docs). Idempotent.
+/// Disconnects one of the caller's connections (see the module docs). Idempotent. Of
+/// concurrent calls, only the one whose mark succeeded calls Finch; the others wait for its
+/// outcome (a tombstone: done; a released lease: a failure they may retry themselves).
 #[tracing::instrument(skip_all, fields(customer = %customer))]
 pub async fn disconnect<A: Adapters>(
     app: &AppState<A>,
@@ -124,35 +139,72 @@ pub async fn disconnect<A: Adapters>(
     raw_id: &str,
 ) -> Result<Disconnected, Error> {
     let store: &dyn DisconnectStore = &*app.store;
-    for _ in 0..DISCONNECT_ATTEMPTS {
+    let waiting_since = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(20);
+    let mut lost_races = 0;
+    loop {
         let rec = owned_connection(store, customer, raw_id).await?;
         if rec.disconnected_at.is_some() {
             return Ok(Disconnected::Already);
         }
-        if rec.status != ConnectionState::Disconnecting
-            && !store.mark_disconnecting(&rec.connection_id, rec.version).await?
-        {
+        let now = app.clock.now();
+        if rec.disconnect_held_at(now) {
+            if waiting_since.elapsed() >= WAIT_FOR_HOLDER {
+                return Err(Error::conflict(
+                    "disconnect_in_progress",
+                    "This connection is being disconnected; try again.",
+                ));
+            }
+            // Polling the record is the only channel between two Lambda invocations.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
             continue;
         }
-        let request_id = match &rec.token {
-            Some(ciphertext) => revoke_at_finch(app, &rec, ciphertext).await?,
-            None => rec.last_finch_request_id.clone(),
-        };
-        if store.tombstone(&rec.connection_id, request_id.as_deref()).await? {
-            tracing::info!(connection_id = %rec.connection_id, finch_request_id = ?request_id, "connection disconnected; token destroyed");
-            let previous = rec.status.finch().cloned();
-            let change = StatusChanged::of(
-                &rec,
-                previous,
-                ConnectionStatus::Disconnected,
-                ChangeSource::Disconnect,
-                OffsetDateTime::now_utc(),
-            );
-            app.events.publish(&change).await;
-            return Ok(Disconnected::Now);
+        if store.mark_disconnecting(&rec.connection_id, rec.version, now + DISCONNECT_LEASE).await? {
+            return finish_disconnect(app, store, &rec).await;
+        }
+        lost_races += 1;
+        if lost_races >= DISCONNECT_ATTEMPTS {
+            return Err(Error::conflict("connection_busy", "The connection kept changing; try again."));
         }
     }
-    Err(Error::conflict("connection_busy", "The connection kept changing; try again."))
+}
+
+/// The holder's part: revoke at Finch, destroy the ciphertext, publish. A token that can never
+/// be decrypted again cannot be revoked: the connection is still destroyed here, the tombstone
+/// says so, and the ERROR line tells the operator to disconnect it from Finch's dashboard.
+/// Any other failure gives the disconnect up for a retry.
+async fn finish_disconnect<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn DisconnectStore,
+    rec: &ConnectionRecord,
+) -> Result<Disconnected, Error> {
+    let id = &rec.connection_id;
+    let (request_id, note) = match &rec.token {
+        Some(ciphertext) => match revoke_at_finch(app, rec, ciphertext).await {
+            Ok(request_id) => (request_id, None),
+            Err(e @ Error::TokenUnreadable(_)) => {
+                tracing::error!(connection_id = %id, error = %e.chain(), "token cannot be decrypted, so Finch cannot be told; destroying it anyway (disconnect the connection from Finch's dashboard to stop billing)");
+                (rec.last_finch_request_id.clone(), Some("token_unreadable: not revoked at Finch"))
+            }
+            Err(e) => {
+                if let Err(release) = store.release_disconnect(id).await {
+                    tracing::warn!(connection_id = %id, error = %release.chain(), "disconnect lease not released; it lapses on its own");
+                }
+                return Err(e);
+            }
+        },
+        None => (rec.last_finch_request_id.clone(), None),
+    };
+    if !store.tombstone(id, request_id.as_deref(), note).await? {
+        return Ok(Disconnected::Already);
+    }
+    tracing::info!(connection_id = %id, finch_request_id = ?request_id, "connection disconnected; token destroyed");
+    let previous = rec.status.finch().cloned();
+    let change =
+        StatusChanged::of(rec, previous, ConnectionStatus::Disconnected, ChangeSource::Disconnect, app.clock.now());
+    app.events.publish(&change).await;
+    Ok(Disconnected::Now)
 }
 
 /// Finch's `/disconnect` with the connection's token; its request id. A 401 means the token

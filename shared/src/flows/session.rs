@@ -20,15 +20,17 @@ use std::collections::HashSet;
 
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::app::{Adapters, AppState};
 use crate::crypto::state;
 use crate::domain::session::{known_products, validate_minutes_to_expire, validate_products};
-use crate::domain::{ConnectionId, CustomerId, Error, FinchCustomerId, FlowMode, Product, SandboxMode, SessionId};
+use crate::domain::{
+    ConnectionId, CustomerId, DEFAULT_MINUTES_TO_EXPIRE, Error, FinchCustomerId, FlowMode, Product, SandboxMode,
+    SessionId,
+};
 use crate::finch::types::{ConnectSession, CreateSessionRequest, Integration, ReauthenticateRequest};
 use crate::secrets::FinchSecrets;
-use crate::store::{ConnectionSummary, IssueState, ListConnections, Page, SessionStore};
+use crate::store::{ConnectionSummary, IssueState, ListConnections, Page, ReadConnection, SessionStore};
 
 /// How many slots create-session will look at before giving up.
 const MAX_SLOTS: u32 = 50;
@@ -87,9 +89,12 @@ impl NewSessionRequest {
     pub fn validate(&self) -> Result<(), Error> {
         validate_products(&self.products)?;
         if let Some(name) = &self.customer_name
-            && (name.trim().is_empty() || name.chars().count() > 255)
+            && (name.trim().is_empty() || name.chars().count() > 255 || name.chars().any(misleading))
         {
-            return Err(Error::invalid("invalid_customer_name", "`customer_name` must be 1 to 255 characters."));
+            return Err(Error::invalid(
+                "invalid_customer_name",
+                "`customer_name` must be 1 to 255 characters, without control or text-direction characters.",
+            ));
         }
         if let Some(email) = &self.customer_email {
             let ok = email.len() <= 254
@@ -113,6 +118,13 @@ impl NewSessionRequest {
         }
         Ok(())
     }
+}
+
+/// A character that has no place in a name an employer is shown: controls (NUL, CR/LF, …) and
+/// the bidirectional overrides and isolates that can make text read differently from what it
+/// is (`U+202A`–`U+202E`, `U+2066`–`U+2069`, and the marks `U+200E`/`U+200F`).
+fn misleading(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Creates a Connect session for `customer` (from the JWT, never the body).
@@ -152,7 +164,7 @@ pub async fn create_session<A: Adapters>(
         Err(e) => return Err(app.secrets.forget_on_auth_failure(e).await),
     };
     let pending = Pending { customer, finch_customer_id, session, mode: req.flow, reauth_of };
-    start_flow(app, store, &secrets, pending, req.minutes_to_expire).await
+    start_flow(app, store, store, &secrets, pending, req.minutes_to_expire).await
 }
 
 /// Finch already holds a connection under this customer's Finch id: a re-authentication
@@ -171,6 +183,10 @@ async fn recover_existing<A: Adapters>(
             return Err(Error::internal(format!(
                 "Finch customer id {finch_customer_id} of {customer} maps to connection {existing} owned by another customer"
             )));
+        }
+        Some(rec) if rec.is_disconnecting_or_gone() => {
+            // Being disconnected (Finch has not confirmed yet): no session to bring it back.
+            return Err(crate::store::disconnecting_conflict());
         }
         Some(_) => {}
         None => {
@@ -201,15 +217,14 @@ pub(crate) struct Pending<'a> {
 pub(crate) async fn start_flow<A: Adapters>(
     app: &AppState<A>,
     store: &dyn IssueState,
+    connections: &dyn ReadConnection,
     secrets: &FinchSecrets,
     p: Pending<'_>,
     minutes_to_expire: Option<u32>,
 ) -> Result<NewSession, Error> {
     let (state_value, state) = state::issue(secrets.state_key.expose_secret())?;
-    let ttl = match minutes_to_expire {
-        Some(m) => app.config.state_ttl.min(std::time::Duration::from_secs(u64::from(m) * 60)),
-        None => app.config.state_ttl,
-    };
+    // As long as the Finch session: a Connect link emailed to the employer works to its end.
+    let minutes = minutes_to_expire.unwrap_or(DEFAULT_MINUTES_TO_EXPIRE);
     let session_id = p.session.session_id.clone();
     let flow = crate::store::PendingFlow {
         customer: p.customer.clone(),
@@ -217,9 +232,12 @@ pub(crate) async fn start_flow<A: Adapters>(
         session_id: session_id.clone(),
         mode: p.mode,
         reauth_of: p.reauth_of.clone(),
-        expires_at: OffsetDateTime::now_utc() + ttl,
+        expires_at: app.clock.now() + time::Duration::minutes(i64::from(minutes)),
     };
     store.put_state(state.id(), &flow).await?;
+    if let Some(id) = &p.reauth_of {
+        refuse_if_disconnecting(connections, id).await?;
+    }
 
     let (connect_url, state) = match p.mode {
         FlowMode::Redirect => {
@@ -230,7 +248,8 @@ pub(crate) async fn start_flow<A: Adapters>(
         }
         FlowMode::Embedded => (p.session.connect_url, Some(state_value)),
     };
-    tracing::info!(finch_customer_id = %p.finch_customer_id, session_id = %session_id, reauth = p.reauth_of.is_some(), "connect session created");
+    // Not the session id: its Connect link stays usable at Finch for up to 90 days.
+    tracing::info!(finch_customer_id = %p.finch_customer_id, reauth = p.reauth_of.is_some(), "connect session created");
     Ok(NewSession {
         session_id,
         connect_url,
@@ -239,6 +258,21 @@ pub(crate) async fn start_flow<A: Adapters>(
         finch_customer_id: p.finch_customer_id,
         reauthenticates: p.reauth_of,
     })
+}
+
+/// A reauthentication session is handed out only if no disconnect of its connection has
+/// started. Checked *after* its state is stored, with a strongly consistent read: a disconnect
+/// that started before this check is seen, and one that starts after it finds the state
+/// already issued (whose callback it then refuses). The refused state is left to expire: its
+/// URL never left Perch.
+async fn refuse_if_disconnecting(connections: &dyn ReadConnection, id: &ConnectionId) -> Result<(), Error> {
+    match connections.get_connection(id).await? {
+        Some(rec) if rec.is_disconnecting_or_gone() => {
+            tracing::info!(connection_id = %id, "reauthentication refused: the connection is being disconnected");
+            Err(crate::store::disconnecting_conflict())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Picks and claims the Finch `customer_id` for this session (see the module docs).
@@ -325,6 +359,11 @@ mod tests {
         assert_eq!(refused(r#"{"products":["company"],"integration":{"provider":"Gusto!"}}"#), "invalid_integration");
         assert_eq!(refused(r#"{"products":["company"],"customer_email":"not-an-email"}"#), "invalid_customer_email");
         assert_eq!(refused(r#"{"products":["company"],"customer_name":"  "}"#), "invalid_customer_name");
+        for bad in ["Acme\\u0000", "Acme\\r\\nInc", "\\u202eAcme", "Ac\\u2066me", "Acme\\u200f"] {
+            let json = format!(r#"{{"products":["company"],"customer_name":"{bad}"}}"#);
+            assert_eq!(refused(&json), "invalid_customer_name", "{bad}");
+        }
+        assert!(req(r#"{"products":["company"],"customer_name":"Café Zürich — 東京"}"#).unwrap().validate().is_ok());
         assert!(req(r#"{"products":["company"],"flow":"popup"}"#).is_err());
     }
 }

@@ -11,7 +11,9 @@
 //! put): a redelivery is acknowledged with 200 and changes nothing — answering it with an
 //! error would only make Finch retry it for hours. A status is applied only if the event is
 //! newer than the status stored (`status_observed_at`), so a late, older event cannot undo a
-//! newer one from the status check or a re-authentication.
+//! newer one from the status check or a re-authentication. An event for a connection Perch
+//! does not hold yet — Finch may send it while the first callback is between its exchange and
+//! its save — is parked for that callback rather than lost.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,7 +26,7 @@ use time::OffsetDateTime;
 use crate::app::{Adapters, AppState};
 use crate::domain::{ConnectionId, ConnectionStatus, Error, EventId};
 use crate::events::{ChangeSource, StatusChanged};
-use crate::store::WebhookStore;
+use crate::store::{ConnectionRecord, ParkedStatus, Pushed, WebhookStore};
 
 /// Finch's tolerance for the timestamp, in seconds, either way.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -139,7 +141,8 @@ impl AuthenticationMethod {
 pub enum Handled {
     /// The status was stored and the change published.
     Applied,
-    /// The connection is unknown, being disconnected, gone, or holds a newer status.
+    /// Not applied: the connection is being disconnected, gone, or holds a newer status; or
+    /// Perch does not hold it (yet: the status is parked for its first callback).
     Stale,
     /// Nothing to do: another event type, an entity's own disconnect, no connection id.
     Ignored,
@@ -220,17 +223,14 @@ pub async fn handle<A: Adapters>(
     };
     let observed_at = OffsetDateTime::from_unix_timestamp(verified.timestamp)
         .map_err(|_| Error::invalid("webhook_headers_invalid", "finch-timestamp is out of range."))?;
-    let applied = match store.apply_pushed_status(&connection_id, &data.status, observed_at, id).await {
-        Ok(a) => a,
+    let old = match push(store, &connection_id, &data.status, observed_at, id).await {
+        Ok(Some(old)) => old,
+        Ok(None) => return outcome(Handled::Stale),
         Err(e) => {
             // Let Finch's retry find the event unrecorded.
             store.unmark_event(id).await?;
             return Err(e);
         }
-    };
-    let Some(old) = applied else {
-        tracing::info!(event_id = %id, connection_id = %connection_id, "account.updated not applied: unknown connection, disconnected, or older than the stored status");
-        return outcome(Handled::Stale);
     };
     tracing::info!(
         event_id = %id, connection_id = %connection_id, status = data.status.as_str(),
@@ -240,6 +240,36 @@ pub async fn handle<A: Adapters>(
     let previous = old.status.finch().cloned();
     app.events.publish(&StatusChanged::of(&old, previous, data.status, ChangeSource::Webhook, observed_at)).await;
     outcome(Handled::Applied)
+}
+
+/// Applies a pushed status; the record as it was before, or `None` when not applied. For a
+/// connection Perch does not hold the status is parked first — its first callback may be
+/// between the exchange and the save, and stores it then — and applied once more after, so
+/// whichever of the two writes second sees the other's.
+async fn push(
+    store: &dyn WebhookStore,
+    connection_id: &ConnectionId,
+    status: &ConnectionStatus,
+    observed_at: OffsetDateTime,
+    event: &EventId,
+) -> Result<Option<ConnectionRecord>, Error> {
+    match store.apply_pushed_status(connection_id, status, observed_at, event).await? {
+        Pushed::Applied(old) => return Ok(Some(*old)),
+        Pushed::Stale => {
+            tracing::info!(event_id = %event, connection_id = %connection_id, "account.updated not applied: disconnected, or older than the stored status");
+            return Ok(None);
+        }
+        Pushed::Unknown => {}
+    }
+    let parked = ParkedStatus { status: status.clone(), observed_at, event: event.clone() };
+    store.park_status(connection_id, &parked).await?;
+    match store.apply_pushed_status(connection_id, status, observed_at, event).await? {
+        Pushed::Applied(old) => Ok(Some(*old)),
+        _ => {
+            tracing::info!(event_id = %event, connection_id = %connection_id, "account.updated for a connection Perch does not hold (yet); parked for its callback");
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,5 +14,7 @@ mod response;
 pub mod testing;
 
 pub use problem::Problem;
-pub use request::{MAX_BODY_BYTES, customer_from_claims, json_body, path_param, query_param, request_id};
-pub use response::{error_response, json_response, no_content, redirect_response};
+pub use request::{
+    MAX_BODY_BYTES, RequestSpan, customer_from_claims, json_body, path_param, query_param, request_id, request_span,
+};
+pub use response::{NextStep, error_response, failure_redirect, json_response, no_content, redirect_response};

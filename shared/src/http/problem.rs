@@ -81,7 +81,13 @@ impl From<&Error> for Problem {
                 "A storage or key service is busy; try again.".into(),
             )
             .retry_later(),
-            Error::Aws { .. } | Error::Internal(..) => Problem::new(
+            Error::Configuration(_) => Problem::new(
+                500,
+                "configuration_error",
+                "Configuration error",
+                "Perch is not configured correctly for Finch; its operators have been alerted.".into(),
+            ),
+            Error::Aws { .. } | Error::TokenUnreadable(_) | Error::Internal(..) => Problem::new(
                 500,
                 "internal",
                 "Internal error",
@@ -162,6 +168,7 @@ mod tests {
             (transport(true), 504, "finch_timeout", None),
             (transport(false), 502, "finch_unreachable", None),
             (busy, 503, "service_unavailable", Some(5)),
+            (Error::Configuration("x".into()), 500, "configuration_error", None),
             (broken, 500, "internal", None),
         ] {
             let p = Problem::from(&e);

@@ -18,6 +18,34 @@ pub fn request_id(req: &Request) -> Option<String> {
     }
 }
 
+/// The span every log line of one request is written in: the request id a problem body names
+/// (API Gateway's), and the connection concerned once a handler knows it
+/// ([`RequestSpan::record_connection`]). Support goes from an error body to every line of its
+/// request.
+pub struct RequestSpan(tracing::Span);
+
+impl RequestSpan {
+    /// Runs a request's handling inside the span.
+    pub async fn run<F: std::future::Future>(self, handling: F) -> F::Output {
+        tracing::Instrument::instrument(handling, self.0).await
+    }
+
+    /// Names the connection a request concerns, in the current request's span.
+    pub fn record_connection(id: &str) {
+        tracing::Span::current().record("connection_id", id);
+    }
+}
+
+/// The span of one request (see [`RequestSpan`]).
+pub fn request_span(req: &Request) -> RequestSpan {
+    let id = request_id(req);
+    RequestSpan(tracing::info_span!(
+        "request",
+        request_id = id.as_deref().unwrap_or("-"),
+        connection_id = tracing::field::Empty
+    ))
+}
+
 /// The caller's customer, from the verified JWT claims only.
 pub fn customer_from_claims(req: &Request, claim: &str) -> Result<CustomerId, Error> {
     let claims = match req.request_context_ref() {
@@ -40,9 +68,11 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
         return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
     }
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        // A header that is not ASCII cannot be `application/json` either.
-        let ct = ct.to_str().map(str::to_ascii_lowercase).unwrap_or_default();
-        if !ct.starts_with("application/json") {
+        // The media type itself, parameters (`; charset=utf-8`) aside: `application/jsonx` is
+        // not JSON. A header that is not ASCII cannot be `application/json` either.
+        let ct = ct.to_str().unwrap_or_default();
+        let media_type = ct.split(';').next().unwrap_or_default().trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
             return Err(Error::invalid("unsupported_media_type", "Send the body as application/json."));
         }
     }

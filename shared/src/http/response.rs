@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::Problem;
 use crate::domain::Error;
 
-/// Logs the internal message and renders the external one.
-pub fn error_response(err: &Error, request_id: Option<String>) -> Response<Body> {
+/// The problem an error answers with, its internal message logged (ERROR for a 5xx).
+fn logged_problem(err: &Error, request_id: Option<String>) -> Problem {
     let mut problem = Problem::from(err);
     problem.request_id = request_id;
     if problem.status >= 500 {
@@ -16,6 +16,12 @@ pub fn error_response(err: &Error, request_id: Option<String>) -> Response<Body>
     } else {
         tracing::warn!(status = problem.status, code = problem.code, error = %err.chain(), "request refused");
     }
+    problem
+}
+
+/// Logs the internal message and renders the external one.
+pub fn error_response(err: &Error, request_id: Option<String>) -> Response<Body> {
+    let problem = logged_problem(err, request_id);
     let body = match serde_json::to_vec(&problem) {
         Ok(b) => b,
         // Strings and numbers only: it cannot fail, but a body-less 500 is the honest answer
@@ -43,6 +49,56 @@ pub fn json_response<T: Serialize>(status: u16, value: &T) -> Response<Body> {
 /// A 204 with no body.
 pub fn no_content() -> Response<Body> {
     base_response(204, Vec::new(), "application/json")
+}
+
+/// What the employer can do after a redirect flow that failed, as the app is told (`next`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Something was busy or failed on the way (Finch, storage): trying again shortly works,
+    /// and whatever Finch already did is recovered.
+    Retry,
+    /// This Connect attempt is over (denied, expired, already used, not Perch's): start
+    /// Connect again.
+    Restart,
+    /// Perch's deployment is wrong: nothing the employer does helps; the operators are alerted.
+    ContactSupport,
+}
+
+impl NextStep {
+    pub fn of(problem: &Problem) -> Self {
+        match problem.code {
+            "configuration_error" => Self::ContactSupport,
+            // Another call is finishing this very exchange.
+            "exchange_in_progress" => Self::Retry,
+            _ if problem.status >= 500 => Self::Retry,
+            _ => Self::Restart,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Restart => "restart",
+            Self::ContactSupport => "contact_support",
+        }
+    }
+}
+
+/// A failed redirect flow, back in the app: a 302 to `app_url` with `outcome=error`, the
+/// problem's stable `reason` code, the [`NextStep`] and the request id — never a code, a state
+/// or an error's text. The internal message is logged as for any problem.
+pub fn failure_redirect(app_url: &url::Url, err: &Error, request_id: Option<String>) -> Response<Body> {
+    let problem = logged_problem(err, request_id);
+    let mut url = app_url.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("outcome", "error").append_pair("reason", problem.code);
+        q.append_pair("next", NextStep::of(&problem).as_str());
+        if let Some(id) = &problem.request_id {
+            q.append_pair("request_id", id);
+        }
+    }
+    redirect_response(url.as_str())
 }
 
 /// A 302 to `location` (which must never carry a secret).

@@ -73,12 +73,7 @@ impl MemoryCipher {
     }
 
     fn open(&self, token: &EncryptedToken, ctx: &[(&str, String); 3]) -> Result<Vec<u8>, Error> {
-        let refused = || Error::Aws {
-            service: "kms",
-            operation: "Decrypt",
-            retryable: false,
-            source: "InvalidCiphertextException (memory cipher)".into(),
-        };
+        let refused = || Error::TokenUnreadable("InvalidCiphertextException (memory cipher)".into());
         let ct = &token.ciphertext;
         if ct.len() < NONCE + TAG {
             return Err(refused());

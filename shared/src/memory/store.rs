@@ -10,12 +10,14 @@ use time::OffsetDateTime;
 
 use crate::crypto::EncryptedToken;
 use crate::domain::{
-    CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, StateId,
+    CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, FlowMode,
+    StateId,
 };
 use crate::store::{
     ApplyPushedStatus, CheckConnections, ClaimFinchCustomer, CodeExchanges, ConnectionRecord, ConsumeState,
     DisconnectSteps, EventIds, ExchangeStart, FinchCustomerOwner, IssueState, ListConnections, Observation, Page,
-    PendingFlow, ReadConnection, ReplaceTokens, SaveConnection, SaveOutcome, ScanPage,
+    ParkStatus, ParkedStatus, PendingFlow, Pushed, ReadConnection, ReplaceTokens, SaveConnection, SaveOutcome,
+    ScanPage, TakeParkedStatus, pushed_instant,
 };
 
 /// A code exchange's marker: who started it, and the connection once done.
@@ -32,6 +34,7 @@ struct Tables {
     states: HashMap<StateId, PendingFlow>,
     codes: HashMap<CodeHash, Marker>,
     events: HashMap<EventId, OffsetDateTime>,
+    parked: HashMap<ConnectionId, ParkedStatus>,
     /// Operations told to fail, and how many more times.
     faults: HashMap<&'static str, u32>,
 }
@@ -160,7 +163,7 @@ impl SaveConnection for MemoryStore {
             (Some(old), Some(v)) => old.version == v && old.customer == record.customer,
             _ => false,
         };
-        let code_ok = code.is_none_or(|c| t.codes.get(c).is_some_and(|m| m.customer == record.customer));
+        let code_ok = code.is_none_or(|c| t.codes.get(c).is_some_and(|m| m.done.is_none()));
         if !ok || !code_ok {
             return Err(changed());
         }
@@ -168,6 +171,7 @@ impl SaveConnection for MemoryStore {
             && let Some(m) = t.codes.get_mut(c)
         {
             m.done = Some(record.connection_id.clone());
+            m.customer = record.customer.clone();
         }
         t.connections.insert(record.connection_id.clone(), record.clone());
         Ok(if expected_version.is_none() { SaveOutcome::Created } else { SaveOutcome::Replaced })
@@ -176,16 +180,31 @@ impl SaveConnection for MemoryStore {
 
 #[async_trait]
 impl DisconnectSteps for MemoryStore {
-    async fn mark_disconnecting(&self, id: &ConnectionId, expected_version: u64) -> Result<bool, Error> {
+    async fn mark_disconnecting(
+        &self,
+        id: &ConnectionId,
+        expected_version: u64,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, Error> {
         let mut t = self.enter("mark_disconnecting")?;
         let Some(r) = t.connections.get_mut(id).filter(|r| r.version == expected_version) else { return Ok(false) };
         r.status = ConnectionState::Disconnecting;
+        r.disconnect_lease = Some(lease_until);
         r.updated_at = OffsetDateTime::now_utc();
         r.version += 1;
         Ok(true)
     }
 
-    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>) -> Result<bool, Error> {
+    async fn release_disconnect(&self, id: &ConnectionId) -> Result<(), Error> {
+        let mut t = self.enter("release_disconnect")?;
+        if let Some(r) = t.connections.get_mut(id).filter(|r| r.status == ConnectionState::Disconnecting) {
+            r.disconnect_lease = None;
+            r.version += 1;
+        }
+        Ok(())
+    }
+
+    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>, _note: Option<&str>) -> Result<bool, Error> {
         let mut t = self.enter("tombstone")?;
         let Some(r) = t.connections.get_mut(id).filter(|r| r.status == ConnectionState::Disconnecting) else {
             return Ok(false);
@@ -193,6 +212,7 @@ impl DisconnectSteps for MemoryStore {
         let now = OffsetDateTime::now_utc();
         r.status = ConnectionStatus::Disconnected.into();
         r.disconnected_at = Some(now);
+        r.disconnect_lease = None;
         r.updated_at = now;
         r.version += 1;
         if let Some(rid) = request_id {
@@ -211,23 +231,39 @@ impl ApplyPushedStatus for MemoryStore {
         status: &ConnectionStatus,
         observed_at: OffsetDateTime,
         _event: &EventId,
-    ) -> Result<Option<ConnectionRecord>, Error> {
+    ) -> Result<Pushed, Error> {
         let mut t = self.enter("apply_pushed_status")?;
-        // Finch timestamps are whole seconds: an event wins over anything observed within its
-        // own second (as in the DynamoDB adapter).
-        let second_end = observed_at + time::Duration::seconds(1);
-        let Some(r) =
-            t.connections.get_mut(id).filter(|r| live(r) && r.status_observed_at.is_none_or(|at| at < second_end))
-        else {
-            return Ok(None);
-        };
+        let instant = pushed_instant(observed_at);
+        let Some(r) = t.connections.get_mut(id) else { return Ok(Pushed::Unknown) };
+        // As in the DynamoDB adapter: the event stands for the end of its second.
+        if !live(r) || r.status_observed_at.is_some_and(|at| at > instant) {
+            return Ok(Pushed::Stale);
+        }
         let old = r.clone();
         r.status = status.clone().into();
-        r.status_observed_at = Some(observed_at);
+        r.status_observed_at = Some(instant);
         r.updated_at = OffsetDateTime::now_utc();
         r.status_message = None;
         r.version += 1;
-        Ok(Some(old))
+        Ok(Pushed::Applied(Box::new(old)))
+    }
+}
+
+#[async_trait]
+impl ParkStatus for MemoryStore {
+    async fn park_status(&self, id: &ConnectionId, parked: &ParkedStatus) -> Result<(), Error> {
+        let mut t = self.enter("park_status")?;
+        if t.parked.get(id).is_none_or(|p| p.observed_at <= parked.observed_at) {
+            t.parked.insert(id.clone(), parked.clone());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TakeParkedStatus for MemoryStore {
+    async fn take_parked_status(&self, id: &ConnectionId) -> Result<Option<ParkedStatus>, Error> {
+        Ok(self.enter("take_parked_status")?.parked.remove(id))
     }
 }
 
@@ -364,6 +400,7 @@ impl IssueState for MemoryStore {
         if t.states.contains_key(state) {
             return Err(Error::internal("state id collision"));
         }
+
         t.states.insert(state.clone(), flow.clone());
         Ok(())
     }
@@ -375,11 +412,14 @@ impl ConsumeState for MemoryStore {
         &self,
         state: &StateId,
         now: OffsetDateTime,
+        mode: FlowMode,
         owner: Option<&CustomerId>,
     ) -> Result<Option<PendingFlow>, Error> {
         let mut t = self.enter("take_state")?;
         let usable = t.states.get(state).is_some_and(|f| {
-            f.expires_at.unix_timestamp() > now.unix_timestamp() && owner.is_none_or(|o| f.customer == *o)
+            f.expires_at.unix_timestamp() > now.unix_timestamp()
+                && f.mode == mode
+                && owner.is_none_or(|o| f.customer == *o)
         });
         Ok(if usable { t.states.remove(state) } else { None })
     }

@@ -1,6 +1,7 @@
 //! Logging set-up shared by every binary.
 //!
-//! JSON lines to stdout, as Lambda's `LogFormat: JSON` expects; the level comes from
+//! JSON lines to stdout, as Lambda's `LogFormat: JSON` expects, each with every span it is
+//! written in (`spans`): the request's (its request id and connection) and the flow's; the level comes from
 //! `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config) or `RUST_LOG`, default `info`.
 //! TRACE is refused in production builds of Perch's own crates: the runtime's TRACE dumps raw
 //! event payloads, and a callback payload holds an OAuth code.
@@ -23,7 +24,7 @@ pub fn init() {
             tracing_subscriber::fmt::layer()
                 .json()
                 .with_current_span(true)
-                .with_span_list(false)
+                .with_span_list(true)
                 .with_target(false)
                 .without_time(),
         )

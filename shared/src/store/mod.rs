@@ -1,9 +1,10 @@
 //! What Perch keeps, and the narrow traits through which each flow keeps it.
 //!
-//! Five kinds of record: a connection with its KMS-encrypted token (until disconnected, then a
+//! Six kinds of record: a connection with its KMS-encrypted token (until disconnected, then a
 //! tombstone), the claim of a Finch `customer_id` by a customer (forever), a pending Connect
 //! flow under its state id (single use, expires), the marker of a code exchange (single use,
-//! expires), and the id of a webhook event already handled (expires).
+//! expires), the id of a webhook event already handled (expires), and a status Finch pushed
+//! for a connection whose first callback has not stored it yet (expires).
 //!
 //! **The traits mirror the IAM split.** Each function's role in `template.yaml` allows exactly
 //! the DynamoDB actions its code makes; each flow reaches the store through the one trait that
@@ -29,11 +30,14 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 pub use records::{
-    ConnectionRecord, ConnectionSummary, ExchangeStart, Observation, Page, PendingFlow, SaveOutcome, ScanPage,
+    ConnectionRecord, ConnectionSummary, ExchangeStart, Observation, Page, ParkedStatus, PendingFlow, Pushed,
+    SaveOutcome, ScanPage,
 };
 
 use crate::crypto::EncryptedToken;
-use crate::domain::{CodeHash, ConnectionId, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, StateId};
+use crate::domain::{
+    CodeHash, ConnectionId, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, FlowMode, StateId,
+};
 
 // --- Connections (`CONN#`) --------------------------------------------------------------
 
@@ -69,29 +73,60 @@ pub trait SaveConnection: Send + Sync {
 /// The two writes of a disconnect.
 #[async_trait]
 pub trait DisconnectSteps: Send + Sync {
-    /// First step: marks the connection `disconnecting` (from `expected_version`). `Ok(false)`
-    /// if it changed meanwhile.
-    async fn mark_disconnecting(&self, id: &ConnectionId, expected_version: u64) -> Result<bool, Error>;
+    /// First step: marks the connection `disconnecting` (from `expected_version`) and takes
+    /// the disconnect for this call until `lease_until`. `Ok(false)` if it changed meanwhile
+    /// (another call may hold it).
+    async fn mark_disconnecting(
+        &self,
+        id: &ConnectionId,
+        expected_version: u64,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
+    /// Gives the disconnect up after a failure, so that a retry takes it at once.
+    async fn release_disconnect(&self, id: &ConnectionId) -> Result<(), Error>;
 
     /// Last step: destroys the ciphertext and leaves a tombstone (id, customer, provider, times,
-    /// last Finch-Request-Id) outside the customer's listing. `Ok(false)` if the connection is
-    /// not `disconnecting` (another call finished first).
-    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>) -> Result<bool, Error>;
+    /// last Finch-Request-Id, and `note` when Finch could not be told) outside the customer's
+    /// listing. `Ok(false)` if the connection is not `disconnecting` (another call finished
+    /// first).
+    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>, note: Option<&str>) -> Result<bool, Error>;
 }
 
 /// Applies a status Finch pushed (a webhook).
 #[async_trait]
 pub trait ApplyPushedStatus: Send + Sync {
-    /// Applies `status` if it is newer than what is stored. Returns the record as it was
-    /// before, or `None` when the connection is unknown, being disconnected, gone, or holds a
-    /// status observed later.
+    /// Applies `status` if it is newer than what is stored. Finch's timestamps are whole
+    /// seconds, so an event stands for the end of its second: it wins over anything observed
+    /// within that second.
     async fn apply_pushed_status(
         &self,
         id: &ConnectionId,
         status: &ConnectionStatus,
         observed_at: OffsetDateTime,
         event: &EventId,
-    ) -> Result<Option<ConnectionRecord>, Error>;
+    ) -> Result<Pushed, Error>;
+}
+
+/// The instant a pushed status stands for: the last of its whole second (see
+/// [`ApplyPushedStatus`]).
+pub fn pushed_instant(observed_at: OffsetDateTime) -> OffsetDateTime {
+    observed_at.replace_nanosecond(0).unwrap_or(observed_at) + time::Duration::milliseconds(999)
+}
+
+// --- Parked statuses (`PUSH#`) ----------------------------------------------------------
+
+/// Parks a status pushed for a connection Perch does not hold yet.
+#[async_trait]
+pub trait ParkStatus: Send + Sync {
+    /// Keeps `parked` for the connection unless a later one is parked already.
+    async fn park_status(&self, id: &ConnectionId, parked: &ParkedStatus) -> Result<(), Error>;
+}
+
+/// Takes a parked status once the connection is stored.
+#[async_trait]
+pub trait TakeParkedStatus: Send + Sync {
+    async fn take_parked_status(&self, id: &ConnectionId) -> Result<Option<ParkedStatus>, Error>;
 }
 
 /// The status sweep's reads and writes.
@@ -155,15 +190,22 @@ pub trait IssueState: Send + Sync {
     async fn put_state(&self, state: &StateId, flow: &PendingFlow) -> Result<(), Error>;
 }
 
+/// The refusal of a reauthentication session for a connection being disconnected.
+pub fn disconnecting_conflict() -> Error {
+    Error::conflict("connection_disconnecting", "This connection is being disconnected.")
+}
+
 /// Consumes a pending Connect flow.
 #[async_trait]
 pub trait ConsumeState: Send + Sync {
-    /// Returns the state's flow exactly once, and never after it expired. With `owner`, a
-    /// state of another customer is left untouched (and reported as absent).
+    /// Returns the state's flow exactly once, and never after it expired. A state of another
+    /// flow type, or (with `owner`) of another customer, is left untouched and reported as
+    /// absent: the condition is part of the consuming write.
     async fn take_state(
         &self,
         state: &StateId,
         now: OffsetDateTime,
+        mode: FlowMode,
         owner: Option<&CustomerId>,
     ) -> Result<Option<PendingFlow>, Error>;
 }
@@ -181,8 +223,8 @@ pub trait CodeExchanges: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<ExchangeStart, Error>;
 
-    /// Forgets a started exchange whose request provably never reached Finch, so the same code
-    /// can be tried again. A finished exchange is left alone.
+    /// Forgets a started exchange that produced nothing: its request provably never reached
+    /// Finch, or Finch refused the code for good. A finished exchange is left alone.
     async fn abandon_exchange(&self, code: &CodeHash) -> Result<(), Error>;
 }
 
@@ -217,16 +259,18 @@ function_store!(
     ReauthStore: ReadConnection, IssueState
 );
 function_store!(
-    /// oauth-callback: consumes the state, guards the code, stores the connection.
-    CallbackStore: ReadConnection, ConsumeState, FinchCustomerOwner, CodeExchanges, SaveConnection
+    /// oauth-callback: consumes the state, guards the code, stores the connection (and applies
+    /// a status Finch pushed meanwhile).
+    CallbackStore: ReadConnection, ConsumeState, FinchCustomerOwner, CodeExchanges, SaveConnection,
+        TakeParkedStatus, ApplyPushedStatus
 );
 function_store!(
     /// disconnect: the connection, then its two writes.
     DisconnectStore: ReadConnection, DisconnectSteps
 );
 function_store!(
-    /// finch-webhook: event ids, pushed statuses.
-    WebhookStore: EventIds, ApplyPushedStatus
+    /// finch-webhook: event ids, pushed statuses (parked when the connection is not stored yet).
+    WebhookStore: EventIds, ApplyPushedStatus, ParkStatus
 );
 function_store!(
     /// check-connection-status: scans and checks.

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use crate::crypto::EncryptedToken;
 use crate::domain::{
-    ConnectionId, ConnectionState, ConnectionStatus, CustomerId, FinchCustomerId, FlowMode, Product, SessionId,
+    ConnectionId, ConnectionState, ConnectionStatus, CustomerId, EventId, FinchCustomerId, FlowMode, Product, SessionId,
 };
 
 /// A stored connection. The token is only ever held encrypted.
@@ -33,6 +33,9 @@ pub struct ConnectionRecord {
     pub checked_at: Option<OffsetDateTime>,
     /// Set on the tombstone a disconnect leaves.
     pub disconnected_at: Option<OffsetDateTime>,
+    /// While `disconnecting`: until when the call that marked it holds the disconnect (the only
+    /// one that calls Finch); `None` once it gave up, so a retry may take over at once.
+    pub disconnect_lease: Option<OffsetDateTime>,
     /// Optimistic-concurrency counter; bumped by every write.
     pub version: u64,
     /// `None` once disconnected: the ciphertext is destroyed, the tombstone kept.
@@ -40,6 +43,11 @@ pub struct ConnectionRecord {
 }
 
 impl ConnectionRecord {
+    /// Whether another call holds this connection's disconnect at `now`.
+    pub fn disconnect_held_at(&self, now: OffsetDateTime) -> bool {
+        self.status == ConnectionState::Disconnecting && self.disconnect_lease.is_some_and(|until| until > now)
+    }
+
     /// Whether a disconnect has started or finished (a tombstone). A `disconnected` status
     /// Finch reported is not a tombstone: the ciphertext is kept until Perch disconnects.
     pub fn is_disconnecting_or_gone(&self) -> bool {
@@ -105,6 +113,26 @@ pub struct PendingFlow {
     /// Set when the flow re-authenticates an existing connection.
     pub reauth_of: Option<ConnectionId>,
     pub expires_at: OffsetDateTime,
+}
+
+/// A status Finch pushed for a connection Perch did not hold yet (its first callback was
+/// between the exchange and the save): parked until that callback stores the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedStatus {
+    pub status: ConnectionStatus,
+    pub observed_at: OffsetDateTime,
+    pub event: EventId,
+}
+
+/// What applying a pushed status did.
+#[derive(Debug, Clone)]
+pub enum Pushed {
+    /// Applied; the record as it was before.
+    Applied(Box<ConnectionRecord>),
+    /// Not applied: the connection is being disconnected, gone, or holds a status observed later.
+    Stale,
+    /// Perch holds no such connection (yet).
+    Unknown,
 }
 
 /// What starting a code exchange found.

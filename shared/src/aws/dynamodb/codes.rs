@@ -81,13 +81,16 @@ fn seen_before(old: Option<&Item>) -> Result<ExchangeStart, Error> {
     }
 }
 
-/// The transaction half that finishes an exchange: the marker names the connection it became.
+/// The transaction half that finishes an exchange: the marker names the connection it became
+/// and the customer it belongs to — the one whose Finch id it is filed under, which is not the
+/// one who started the exchange when a foreign state carried the code (see the callback).
 pub(super) fn mark_done(table: &str, code: &CodeHash, record: &ConnectionRecord) -> Result<Update, Error> {
     Update::builder()
         .table_name(table)
         .key(PK, s(keys::code(code)))
-        .update_expression("SET phase = :done, connection_id = :c")
-        .condition_expression("attribute_exists(pk) AND customer_id = :customer")
+        .update_expression("SET phase = :done, connection_id = :c, customer_id = :customer")
+        .condition_expression("phase = :exchanging")
+        .expression_attribute_values(":exchanging", s(EXCHANGING))
         .expression_attribute_values(":done", s(DONE))
         .expression_attribute_values(":c", s(record.connection_id.as_str()))
         .expression_attribute_values(":customer", s(record.customer.as_str()))

@@ -4,8 +4,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use time::OffsetDateTime;
@@ -17,7 +20,7 @@ use crate::crypto::EncryptedToken;
 use crate::domain::{CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, EventId};
 use crate::store::{
     ApplyPushedStatus, CheckConnections, ConnectionRecord, ConnectionSummary, DisconnectSteps, ListConnections,
-    Observation, Page, ReadConnection, ReplaceTokens, SaveConnection, SaveOutcome, ScanPage,
+    Observation, Page, Pushed, ReadConnection, ReplaceTokens, SaveConnection, SaveOutcome, ScanPage, pushed_instant,
 };
 
 impl DynamoStore {
@@ -145,13 +148,21 @@ impl SaveConnection for DynamoStore {
 
 #[async_trait]
 impl DisconnectSteps for DynamoStore {
-    async fn mark_disconnecting(&self, id: &ConnectionId, expected_version: u64) -> Result<bool, Error> {
+    async fn mark_disconnecting(
+        &self,
+        id: &ConnectionId,
+        expected_version: u64,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, Error> {
         let res = self
             .update_connection(id)
-            .update_expression("SET #status = :disconnecting, updated_at = :now, #version = #version + :one")
+            .update_expression(
+                "SET #status = :disconnecting, disconnect_lease = :lease, updated_at = :now, #version = #version + :one",
+            )
             .condition_expression("#version = :expected")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":disconnecting", s(ConnectionState::DISCONNECTING))
+            .expression_attribute_values(":lease", ts(lease_until))
             .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
             .expression_attribute_values(":expected", n(expected_version))
             .send()
@@ -159,7 +170,20 @@ impl DisconnectSteps for DynamoStore {
         conditional("UpdateItem", res)
     }
 
-    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>) -> Result<bool, Error> {
+    async fn release_disconnect(&self, id: &ConnectionId) -> Result<(), Error> {
+        let res = self
+            .update_connection(id)
+            .update_expression("SET #version = #version + :one REMOVE disconnect_lease")
+            .condition_expression("#status = :disconnecting")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":disconnecting", s(ConnectionState::DISCONNECTING))
+            .send()
+            .await;
+        // Finished meanwhile: nothing left to release.
+        conditional("UpdateItem", res).map(|_| ())
+    }
+
+    async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>, note: Option<&str>) -> Result<bool, Error> {
         let mut req = self
             .update_connection(id)
             .condition_expression("#status = :disconnecting")
@@ -176,8 +200,14 @@ impl DisconnectSteps for DynamoStore {
             req = req.expression_attribute_values(":rid", s(r));
             set.push_str(", last_finch_request_id = :rid");
         }
+        if let Some(note) = note {
+            req = req.expression_attribute_values(":note", s(note));
+            set.push_str(", disconnect_note = :note");
+        }
         let res = req
-            .update_expression(format!("{set} REMOVE token_ciphertext, token_key_id, #gsi1pk, #gsi1sk"))
+            .update_expression(format!(
+                "{set} REMOVE token_ciphertext, token_key_id, disconnect_lease, #gsi1pk, #gsi1sk"
+            ))
             .send()
             .await;
         conditional("UpdateItem", res)
@@ -192,7 +222,7 @@ impl ApplyPushedStatus for DynamoStore {
         status: &ConnectionStatus,
         observed_at: OffsetDateTime,
         event: &EventId,
-    ) -> Result<Option<ConnectionRecord>, Error> {
+    ) -> Result<Pushed, Error> {
         let res = self
             .update_connection(id)
             .update_expression(
@@ -207,24 +237,31 @@ impl ApplyPushedStatus for DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#kind", KIND)
             .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":observed", ts(observed_at))
+            .expression_attribute_values(":observed", ts(pushed_instant(observed_at)))
             .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
             .expression_attribute_values(":event", s(event.as_str()))
-            // Finch timestamps are whole seconds: an event wins over anything observed within
-            // its own second (it reports a change; an introspection that second may predate it).
-            .expression_attribute_values(":second_end", ts(observed_at + time::Duration::seconds(1)))
+            .expression_attribute_values(
+                ":second_end",
+                ts(pushed_instant(observed_at) + time::Duration::milliseconds(1)),
+            )
             .expression_attribute_values(":connection", s(kind::CONNECTION))
             .expression_attribute_values(":disconnecting", s(ConnectionState::DISCONNECTING))
             .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match res {
             Ok(out) => {
                 let item = out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_OLD returned nothing"))?;
-                Ok(Some(ConnectionRecord::from_item(&item)?))
+                Ok(Pushed::Applied(Box::new(ConnectionRecord::from_item(&item)?)))
             }
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(crate::aws::error("dynamodb", "UpdateItem")(e)),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    // The old item comes back only when there is one.
+                    Ok(if c.item.as_ref().is_some_and(|i| !i.is_empty()) { Pushed::Stale } else { Pushed::Unknown })
+                }
+                _ => Err(crate::aws::error("dynamodb", "UpdateItem")(e)),
+            },
         }
     }
 }

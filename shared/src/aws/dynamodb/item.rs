@@ -132,6 +132,7 @@ impl ConnectionRecord {
             ("status_observed_at", self.status_observed_at),
             ("checked_at", self.checked_at),
             ("disconnected_at", self.disconnected_at),
+            ("disconnect_lease", self.disconnect_lease),
         ] {
             if let Some(t) = v {
                 item.insert(k.into(), ts(t));
@@ -180,6 +181,7 @@ impl ConnectionRecord {
             status_observed_at: opt_ts(item, "status_observed_at")?,
             checked_at: opt_ts(item, "checked_at")?,
             disconnected_at: opt_ts(item, "disconnected_at")?,
+            disconnect_lease: opt_ts(item, "disconnect_lease")?,
             token,
         })
     }

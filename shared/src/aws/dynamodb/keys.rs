@@ -4,9 +4,10 @@
 //! |---|---|---|
 //! | `CONN#<connection_id>` | a connection and its KMS-encrypted token | until disconnected, then a tombstone |
 //! | `FCUST#<finch customer id>` | which customer owns a Finch `customer_id` | forever |
-//! | `STATE#<state id>` | a pending Connect flow, consumed once | `STATE_TTL_SECONDS` |
+//! | `STATE#<state id>` | a pending Connect flow, consumed once | the Finch session's |
 //! | `CODE#<keyed hash of the code>` | a code exchange started or finished | 1 hour |
 //! | `EVENT#<finch-event-id>` | a webhook event already handled | 7 days |
+//! | `PUSH#<connection_id>` | a status pushed before the connection was stored | 1 hour |
 //!
 //! A customer's connections are found through the `by_customer` index (`gsi1pk =
 //! CUST#<customer>`, `gsi1sk = <created_at>#<connection_id>`), never by a scan.
@@ -15,7 +16,8 @@ use crate::domain::{CodeHash, ConnectionId, CustomerId, EventId, FinchCustomerId
 
 /// The partition key of every item.
 pub const PK: &str = "pk";
-/// What an item is (`connection`, `finch_customer`, `state`, `code`, `event`): scans filter on it.
+/// What an item is (`connection`, `finch_customer`, `state`, `code`, `event`, `parked_status`):
+/// scans filter on it.
 pub const KIND: &str = "kind";
 /// The TTL attribute (epoch seconds) of states, code markers and event ids.
 pub const TTL: &str = "expires_at";
@@ -46,6 +48,7 @@ pub mod kind {
     pub const STATE: &str = "state";
     pub const CODE: &str = "code";
     pub const EVENT: &str = "event";
+    pub const PARKED: &str = "parked_status";
 }
 
 const CONNECTION: &str = "CONN#";
@@ -77,4 +80,8 @@ pub fn code(hash: &CodeHash) -> String {
 
 pub fn event(id: &EventId) -> String {
     format!("EVENT#{id}")
+}
+
+pub fn parked(id: &ConnectionId) -> String {
+    format!("PUSH#{id}")
 }

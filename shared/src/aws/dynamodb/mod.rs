@@ -17,6 +17,7 @@ mod connections;
 mod events;
 pub mod item;
 pub mod keys;
+mod parked;
 pub mod schema;
 mod states;
 

@@ -1,4 +1,5 @@
-//! Pending Connect flows (`STATE#`): written once, consumed once, expiring.
+//! Pending Connect flows (`STATE#`): written once, consumed once (by the flow type that issued
+//! them), expiring with their Finch session.
 
 use std::collections::HashMap;
 
@@ -45,6 +46,7 @@ impl ConsumeState for DynamoStore {
         &self,
         state: &StateId,
         now: OffsetDateTime,
+        mode: FlowMode,
         owner: Option<&CustomerId>,
     ) -> Result<Option<PendingFlow>, Error> {
         // TTL deletion is lazy: an expired item may still be there.
@@ -53,13 +55,15 @@ impl ConsumeState for DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(keys::state(state)))
-            .condition_expression("attribute_exists(pk) AND #ttl > :now")
+            .condition_expression("attribute_exists(pk) AND #ttl > :now AND #mode = :mode")
             .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#mode", "mode")
             .expression_attribute_values(":now", n(now.unix_timestamp()))
+            .expression_attribute_values(":mode", s(mode.as_str()))
             .return_values(ReturnValue::AllOld);
         if let Some(o) = owner {
             req = req
-                .condition_expression("attribute_exists(pk) AND #ttl > :now AND customer_id = :owner")
+                .condition_expression("attribute_exists(pk) AND #ttl > :now AND #mode = :mode AND customer_id = :owner")
                 .expression_attribute_values(":owner", s(o.as_str()));
         }
         let item = match req.send().await {
