@@ -219,11 +219,9 @@ async fn exchange<A: Adapters>(
                 "Finch refused Perch's client credentials or redirect URI at the code exchange; fix the deployment"
             );
             store.abandon_exchange(code).await?;
-            let message = format!("code exchange refused: {e}");
-            if e.status == 401 {
-                app.secrets.forget_on_auth_failure(Error::from(*e)).await;
-            }
-            Err(Error::Configuration(message))
+            // A 401 may be a rotated client secret: the next call reads the secret again.
+            let refused = app.secrets.forget_on_auth_failure(Error::from(*e)).await;
+            Err(Error::Configuration(format!("code exchange refused: {}", refused.chain())))
         }
         Err(Error::Finch(e)) if e.status == 400 => {
             // Finch's definitive no: nothing was exchanged, so nothing is left marked.
