@@ -597,18 +597,30 @@ async fn a_status_pushed_for_a_connection_not_stored_yet_is_parked_and_applied_b
 async fn a_callback_keeps_a_status_observed_after_its_introspection() {
     let f = Fast::start().await;
     let id = f.connect("acme").await.connection.connection_id;
-    let s = lifecycle::reauthenticate(&f.app, &Fast::customer("acme"), id.as_str(), &Default::default()).await.unwrap();
-    let (code, state) = f.login(&s.connect_url).await;
-    // A webhook from the future (as seen from this callback's introspection) is stored first.
-    let later = OffsetDateTime::now_utc().unix_timestamp() + 2;
-    assert_eq!(deliver(&f, &account_updated(id.as_str(), "reauth"), later).await.unwrap().status, Handled::Applied);
-    let o = f.redirect_callback(&code, state.as_deref()).await.unwrap();
-    assert_eq!(o.outcome, Outcome::Reauthenticated);
+    let reconnect = || async {
+        let acme = Fast::customer("acme");
+        let s = lifecycle::reauthenticate(&f.app, &acme, id.as_str(), &Default::default()).await.unwrap();
+        f.login(&s.connect_url).await
+    };
+    // Finch flags the connection *while* the callback runs (after its introspection).
+    let (code, state) = reconnect().await;
+    f.inject(json!({"path": "/employer/company", "hold": "company", "times": 1}));
+    let meanwhile = async {
+        f.finch.shared.holds().arrived("company").await;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let handled = deliver(&f, &account_updated(id.as_str(), "reauth"), now).await.unwrap().status;
+        f.finch.shared.holds().release("company");
+        handled
+    };
+    let (o, handled) = tokio::join!(f.redirect_callback(&code, state.as_deref()), meanwhile);
+    assert_eq!((o.unwrap().outcome, handled), (Outcome::Reauthenticated, Handled::Applied));
     assert_eq!(stored(&f, &id).await.status, ConnectionStatus::Reauth, "the newer observation stands");
-    // An older one does not: the next reauthentication's own observation wins.
-    let s = lifecycle::reauthenticate(&f.app, &Fast::customer("acme"), id.as_str(), &Default::default()).await.unwrap();
-    let (code, state) = f.login(&s.connect_url).await;
-    f.app.clock.advance(time::Duration::seconds(5));
+
+    // Flagged just *before* the employer reconnects — in the same second as the callback's
+    // introspection: the reconnection's own observation wins.
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let (code, state) = reconnect().await;
+    assert_eq!(deliver(&f, &account_updated(id.as_str(), "reauth"), now).await.unwrap().status, Handled::Applied);
     f.redirect_callback(&code, state.as_deref()).await.unwrap();
     assert_eq!(stored(&f, &id).await.status, ConnectionStatus::Connected);
 }

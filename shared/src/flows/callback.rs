@@ -22,8 +22,11 @@
 //!    and any status Finch pushed while this callback was in flight.
 //!
 //! **Observations.** The record's status is the introspection's, stamped with when it was
-//! asked; a status stored since that is newer (a webhook or a status check that landed while
-//! this callback ran) is kept, never overwritten by the older observation.
+//! asked; a status stored while this callback ran and observed after it asked (a webhook or a
+//! status check that landed meanwhile) is kept, never overwritten by the older observation.
+//! Both conditions matter: a webhook's time has whole-second resolution, so one stored just
+//! *before* a reauthentication (the very `reauth` the employer is fixing) may carry a time in
+//! the same second as the callback's introspection.
 //!
 //! Once the code is exchanged, every failure is logged with the connection id: the next
 //! Connect attempt for this customer recovers the connection (Finch answers
@@ -397,7 +400,15 @@ impl<'a> NewConnection<'a> {
             )
         });
         let stored = existing.filter(|r| !r.is_disconnecting_or_gone()).and_then(|r| {
-            let newer = r.status_observed_at.is_some_and(|at| ours.is_none() || at > self.learned.observed_at);
+            let asked = self.learned.observed_at;
+            let newer = match ours {
+                // Nothing observed here: whatever was observed before stands.
+                None => r.status_observed_at.is_some(),
+                // Stored while this callback ran, and observed after it asked. (Written before
+                // the callback began, it is what the employer just reconnected from; a late
+                // redelivery of an old event is observed before.)
+                Some(_) => r.updated_at > asked && r.status_observed_at.is_some_and(|at| at > asked),
+            };
             newer.then(|| {
                 (r.status.clone(), r.status_message.clone(), r.last_successful_sync.clone(), r.status_observed_at)
             })
