@@ -30,7 +30,7 @@
   function explain(status, problem) {
     const code = problem && problem.code;
     if (status === 401) return 'Your sign-in has expired. Sign in again to continue.';
-    if (status === 404) return 'That connection no longer exists. The list has been refreshed.';
+    if (status === 404) return 'That connection or entity no longer exists. The list has been refreshed.';
     if (code === 'finch_rate_limited' || status === 429) return 'Finch is busy right now. Wait a minute and try again.';
     if (status === 409) return (problem && problem.detail) || 'Something else is changing this connection. Try again in a moment.';
     if (status === 502 || status === 504) return 'Finch did not answer properly. Nothing was changed; try again in a minute.';
@@ -151,10 +151,10 @@
       const help = STATUS_HELP[c.status] || STATUS_HELP[kind];
       const row = el('tr', {},
         el('td', {}, el('strong', { textContent: c.provider_id }), el('small', { textContent: c.connection_id })),
-        el('td', { textContent: c.company_name || '—' }),
+        el('td', { className: 'employer' }, el('span', { textContent: c.company_name || '—' }), el('small', { textContent: employer(c) })),
         el('td', {}, el('span', { className: `badge ${kind}`, textContent: label, title: c.status }), help ? el('small', { textContent: help }) : null),
         el('td', {}, tags(c.products)),
-        el('td', {}, c.entity_ids.length ? tags(c.entity_ids.map((id) => id.slice(0, 8))) : el('span', { textContent: '—' })),
+        el('td', {}, entities(c)),
         el('td', { textContent: when(c.checked_at) }),
         actions,
       );
@@ -167,6 +167,42 @@
     $('more').hidden = !nextCursor;
     const live = connections.some((c) => badge(c.status)[0] !== 'disconnected');
     $('connect').textContent = live ? 'Connect another payroll system' : 'Connect a payroll system';
+  }
+
+  // Who the employer is, in one line: how it is connected and where.
+  function employer(c) {
+    const how = c.assisted ? 'Assisted' : 'Automated';
+    const method = c.authentication_method && c.authentication_method !== 'assisted' ? ` (${c.authentication_method})` : '';
+    const parts = [`${how}${method}`];
+    if (c.client_type && c.client_type !== 'production') parts.push(c.client_type);
+    if (c.customer_email) parts.push(c.customer_email);
+    return parts.join(' · ');
+  }
+
+  // The entities by name, each with its status when the connection has several, and a way
+  // to disconnect one (the last one is the connection: its own Disconnect button does that).
+  function entities(c) {
+    if (!c.entities || c.entities.length === 0) return el('span', { textContent: '—' });
+    const live = c.entities.filter((e) => e.status !== 'disconnected');
+    const list = el('ul', { className: 'entities' });
+    for (const e of c.entities) {
+      const name = e.name || e.entity_id.slice(0, 8);
+      const item = el('li', {}, el('span', { textContent: name, title: e.source_id || e.entity_id }));
+      item.dataset.entityId = e.entity_id;
+      item.dataset.status = e.status;
+      if (c.entities.length > 1) {
+        const [kind, label] = badge(e.status);
+        item.append(' ', el('span', { className: `badge small ${kind}`, textContent: label, title: e.status }));
+        if (e.status !== 'disconnected' && live.length > 1 && c.status !== 'disconnecting') {
+          item.append(' ', el('button', {
+            type: 'button', className: 'link danger', textContent: 'Disconnect',
+            onclick: (ev) => disconnectEntity(c, e, ev.target),
+          }));
+        }
+      }
+      list.append(item);
+    }
+    return list;
   }
 
   // ---- Finch Connect ------------------------------------------------------------------------
@@ -231,20 +267,44 @@
     const who = connection ? `${connection.provider_id}${connection.company_name ? ` (${connection.company_name})` : ''}` : 'The payroll system';
     if (outcome === 'reauthenticated') return `${who} is reconnected.`;
     if (outcome === 'already_connected') return `${who} was already connected.`;
+    if (outcome === 'duplicate') return `${who === 'The payroll system' ? 'This employer' : who} was already connected with this payroll system; the existing connection is kept.`;
     return `${who} is connected.`;
   }
 
   // ---- disconnect ---------------------------------------------------------------------------
 
+  const WHOLE = 'Perch asks Finch to revoke access and then destroys the stored token. To read this payroll data again, '
+    + 'the employer will have to connect from the start.';
+
   function disconnect(connection, button) {
     const dialog = $('confirm');
     $('confirm-name').textContent = connection.company_name || connection.provider_id;
+    $('confirm-what').textContent = WHOLE;
     dialog.returnValue = '';
     dialog.onclose = async () => {
       if (dialog.returnValue !== 'disconnect') return;
       await busy(button, async () => {
         await api('DELETE', `/connections/${encodeURIComponent(connection.connection_id)}`);
         notify('ok', `${connection.company_name || connection.provider_id} is disconnected; its token is destroyed.`);
+        await load();
+      });
+    };
+    dialog.showModal();
+  }
+
+  function disconnectEntity(connection, entity, button) {
+    const dialog = $('confirm');
+    const name = entity.name || entity.entity_id;
+    $('confirm-name').textContent = name;
+    $('confirm-what').textContent = `Perch asks Finch to stop sharing ${name}'s payroll data. `
+      + `The connection stays for its other entities; to add ${name} back, the employer connects it again.`;
+    dialog.returnValue = '';
+    dialog.onclose = async () => {
+      if (dialog.returnValue !== 'disconnect') return;
+      await busy(button, async () => {
+        const path = `/connections/${encodeURIComponent(connection.connection_id)}/entities/${encodeURIComponent(entity.entity_id)}`;
+        await api('DELETE', path);
+        notify('ok', `${name} is disconnected; ${connection.company_name || connection.provider_id} stays connected for the rest.`);
         await load();
       });
     };

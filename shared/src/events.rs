@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::domain::{ConnectionId, ConnectionStatus, CustomerId, Error};
+use crate::domain::{ConnectionId, ConnectionStatus, CustomerId, EntityId, Error};
 use crate::store::ConnectionRecord;
 
 /// The `Source` of Perch's events.
@@ -65,6 +65,10 @@ pub struct StatusChanged {
     pub provider_id: String,
     pub previous_status: Option<ConnectionStatus>,
     pub status: ConnectionStatus,
+    /// Set when the change is one entity's of a multi-entity connection: the statuses are then
+    /// that entity's, and the connection's own is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<EntityId>,
     pub source: ChangeSource,
     #[serde(with = "time::serde::rfc3339")]
     pub observed_at: OffsetDateTime,
@@ -86,9 +90,16 @@ impl StatusChanged {
             provider_id: record.provider_id.clone(),
             previous_status: previous,
             status,
+            entity_id: None,
             source,
             observed_at,
         }
+    }
+
+    /// The same change, of one entity.
+    pub fn for_entity(mut self, entity: &EntityId) -> Self {
+        self.entity_id = Some(entity.clone());
+        self
     }
 }
 

@@ -135,3 +135,35 @@ def test_finchs_own_test_vector_signs_identically(emulator):
         "secret": "5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH",
         "event_id": "msg_2Lh9KRb0pzN4LePd3XiA4v12Axj", "timestamp": 1676312382})
     assert headers["finch-signature"] == "v1,m7y0TV2C+hlHxU42wCieApTSTaA8/047OAplBqxIV/s="
+
+
+def test_multi_entity_connections_and_disconnect_entity(emulator):
+    import re
+
+    app = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, base_url=emulator, max_retries=0)
+    s = app.connect.sessions.new(customer_id="multi", customer_name="Multi", products=["company"],
+                                 redirect_uri="https://app.test/cb")
+    # Finch Sandbox's `multi_entity` password shows the entity picker.
+    login = {"provider": "gusto", "username": "good_user", "password": "multi_entity"}
+    picker = httpx.post(s.connect_url + "&state=m", data=login)
+    assert picker.status_code == 200
+    ids = re.findall(r'name="entity" value="([^"]+)"', picker.text)
+    assert len(ids) == 3
+    r = httpx.post(s.connect_url + "&state=m", data={**login, "picked": "1", "entity": ids[:2]})
+    assert r.status_code == 302, r.text
+    code = urllib.parse.parse_qs(urllib.parse.urlparse(r.headers["location"]).query)["code"][0]
+    token = app.access_tokens.create(code=code, redirect_uri="https://app.test/cb")
+    assert sorted(token.entity_ids) == sorted(ids[:2])
+
+    employer = finch.Finch(access_token=token.access_token, base_url=emulator, max_retries=0)
+    info = employer.account.introspect()
+    assert [e.name for e in info.entities] == ["Multi, Inc.", "Multi East"]
+    assert employer.account.disconnect_entity(entity_ids=[ids[0]]).status == "success"
+    statuses = {e.id: e.status for e in employer.account.introspect().entities}
+    assert statuses == {ids[0]: "disconnected", ids[1]: "connected"}
+    with pytest.raises(finch.BadRequestError) as unknown:
+        employer.account.disconnect_entity(entity_ids=[ids[2]])
+    assert unknown.value.body["errors"] == [{"entityId": ids[2], "error": "NOT_FOUND"}]
+    # The connection and its token stay for the other entity.
+    assert employer.account.introspect().connection_status.status == "connected"
+    assert control(emulator, "/_emulator/violations") == []

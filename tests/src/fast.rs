@@ -120,6 +120,21 @@ impl Fast {
         (crate::query(&location, "code").expect("code"), crate::query(&location, "state"))
     }
 
+    /// Logs in as `username` at `provider` (with `picks`, through the entity picker): the code
+    /// and state Finch redirects back with.
+    pub async fn login_as(
+        &self,
+        connect_url: &str,
+        provider: &str,
+        username: &str,
+        picks: Option<&[usize]>,
+    ) -> (String, String) {
+        let r = crate::finch_login(&self.http, connect_url, provider, username, picks).await;
+        assert_eq!(r.status(), 302, "the Connect page redirects to the callback");
+        let location = crate::location(&r);
+        (crate::query(&location, "code").expect("code"), crate::query(&location, "state").expect("state"))
+    }
+
     /// A session and a login: the code and state of a redirect flow, ready for the callback.
     pub async fn code_for(&self, customer: &str) -> (String, String) {
         let s = self.session(customer, json!({"products": ["company", "directory"]})).await.expect("session");

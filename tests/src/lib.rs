@@ -447,7 +447,8 @@ impl TestStack {
     /// emulator with a token, and in Perch with that token KMS-encrypted. Returns their ids.
     pub async fn seed(&self, customer: &str, n: usize) -> Vec<String> {
         use futures_util::StreamExt;
-        let pairs: Vec<(String, String)> = {
+        // Each as the callback would have stored it: the company's name and entity known.
+        let pairs: Vec<(String, String, finch_emulator::world::Connection)> = {
             let mut w = self.finch.shared.world();
             (0..n)
                 .map(|i| {
@@ -463,13 +464,14 @@ impl TestStack {
                         false,
                     );
                     let token = w.mint_token(&id);
-                    (id, token)
+                    let at_finch = w.connections[&id].clone();
+                    (id, token, at_finch)
                 })
                 .collect()
         };
         let customer = perch::domain::CustomerId::parse(customer).expect("customer");
         futures_util::stream::iter(pairs.iter())
-            .map(|(id, token)| {
+            .map(|(id, token, at_finch)| {
                 let customer = customer.clone();
                 async move {
                     let cid = perch::domain::ConnectionId::parse(id.clone()).expect("id");
@@ -486,12 +488,30 @@ impl TestStack {
                         finch_customer_id: perch::domain::FinchCustomerId::parse(format!("{customer}-seed"))
                             .expect("fcid"),
                         provider_id: "gusto".into(),
-                        company_name: None,
+                        employer: perch::store::Employer {
+                            company_id: Some(at_finch.company_id.clone()),
+                            legal_name: Some(at_finch.company_name.clone()),
+                            customer_name: at_finch.customer_name.clone(),
+                            ..Default::default()
+                        },
+                        entities: at_finch
+                            .entities
+                            .iter()
+                            .map(|e| perch::store::EntityRecord {
+                                id: perch::domain::EntityId::parse(e.id.clone()).expect("entity id"),
+                                name: Some(e.name.clone()),
+                                source_id: Some(e.source_id.clone()),
+                                status: perch::domain::ConnectionStatus::Connected,
+                                observed_at: None,
+                                disconnected_at: None,
+                            })
+                            .collect(),
+                        employer_key: None,
+                        refresh_requested_at: None,
                         status: perch::domain::ConnectionStatus::Connected.into(),
                         status_message: None,
                         last_successful_sync: None,
                         products: vec!["company".into()],
-                        entity_ids: vec![],
                         client_type: None,
                         created_at: now,
                         updated_at: now,
@@ -503,13 +523,13 @@ impl TestStack {
                         version: 1,
                         token: Some(enc),
                     };
-                    self.app.store.save_connection(&rec, None, None).await.expect("save");
+                    self.app.store.save_connection(&rec, None, None, None).await.expect("save");
                 }
             })
             .buffer_unordered(16)
             .collect::<Vec<()>>()
             .await;
-        pairs.into_iter().map(|(id, _)| id).collect()
+        pairs.into_iter().map(|(id, ..)| id).collect()
     }
 
     /// Injects a fault at the emulator.
@@ -559,6 +579,68 @@ fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
         ),
         _ => Value::Null,
     }
+}
+
+/// Logs in at the emulator's Connect page as `username` for `provider`; with `picks`, through
+/// the entity picker (Finch Sandbox's `multi_entity` password), ticking the company's entities
+/// at those positions. The response is the Connect page's last (302 for the redirect flow).
+pub async fn finch_login(
+    http: &reqwest::Client,
+    connect_url: &str,
+    provider: &str,
+    username: &str,
+    picks: Option<&[usize]>,
+) -> reqwest::Response {
+    let Some(picks) = picks else {
+        let form = [("provider", provider), ("username", username), ("password", "good_pass")];
+        return http.post(connect_url).form(&form).send().await.expect("POST Connect page");
+    };
+    let form = [("provider", provider), ("username", username), ("password", "multi_entity")];
+    let picker = http.post(connect_url).form(&form).send().await.expect("POST Connect page");
+    assert_eq!(picker.status(), 200, "the entity picker");
+    let html = picker.text().await.expect("picker page");
+    let ids: Vec<String> = html
+        .split("name=\"entity\" value=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+        .collect();
+    let mut body: Vec<(&str, &str)> =
+        vec![("provider", provider), ("username", username), ("password", "multi_entity"), ("picked", "1")];
+    for &i in picks {
+        body.push(("entity", ids[i].as_str()));
+    }
+    http.post(connect_url).form(&body).send().await.expect("POST entity picker")
+}
+
+/// A connection Finch made for `finch_customer_id` to the company `username` reaches for
+/// `customer_name` — as after a Connect for that id — and a code for it, redirecting to
+/// `redirect_uri`: two Connects racing for the same employer, without two browsers.
+pub fn finch_made(
+    finch: &finch_emulator::Shared,
+    redirect_uri: &str,
+    customer_name: &str,
+    finch_customer_id: &str,
+    username: &str,
+) -> String {
+    use finch_emulator::world::{Code, NewConnection};
+    let mut w = finch.world();
+    let company = w.company_for(Some(customer_name), username);
+    let new = NewConnection {
+        customer_id: Some(finch_customer_id.into()),
+        customer_name: Some(customer_name.into()),
+        customer_email: None,
+        provider_id: "gusto".into(),
+        products: vec!["company".into()],
+        auth_type: "credential".into(),
+        manual: false,
+    };
+    let connection_id = w.connect(new, &company, &[], None);
+    let code = uuid::Uuid::new_v4().to_string();
+    let issued_at = w.now();
+    let redirect_uri = Some(redirect_uri.to_owned());
+    w.codes
+        .insert(code.clone(), Code { connection_id, session_id: "raced".into(), redirect_uri, issued_at, used: false });
+    code
 }
 
 /// The `Location` header of a response.

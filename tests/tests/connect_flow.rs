@@ -236,9 +236,12 @@ async fn a_connection_exchanged_but_never_stored_is_recovered_by_the_next_connec
 async fn connections_page_through_a_cursor_of_the_callers_own_partition() {
     let stack = TestStack::start().await;
     stack.connect("acme").await;
-    for _ in 0..2 {
-        let cb = stack.callback_url_for("acme", json!({"products": ["company"], "additional": true})).await;
-        assert_eq!(stack.get(&cb, None).await.status(), 302);
+    for i in 0..2 {
+        // Other employers (other logins): the same one again would be the same connection.
+        let s = stack.new_session("acme", json!({"products": ["company"], "additional": true})).await;
+        let url = s["connect_url"].as_str().unwrap();
+        let r = perch_tests::finch_login(&stack.http, url, "gusto", &format!("good_user+{i}"), None).await;
+        assert_eq!(stack.get(&location(&r), None).await.status(), 302);
     }
     let token = stack.token("acme");
     let r: Value = stack.get("/connections?limit=2", Some(&token)).await.json().await.unwrap();

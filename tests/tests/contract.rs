@@ -81,7 +81,9 @@ async fn every_route_answers_as_documented() {
 
     // The embedded callback: 201, 200 (replay), 400.
     let e = stack.new_session("acme", json!({"flow": "embedded", "products": ["company"], "additional": true})).await;
-    let html = stack.login_at_finch(e["connect_url"].as_str().unwrap()).await.text().await.unwrap();
+    // Another employer than the redirect flow's (the same one would be `duplicate`, a 200).
+    let url = e["connect_url"].as_str().unwrap();
+    let html = perch_tests::finch_login(&stack.http, url, "gusto", "good_user+2", None).await.text().await.unwrap();
     let code = html.split("data-code=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
     let r = stack.post_json("/connect/callback", Some(&acme), &json!({"code": code, "state": e["state"]})).await;
     assert_eq!(c.check("POST", "/connect/callback", r).await.0, 201);

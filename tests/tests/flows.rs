@@ -183,7 +183,9 @@ async fn introspection_and_company_failures_store_a_pending_connection_all_the_s
     let rec = stored(&f, &o.connection.connection_id).await;
     assert!(rec.status_observed_at.is_none(), "nothing was observed");
     assert!(rec.last_finch_request_id.is_some(), "the exchange's Finch-Request-Id instead");
-    assert!(rec.company_name.is_some(), "the customer name Finch gave with the token");
+    assert!(rec.employer.customer_name.is_some(), "the customer name Finch gave with the token");
+    assert!(rec.employer.legal_name.is_none(), "the company did not answer");
+    assert!(rec.summary().company_name.is_some(), "the customer name stands in");
 }
 
 #[tokio::test]
@@ -400,12 +402,16 @@ async fn older_unknown_and_irrelevant_events_change_nothing() {
     assert_eq!(deliver(&f, &account_updated("c-nobody", "reauth"), now).await.unwrap().status, Handled::Stale);
     let other = json!({"connection_id": id.as_str(), "event_type": "job.benefit_create.completed", "data": {}});
     assert_eq!(deliver(&f, &other, now).await.unwrap().status, Handled::Ignored);
-    let mut entity = account_updated(id.as_str(), "disconnected");
-    entity["entity_id"] = json!("ent-2");
-    assert_eq!(deliver(&f, &entity, now).await.unwrap().status, Handled::Ignored);
     let legacy = json!({"company_id": "co-1", "event_type": "account.updated", "data": {"status": "reauth"}});
     assert_eq!(deliver(&f, &legacy, now).await.unwrap().status, Handled::Ignored);
     assert_eq!(stored(&f, &id).await.version, before.version);
+    // An entity the connection does not list changes no status; the sweep reads the entities.
+    let mut entity = account_updated(id.as_str(), "disconnected");
+    entity["entity_id"] = json!("ent-2");
+    assert_eq!(deliver(&f, &entity, now).await.unwrap().status, Handled::UnknownEntity);
+    let after = stored(&f, &id).await;
+    assert_eq!((after.status, after.entities), (before.status, before.entities));
+    assert!(after.refresh_requested_at.is_some());
 }
 
 #[tokio::test]
@@ -556,10 +562,11 @@ async fn the_memory_store_pages_listings_like_dynamodb() {
     let f = Fast::start().await;
     let acme = Fast::customer("acme");
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
+        // Three employers (three logins): the same one thrice would be one connection.
         let s = f.session("acme", json!({"products": ["company"], "additional": true})).await.unwrap();
-        let (code, state) = f.login(&s.connect_url).await;
-        ids.push(f.redirect_callback(&code, state.as_deref()).await.unwrap().connection.connection_id);
+        let (code, state) = f.login_as(&s.connect_url, "gusto", &format!("good_user+{i}"), None).await;
+        ids.push(f.redirect_callback(&code, Some(&state)).await.unwrap().connection.connection_id);
     }
     let p1 = perch::flows::session::list_connections(&f.app, &acme, Some("2"), None).await.unwrap();
     assert_eq!(p1.items.len(), 2);

@@ -3,7 +3,7 @@
 //! that A's things exist, and A's data is unchanged. Every JWT route refuses a token without a
 //! usable customer claim.
 
-use perch_tests::{TestStack, location, query};
+use perch_tests::{TestStack, finch_login, location, query};
 use serde_json::{Value, json};
 
 /// Every JWT route with a request B might send, `{id}` standing for a connection id.
@@ -48,8 +48,10 @@ async fn customer_b_cannot_see_or_touch_anything_of_customer_a() {
     // A's connections never appear in B's listing, not even through A's cursor.
     let (_, list) = call(&stack, "GET", "/connections", &b, json!(null)).await;
     assert_eq!(list["connections"], json!([]));
-    let more = stack.callback_url_for("acme", json!({"products": ["company"], "additional": true})).await;
-    assert_eq!(stack.get(&more, None).await.status(), 302);
+    // Another employer of A's (the same one again would be the same connection).
+    let more = stack.new_session("acme", json!({"products": ["company"], "additional": true})).await;
+    let r = finch_login(&stack.http, more["connect_url"].as_str().unwrap(), "gusto", "good_user+2", None).await;
+    assert_eq!(stack.get(&location(&r), None).await.status(), 302);
     let a_page: Value = stack.get("/connections?limit=1", Some(&stack.token("acme"))).await.json().await.unwrap();
     let cursor = a_page["next_cursor"].as_str().unwrap();
     let (s, list) = call(&stack, "GET", &format!("/connections?cursor={cursor}"), &b, json!(null)).await;
@@ -58,7 +60,8 @@ async fn customer_b_cannot_see_or_touch_anything_of_customer_a() {
 
     // A's embedded state (with A's code): refused, and A can still use both.
     let e = stack.new_session("acme", json!({"flow": "embedded", "products": ["company"], "additional": true})).await;
-    let html = stack.login_at_finch(e["connect_url"].as_str().unwrap()).await.text().await.unwrap();
+    let html = finch_login(&stack.http, e["connect_url"].as_str().unwrap(), "gusto", "good_user+3", None).await;
+    let html = html.text().await.unwrap();
     let code = html.split("data-code=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
     let (s, p) = call(&stack, "POST", "/connect/callback", &b, json!({"code": code, "state": e["state"]})).await;
     assert_eq!((s, p["code"].as_str()), (400, Some("state_invalid")));
@@ -70,8 +73,9 @@ async fn customer_b_cannot_see_or_touch_anything_of_customer_a() {
     checks += 1;
 
     // A's redirect callback URL opened by B's browser completes A's flow, for A.
-    let cb = stack.callback_url_for("acme", json!({"products": ["company"], "additional": true})).await;
-    let r = stack.get(&cb, None).await;
+    let s = stack.new_session("acme", json!({"products": ["company"], "additional": true})).await;
+    let r = finch_login(&stack.http, s["connect_url"].as_str().unwrap(), "gusto", "good_user+4", None).await;
+    let r = stack.get(&location(&r), None).await;
     let back = location(&r);
     let new_id = query(&back, "connection_id").unwrap();
     assert_eq!(stack.raw_connection(&new_id).await.unwrap()["customer_id"].as_s().unwrap(), "acme");

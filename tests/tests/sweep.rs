@@ -132,7 +132,8 @@ async fn a_reauthentication_during_a_check_is_not_overwritten() {
         status_message: None,
         last_successful_sync: None,
         products: None,
-        entity_ids: None,
+        entities: None,
+        employer: None,
         request_id: None,
         observed_at: OffsetDateTime::now_utc(),
     };

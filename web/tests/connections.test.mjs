@@ -304,3 +304,62 @@ test('closing Finch Connect and failures are told in words', async () => {
   await page.locator('#login').waitFor();
   await context.close();
 });
+
+test('an employer connects several entities and disconnects one of them', async () => {
+  const customer = customerName('conglo');
+  const { context, page, problems } = await signedIn(customer);
+  // Finch Sandbox's `multi_entity` password makes Connect ask which entities to share.
+  await page.getByRole('button', { name: 'Connect a payroll system' }).click();
+  const frame = page.frameLocator('#finch-connect-iframe');
+  await frame.getByLabel('Password').fill('multi_entity');
+  await frame.getByRole('button', { name: 'Connect' }).click();
+  await frame.getByLabel(`${customer}, Inc.`).check();
+  await frame.getByLabel(`${customer} East`).check();
+  await frame.getByLabel(`${customer} West`).check();
+  await frame.getByRole('button', { name: 'Connect' }).click();
+  await page.locator('#finch-connect-iframe').waitFor({ state: 'detached' });
+  await banner(page).filter({ hasText: 'is connected' }).waitFor();
+  await rows(page).first().waitFor();
+  assert.equal(await rows(page).count(), 1, 'several entities, one connection');
+  const first = rows(page).first();
+  const items = first.locator('ul.entities li');
+  assert.deepEqual(
+    (await items.allInnerTexts()).map((t) => t.replace(/\s+Disconnect$/, '').trim()),
+    [`${customer}, Inc. Connected`, `${customer} East Connected`, `${customer} West Connected`],
+  );
+  assert.match(await first.locator('td.employer').innerText(), /Automated \(credential\)/);
+  await page.locator('#banner').evaluate((b) => { b.hidden = true; });
+  await shot(page, '13-entities');
+
+  // One entity leaves; the connection stays for the other two.
+  const east = first.locator('ul.entities li', { hasText: 'East' });
+  await east.getByRole('button', { name: 'Disconnect' }).click();
+  assert.match(await page.locator('#confirm-what').innerText(), /stays for its other entities/);
+  await page.locator('#confirm-disconnect').click();
+  await banner(page).filter({ hasText: `${customer} East is disconnected` }).waitFor();
+  await first.locator('ul.entities li[data-status="disconnected"]', { hasText: 'East' }).waitFor();
+  assert.equal(await rows(page).count(), 1);
+  assert.equal(await first.locator('.badge').first().innerText(), 'Connected');
+  const id = await first.getAttribute('data-connection-id');
+  const atFinch = (await emulator('/_emulator/connections')).find((c) => c.id === id);
+  assert.deepEqual(atFinch.entities.map((e) => e.status), ['connected', 'disconnected', 'connected']);
+  await shot(page, '14-entity-disconnected');
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('the same employer connected twice is one connection', async () => {
+  const customer = customerName('twice');
+  const { context, page, problems } = await signedIn(customer);
+  await connectEmbedded(page);
+  await rows(page).first().waitFor();
+  // The same login to the same provider again: Perch keeps the first and tells so.
+  await connectEmbedded(page, 'Connect another payroll system');
+  await banner(page).filter({ hasText: 'was already connected with this payroll system' }).waitFor();
+  assert.equal(await rows(page).count(), 1);
+  // Finch made a second connection (under `<customer>-2`); Perch disconnected it there.
+  const mine = (await emulator('/_emulator/connections')).filter((c) => (c.customer_id || '').startsWith(customer));
+  assert.deepEqual(mine.map((c) => [c.customer_id, c.disconnected]), [[customer, false], [`${customer}-2`, true]]);
+  assert.deepEqual(problems, []);
+  await context.close();
+});

@@ -1,8 +1,12 @@
 //! `DELETE /connections/{id}`: disconnects one of the caller's connections at Finch and destroys
 //! its token (404 for anyone else's). Idempotent: 204 whether this call or an earlier one
 //! finished the job.
+//!
+//! `DELETE /connections/{id}/entities/{entity_id}`: disconnects one entity of a multi-entity
+//! connection (Finch's `/disconnect-entity`); the last one disconnects the connection. Same
+//! answers; an entity the connection does not list is a 404.
 
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use perch::app::Adapters;
 use perch::flows::lifecycle;
 use perch::http::{customer_from_claims, error_response, no_content, path_param, request_id};
@@ -30,7 +34,10 @@ async fn run<A: Adapters>(app: &AppState<A>, req: &Request) -> Result<(), Error>
     let customer = customer_from_claims(req, &app.config.customer_claim)?;
     let id = path_param(req, "id", "connection")?;
     perch::http::RequestSpan::record_connection(id);
-    lifecycle::disconnect(app, &customer, id).await.map(|_| ())
+    match req.path_parameters_ref().and_then(|p| p.first("entity_id")) {
+        Some(entity) => lifecycle::disconnect_entity(app, &customer, id, entity).await.map(|_| ()),
+        None => lifecycle::disconnect(app, &customer, id).await.map(|_| ()),
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! - `GET /connect/callback?code&state`: the employer's browser, redirected by Finch. The
 //!   state identifies the customer. Whatever happens, the browser goes back to the app (302 to
-//!   `APP_RETURN_URL`): `outcome=created|reauthenticated|already_connected` with the
+//!   `APP_RETURN_URL`): `outcome=created|reauthenticated|already_connected|duplicate` with the
 //!   connection, or `outcome=error` with a stable `reason`, what to do `next` and the request
 //!   id — never a raw problem page, never a code, state or token. A Connect that ended without
 //!   a code (`error=access_denied`: the employer declined) comes back the same way.

@@ -233,13 +233,13 @@ pub async fn token(State(s): State<Shared>, body: axum::body::Bytes) -> Response
         "connection_id": conn.id,
         "customer_id": conn.customer_id,
         "customer_name": conn.customer_name,
-        "account_id": conn.entity_id,
+        "account_id": conn.account_id(),
         "client_type": conn.client_type,
         "company_id": conn.company_id,
         "connection_type": conn.connection_type,
         "products": conn.products,
         "provider_id": conn.provider_id,
-        "entity_ids": [conn.entity_id],
+        "entity_ids": conn.live_entity_ids(),
     });
     if w.token_without_connection_id
         && let Some(o) = body.as_object_mut()
@@ -278,7 +278,7 @@ pub async fn introspect(State(s): State<Shared>, headers: HeaderMap) -> Response
         "client_type": c.client_type,
         "connection_type": c.connection_type,
         "company_id": c.company_id,
-        "account_id": c.entity_id,
+        "account_id": c.account_id(),
         "customer_id": c.customer_id,
         "customer_name": c.customer_name,
         "customer_email": c.customer_email,
@@ -288,7 +288,7 @@ pub async fn introspect(State(s): State<Shared>, headers: HeaderMap) -> Response
         "provider_id": c.provider_id,
         "payroll_provider_id": c.provider_id,
         "manual": c.manual,
-        "entities": [{"id": c.entity_id, "name": c.company_name, "source_id": null, "status": c.status}],
+        "entities": c.entities.iter().map(|e| json!({"id": e.id, "name": e.name, "source_id": e.source_id, "status": e.status})).collect::<Vec<_>>(),
     }))
     .into_response()
 }
@@ -338,6 +338,57 @@ pub async fn disconnect(State(s): State<Shared>, headers: HeaderMap) -> Response
 }
 
 #[derive(Deserialize)]
+struct DisconnectEntities {
+    entity_ids: Vec<String>,
+}
+
+/// `POST /disconnect-entity`: disconnects entities of a multi-entity connection; the
+/// connection and its tokens stay. Finch answers 400 with one `NOT_FOUND` per unknown entity
+/// and sends `account.updated` (`disconnected`) for each entity it disconnected.
+pub async fn disconnect_entity(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let (_, c) = match connection_for(&s, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let req: DisconnectEntities = match body_json(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if req.entity_ids.is_empty() {
+        return finch_error(
+            400,
+            json!({"statusCode": 400, "status": 400, "code": 400, "name": "BadRequestError", "message": "entity_ids must contain at least 1 element"}),
+        );
+    }
+    let unknown: Vec<Value> = req
+        .entity_ids
+        .iter()
+        .filter(|id| !c.entities.iter().any(|e| &e.id == *id))
+        .map(|id| json!({"entityId": id, "error": "NOT_FOUND"}))
+        .collect();
+    if !unknown.is_empty() {
+        return finch_error(400, json!({"errors": unknown}));
+    }
+    {
+        let mut w = s.world();
+        if let Some(conn) = w.connections.get_mut(&c.id) {
+            for e in conn.entities.iter_mut().filter(|e| req.entity_ids.contains(&e.id)) {
+                e.status = "disconnected".into();
+            }
+        }
+    }
+    for entity in req.entity_ids {
+        if let Some(payload) = crate::webhooks::account_updated(&s, &c.id, "disconnected", Some(&entity)) {
+            let s = s.clone();
+            tokio::spawn(async move {
+                crate::webhooks::deliver(&s, &payload, None, None).await;
+            });
+        }
+    }
+    Json(json!({"status": "success"})).into_response()
+}
+
+#[derive(Deserialize)]
 struct SandboxNew {
     provider_id: String,
     #[serde(default)]
@@ -373,7 +424,7 @@ pub async fn sandbox_create(State(s): State<Shared>, headers: HeaderMap, body: a
     let token = w.mint_token(&id);
     let c = w.connections[&id].clone();
     Json(json!({
-        "connection_id": c.id, "entity_id": c.entity_id, "company_id": c.company_id, "account_id": c.entity_id,
+        "connection_id": c.id, "entity_id": c.account_id(), "company_id": c.company_id, "account_id": c.account_id(),
         "provider_id": c.provider_id, "authentication_type": auth, "products": products,
         "access_token": token, "token_type": "bearer",
     }))
@@ -401,7 +452,7 @@ pub async fn sandbox_set_status(State(s): State<Shared>, headers: HeaderMap, bod
             conn.status = st.clone();
         }
         // Finch notifies asynchronously; so does the emulator.
-        if let Some(payload) = crate::webhooks::account_updated(&s, &c.id, &st) {
+        if let Some(payload) = crate::webhooks::account_updated(&s, &c.id, &st, None) {
             let s = s.clone();
             tokio::spawn(async move {
                 crate::webhooks::deliver(&s, &payload, None, None).await;
@@ -409,7 +460,7 @@ pub async fn sandbox_set_status(State(s): State<Shared>, headers: HeaderMap, bod
         }
     }
     Json(json!({
-        "connection_id": c.id, "entity_id": c.entity_id, "account_id": c.entity_id, "authentication_type": c.auth_type,
+        "connection_id": c.id, "entity_id": c.account_id(), "account_id": c.account_id(), "authentication_type": c.auth_type,
         "company_id": c.company_id, "provider_id": c.provider_id, "products": c.products,
     }))
     .into_response()

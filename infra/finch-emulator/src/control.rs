@@ -1,6 +1,9 @@
 //! `/_emulator/*`: what a test or a person needs to steer the emulator.
 //!
-//! - `POST /_emulator/connections/{id}/status {"status": "reauth"}` — flip a connection;
+//! - `POST /_emulator/connections/{id}/status {"status": "reauth", "entity_id"?}` — flip a
+//!   connection, or one of its entities;
+//! - `POST /_emulator/connections/{id}/company {"name"}` — the employer renamed its company:
+//!   Finch then sends `company.updated`;
 //! - `GET /_emulator/connections` — every connection held;
 //! - `POST /_emulator/faults {path?, method?, status?, latency_ms?, retry_after?, times?}`,
 //!   `DELETE /_emulator/faults` — inject or clear faults;
@@ -33,6 +36,7 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/", get(crate::page::dashboard))
         .route("/_emulator/dashboard/connections/{id}/status", post(dashboard_set_status))
         .route("/_emulator/connections/{id}/status", post(set_status))
+        .route("/_emulator/connections/{id}/company", post(rename_company))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/clock", post(clock))
         .route("/_emulator/token_response", post(token_response))
@@ -55,12 +59,41 @@ async fn connections(State(s): State<Shared>) -> Response {
 #[derive(Deserialize)]
 struct StatusBody {
     status: String,
+    #[serde(default)]
+    entity_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CompanyBody {
+    name: String,
+}
+
+/// Renames the company behind a connection (for every connection to it) and delivers
+/// `company.updated` for this one.
+async fn rename_company(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<CompanyBody>) -> Response {
+    {
+        let mut w = s.world();
+        let Some(company_id) = w.connections.get(&id).map(|c| c.company_id.clone()) else {
+            return crate::not_found();
+        };
+        for c in w.connections.values_mut().filter(|c| c.company_id == company_id) {
+            c.company_name = b.name.clone();
+        }
+        for co in w.companies.values_mut().filter(|co| co.id == company_id) {
+            co.name = b.name.clone();
+        }
+    }
+    let delivered = match webhooks::company_updated(&s, &id) {
+        Some(payload) => webhooks::deliver(&s, &payload, None, None).await,
+        None => (0, None),
+    };
+    Json(json!({"webhook_status": delivered.0, "webhook": delivered.1})).into_response()
 }
 
 /// Flips a connection's status and, when a webhook target is set, delivers `account.updated`
 /// before answering (the answer says how the delivery went).
 async fn set_status(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<StatusBody>) -> Response {
-    match flip(&s, &id, &b.status).await {
+    match flip(&s, &id, &b.status, b.entity_id.as_deref()).await {
         Some((conn, delivered)) => {
             Json(json!({"connection": conn, "webhook_status": delivered.0, "webhook": delivered.1})).into_response()
         }
@@ -74,26 +107,35 @@ async fn dashboard_set_status(
     Path(id): Path<String>,
     axum::Form(b): axum::Form<StatusBody>,
 ) -> Response {
-    match flip(&s, &id, &b.status).await {
+    match flip(&s, &id, &b.status, b.entity_id.as_deref()).await {
         Some(_) => axum::response::Redirect::to("/_emulator/").into_response(),
         None => crate::not_found(),
     }
 }
 
-/// Sets a connection's status and delivers `account.updated` when a webhook target is set;
-/// `None` for an unknown connection.
+/// Sets a connection's status (every entity's with it), or one entity's, and delivers
+/// `account.updated` when a webhook target is set; `None` for an unknown connection or entity.
 async fn flip(
     s: &Shared,
     id: &str,
     status: &str,
+    entity: Option<&str>,
 ) -> Option<(crate::world::Connection, (u16, Option<webhooks::Signed>))> {
     let conn = {
         let mut w = s.world();
         let c = w.connections.get_mut(id)?;
-        c.status = status.to_owned();
+        match entity {
+            Some(e) => c.entities.iter_mut().find(|x| x.id == e)?.status = status.to_owned(),
+            None => {
+                c.status = status.to_owned();
+                for e in c.entities.iter_mut().filter(|e| e.status != "disconnected") {
+                    e.status = status.to_owned();
+                }
+            }
+        }
         c.clone()
     };
-    let delivered = match webhooks::account_updated(s, id, status) {
+    let delivered = match webhooks::account_updated(s, id, status, entity) {
         Some(payload) => webhooks::deliver(s, &payload, None, None).await,
         None => (0, None),
     };

@@ -157,6 +157,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/introspect", get(api::introspect))
         .route("/employer/company", get(api::company))
         .route("/disconnect", post(api::disconnect))
+        .route("/disconnect-entity", post(api::disconnect_entity))
         .route("/sandbox/connections", post(api::sandbox_create))
         .route("/sandbox/connections/accounts", axum::routing::put(api::sandbox_set_status))
         .route("/authorize", get(page::show).post(page::submit))

@@ -4,7 +4,13 @@
 //! credentials `good_user` / `good_pass` are prefilled); posting it to the same URL completes
 //! the flow: the connection is created (or, for a reauthentication session, restored to
 //! `connected`), a single-use code is issued, and the browser is sent to the session's
-//! `redirect_uri` with `code` and `state`. A session without a `redirect_uri` is the embedded
+//! `redirect_uri` with `code` and `state`.
+//!
+//! **Employers and entities.** A login reaches one company: the same customer name and username
+//! (`good_user`, or any `good_user…` such as `good_user+west`) find the same company again, so
+//! connecting it twice makes the duplicate Perch must notice. The password `multi_entity`
+//! (Finch Sandbox's, for entity selection) shows the company's entities to pick one or several:
+//! one connection, one token, several `entity_ids`; `good_pass` connects the first entity. A session without a `redirect_uri` is the embedded
 //! flow: the page, in the Connect SDK's iframe, speaks the SDK's protocol (`@tryfinch/react-connect`
 //! v5, `docs/finch-contract.md`): a `finch-auth-message-v2` message to the host page (`sdk_host_url`)
 //! with `kind` `success` (and the code), `closed` (the employer pressed Cancel) or `error`
@@ -13,7 +19,6 @@
 //! `GET /_emulator/` is the emulator's own dashboard for a person: every connection, with
 //! buttons that flip its status as Finch would when an employer's credentials stop working.
 
-use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -57,17 +62,36 @@ fn post_message(message: &serde_json::Value, target_origin: &str) -> String {
     format!("<script>(function(){{{}}})();</script>", post_message_js(message, target_origin))
 }
 
-#[derive(Deserialize)]
+/// The login form, and the entity picker after it (a field `entity` per entity picked).
+#[derive(Default)]
 pub struct Login {
     /// `deny`: the employer declined to connect (the redirect flow's Decline button).
-    #[serde(default)]
     action: Option<String>,
-    #[serde(default)]
     provider: Option<String>,
-    #[serde(default)]
     username: String,
-    #[serde(default)]
     password: String,
+    /// The entities picked (the picker's checkboxes); `None` before the picker was shown.
+    entities: Option<Vec<String>>,
+}
+
+impl Login {
+    fn parse(body: &[u8]) -> Self {
+        let mut l = Login::default();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            match &*k {
+                "action" => l.action = Some(v.into_owned()),
+                "provider" => l.provider = Some(v.into_owned()),
+                "username" => l.username = v.into_owned(),
+                "password" => l.password = v.into_owned(),
+                "picked" => {
+                    l.entities.get_or_insert_with(Vec::new);
+                }
+                "entity" => l.entities.get_or_insert_with(Vec::new).push(v.into_owned()),
+                _ => {}
+            }
+        }
+        l
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -159,8 +183,9 @@ fn login_form(sess: &crate::world::Session, q: &AuthorizeQuery, error: Option<&s
     page(status, &format!("{purpose} your payroll"), &body)
 }
 
-/// `POST /authorize`: the employer logged in.
-pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Form(login): Form<Login>) -> Response {
+/// `POST /authorize`: the employer logged in (or picked entities).
+pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, body: axum::body::Bytes) -> Response {
+    let login = Login::parse(&body);
     let sess = match session_or_error(&s, &q) {
         Ok(x) => x,
         Err(r) => return r,
@@ -175,7 +200,8 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
     if login.action.as_deref() == Some("deny") {
         return declined(&sess, &q);
     }
-    if login.username != "good_user" || login.password != "good_pass" {
+    let multi = login.password == "multi_entity";
+    if !login.username.starts_with("good_user") || !(login.password == "good_pass" || multi) {
         return login_form(
             &sess,
             &q,
@@ -183,39 +209,82 @@ pub async fn submit(State(s): State<Shared>, Query(q): Query<AuthorizeQuery>, Fo
             StatusCode::UNAUTHORIZED,
         );
     }
-    let code = issue_code(&s, &sess, login.provider);
+    if multi && sess.reauth_connection.is_none() {
+        let Some(picked) = login.entities.clone() else { return entity_picker(&s, &sess, &login) };
+        if picked.is_empty() {
+            return entity_picker(&s, &sess, &login);
+        }
+    }
+    let code = issue_code(&s, &sess, &login);
     hand_back(&sess, &q, &code)
+}
+
+/// The company's entities, to pick one or several (Finch Sandbox's `multi_entity` login).
+fn entity_picker(s: &Shared, sess: &Session, login: &Login) -> Response {
+    let company = s.world().company_for(sess.customer_name.as_deref(), &login.username);
+    let boxes: String = company
+        .entities
+        .iter()
+        .map(|e| {
+            format!(
+                "<label><input type=\"checkbox\" name=\"entity\" value=\"{id}\" style=\"width:auto\"> {name} \
+                 <span class=\"muted\">{source}</span></label>",
+                id = esc(&e.id),
+                name = esc(&e.name),
+                source = esc(&e.source_id),
+            )
+        })
+        .collect();
+    let hidden = |k: &str, v: &str| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(v));
+    let body = format!(
+        "<p>{company} has several entities. Pick the ones to connect.</p>\
+         <form method=\"post\">{boxes}{h1}{h2}{h3}{h4}<button type=\"submit\">Connect</button></form>",
+        company = esc(&company.name),
+        h1 = hidden("provider", login.provider.as_deref().unwrap_or("")),
+        h2 = hidden("username", &login.username),
+        h3 = hidden("password", &login.password),
+        h4 = hidden("picked", "1"),
+    );
+    page(StatusCode::OK, "Choose entities", &body)
 }
 
 /// Completes the session: the connection (new, or the re-authenticated one, connected again)
 /// and a fresh code for it.
-fn issue_code(s: &Shared, sess: &Session, provider: Option<String>) -> String {
+fn issue_code(s: &Shared, sess: &Session, login: &Login) -> String {
     let code = uuid::Uuid::new_v4().to_string();
     let mut w = s.world();
     let connection_id = match &sess.reauth_connection {
         Some(id) => {
             if let Some(c) = w.connections.get_mut(id) {
                 c.status = "connected".into();
+                for e in c.entities.iter_mut().filter(|e| e.status != "disconnected") {
+                    e.status = "connected".into();
+                }
             }
             id.clone()
         }
         None => {
-            let provider =
-                provider.filter(|p| !p.trim().is_empty()).or(sess.provider.clone()).unwrap_or_else(|| "gusto".into());
+            let provider = login
+                .provider
+                .clone()
+                .filter(|p| !p.trim().is_empty())
+                .or(sess.provider.clone())
+                .unwrap_or_else(|| "gusto".into());
             let auth = sess
                 .auth_method
                 .clone()
                 .unwrap_or_else(|| if sess.manual { "assisted".into() } else { "credential".into() });
-            w.create_connection(
-                sess.customer_id.clone(),
-                sess.customer_name.clone(),
-                sess.customer_email.clone(),
-                provider,
-                sess.products.clone(),
-                auth,
-                sess.sandbox.as_deref(),
-                sess.manual,
-            )
+            let company = w.company_for(sess.customer_name.as_deref(), &login.username);
+            let new = crate::world::NewConnection {
+                customer_id: sess.customer_id.clone(),
+                customer_name: sess.customer_name.clone(),
+                customer_email: sess.customer_email.clone(),
+                provider_id: provider,
+                products: sess.products.clone(),
+                auth_type: auth,
+                manual: sess.manual,
+            };
+            w.connect(new, &company, login.entities.as_deref().unwrap_or_default(), sess.sandbox.as_deref())
         }
     };
     if let Some(x) = w.sessions.get_mut(&sess.id) {
@@ -316,9 +385,21 @@ pub async fn dashboard(State(s): State<Shared>) -> Response {
                     )
                 })
                 .collect();
+            let entities: String = c
+                .entities
+                .iter()
+                .map(|e| {
+                    format!(
+                        "<div data-entity-id=\"{id}\">{name} <span class=\"muted\">{status}</span></div>",
+                        id = esc(&e.id),
+                        name = esc(&e.name),
+                        status = esc(&e.status)
+                    )
+                })
+                .collect();
             format!(
                 "<tr data-connection-id=\"{id}\"><td>{customer}</td><td>{provider}</td><td>{company}</td>\
-                 <td class=\"status\">{status}</td><td>{buttons}</td></tr>",
+                 <td>{entities}</td><td class=\"status\">{status}</td><td>{buttons}</td></tr>",
                 id = esc(&c.id),
                 customer = esc(c.customer_id.as_deref().unwrap_or("—")),
                 provider = esc(&c.provider_id),
@@ -333,7 +414,7 @@ pub async fn dashboard(State(s): State<Shared>) -> Response {
         format!(
             "<p>Flip a connection as Finch would: <em>Needs reauth</em> when the employer's credentials stop \
              working. Finch then tells Perch by webhook (<code>account.updated</code>).</p>\
-             <table><thead><tr><th>Customer</th><th>Provider</th><th>Company</th><th>Status</th><th></th></tr></thead>\
+             <table><thead><tr><th>Customer</th><th>Provider</th><th>Company</th><th>Entities</th><th>Status</th><th></th></tr></thead>\
              <tbody>{rows}</tbody></table>"
         )
     };

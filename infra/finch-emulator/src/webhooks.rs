@@ -41,14 +41,25 @@ pub fn new_event_id() -> String {
     format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The `account.updated` payload for a connection's new status.
-pub fn account_updated(s: &Shared, connection_id: &str, status: &str) -> Option<Value> {
+/// The `account.updated` payload for a connection's new status, or (`entity`) one entity's.
+/// `entity_id` is null unless an entity is named (Finch: present for multi-entity connections).
+pub fn account_updated(s: &Shared, connection_id: &str, status: &str, entity: Option<&str>) -> Option<Value> {
     let w = s.world();
     let c = w.connections.get(connection_id)?;
     Some(json!({
-        "connection_id": c.id, "company_id": c.company_id, "account_id": c.entity_id, "entity_id": c.entity_id,
+        "connection_id": c.id, "company_id": c.company_id, "account_id": c.account_id(), "entity_id": entity,
         "event_type": "account.updated",
         "data": {"status": status, "authentication_method": {"type": c.auth_type}},
+    }))
+}
+
+/// The `company.updated` payload for a connection.
+pub fn company_updated(s: &Shared, connection_id: &str) -> Option<Value> {
+    let w = s.world();
+    let c = w.connections.get(connection_id)?;
+    Some(json!({
+        "connection_id": c.id, "company_id": c.company_id, "account_id": c.account_id(), "entity_id": null,
+        "event_type": "company.updated", "data": null,
     }))
 }
 

@@ -41,6 +41,31 @@ pub struct Code {
     pub used: bool,
 }
 
+/// An employer as the emulator's providers know it: found again by whoever logs in to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Company {
+    pub id: String,
+    pub name: String,
+    /// Its entities (divisions, EINs): the first is the company itself.
+    pub entities: Vec<CompanyEntity>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompanyEntity {
+    pub id: String,
+    pub name: String,
+    pub source_id: String,
+}
+
+/// One entity of a connection, with its own status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionEntity {
+    pub id: String,
+    pub name: String,
+    pub source_id: String,
+    pub status: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Connection {
     pub id: String,
@@ -51,7 +76,8 @@ pub struct Connection {
     pub products: Vec<String>,
     pub company_id: String,
     pub company_name: String,
-    pub entity_id: String,
+    /// The entities the employer picked (one unless they logged in for several).
+    pub entities: Vec<ConnectionEntity>,
     pub status: String,
     pub auth_type: String,
     pub client_type: String,
@@ -188,12 +214,34 @@ impl RateState {
     }
 }
 
+impl Connection {
+    /// The first entity's id: Finch's deprecated `account_id`.
+    pub fn account_id(&self) -> String {
+        self.entities.first().map(|e| e.id.clone()).unwrap_or_default()
+    }
+
+    /// Whether the employer connected several entities (webhooks then name the entity).
+    pub fn is_multi_entity(&self) -> bool {
+        self.entities.len() > 1
+    }
+
+    /// The entities not disconnected.
+    pub fn live_entity_ids(&self) -> Vec<String> {
+        self.entities.iter().filter(|e| e.status != "disconnected").map(|e| e.id.clone()).collect()
+    }
+}
+
+/// How many entities every emulated company has: the company itself and two divisions.
+pub const ENTITIES_PER_COMPANY: usize = 3;
+
 #[derive(Default)]
 pub struct World {
     pub clock_offset_secs: i64,
     pub sessions: HashMap<String, Session>,
     pub codes: HashMap<String, Code>,
     pub connections: HashMap<String, Connection>,
+    /// Employers, by who logs in: the customer name the session carries and the username.
+    pub companies: HashMap<String, Company>,
     pub tokens: HashMap<String, Token>,
     pub faults: Vec<Fault>,
     pub requests: Vec<Seen>,
@@ -258,7 +306,34 @@ impl World {
         token
     }
 
-    /// Creates a connection.
+    /// The company an employer reaches by logging in as `username` for `customer_name`: the
+    /// same login finds the same company (and its ids) again, as a provider account would.
+    pub fn company_for(&mut self, customer_name: Option<&str>, username: &str) -> Company {
+        let key = format!("{}|{username}", customer_name.unwrap_or(""));
+        self.companies
+            .entry(key)
+            .or_insert_with(|| {
+                let name = match customer_name {
+                    None => "Finch Sandbox Co".to_owned(),
+                    Some(n) if n.contains("Inc") || n.contains("LLC") => n.to_owned(),
+                    Some(n) => format!("{n}, Inc."),
+                };
+                let base = name.trim_end_matches(", Inc.").to_owned();
+                let entities = [name.clone(), format!("{base} East"), format!("{base} West")]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, n)| CompanyEntity {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        name: n,
+                        source_id: format!("EIN-{}", 10 + i),
+                    })
+                    .collect();
+                Company { id: uuid::Uuid::new_v4().to_string(), name, entities }
+            })
+            .clone()
+    }
+
+    /// Creates a connection to the company `good_user` reaches, for its first entity.
     #[allow(clippy::too_many_arguments)]
     pub fn create_connection(
         &mut self,
@@ -271,31 +346,75 @@ impl World {
         sandbox: Option<&str>,
         manual: bool,
     ) -> String {
+        let company = self.company_for(customer_name.as_deref(), "good_user");
+        let first = vec![company.entities[0].id.clone()];
+        let new =
+            NewConnection { customer_id, customer_name, customer_email, provider_id, products, auth_type, manual };
+        self.connect(new, &company, &first, sandbox)
+    }
+
+    /// Creates a connection to `company` for the entities picked (ids of its own; unknown
+    /// ones are ignored, none at all means its first).
+    pub fn connect(
+        &mut self,
+        new: NewConnection,
+        company: &Company,
+        picked: &[String],
+        sandbox: Option<&str>,
+    ) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let company_name = match &customer_name {
-            None => "Finch Sandbox Co".to_owned(),
-            Some(n) if n.contains("Inc") || n.contains("LLC") => n.clone(),
-            Some(n) => format!("{n}, Inc."),
-        };
+        let status = if new.auth_type == "assisted" { "pending" } else { "connected" };
+        let mut entities: Vec<ConnectionEntity> = company
+            .entities
+            .iter()
+            .filter(|e| picked.contains(&e.id))
+            .map(|e| ConnectionEntity {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                source_id: e.source_id.clone(),
+                status: status.into(),
+            })
+            .collect();
+        if entities.is_empty() {
+            let e = &company.entities[0];
+            entities.push(ConnectionEntity {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                source_id: e.source_id.clone(),
+                status: status.into(),
+            });
+        }
         let conn = Connection {
             id: id.clone(),
-            customer_id,
-            customer_name,
-            customer_email,
-            provider_id,
-            products,
-            company_id: uuid::Uuid::new_v4().to_string(),
-            company_name,
-            entity_id: uuid::Uuid::new_v4().to_string(),
-            status: if auth_type == "assisted" { "pending".into() } else { "connected".into() },
-            auth_type,
+            customer_id: new.customer_id,
+            customer_name: new.customer_name,
+            customer_email: new.customer_email,
+            provider_id: new.provider_id,
+            products: new.products,
+            company_id: company.id.clone(),
+            company_name: company.name.clone(),
+            entities,
+            status: status.into(),
+            auth_type: new.auth_type,
             client_type: if sandbox.is_some() { "sandbox".into() } else { "production".into() },
             connection_type: if sandbox == Some("finch") { "finch".into() } else { "provider".into() },
-            manual,
+            manual: new.manual,
             disconnected: false,
             created_at: self.now(),
         };
         self.connections.insert(id.clone(), conn);
         id
     }
+}
+
+/// What a new connection is, besides its company and entities.
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    pub customer_id: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub provider_id: String,
+    pub products: Vec<String>,
+    pub auth_type: String,
+    pub manual: bool,
 }

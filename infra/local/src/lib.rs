@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/connections", Function::ListConnections, true),
     ("POST", "/connections/{id}/reauthenticate", Function::CreateReauthSession, true),
     ("DELETE", "/connections/{id}", Function::Disconnect, true),
+    ("DELETE", "/connections/{id}/entities/{entity_id}", Function::Disconnect, true),
     ("POST", "/finch/webhooks", Function::FinchWebhook, false),
 ];
 

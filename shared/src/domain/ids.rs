@@ -119,6 +119,14 @@ id_type!(
     255
 );
 id_type!(
+    /// Finch's id of one entity of a connection (a UUID in Finch's spec): a map key of the
+    /// stored connection and a path segment of `DELETE /connections/{id}/entities/{entity_id}`.
+    EntityId,
+    "entity_id",
+    check_key,
+    128
+);
+id_type!(
     /// A Finch Connect session id.
     SessionId,
     "session_id",

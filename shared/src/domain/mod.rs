@@ -11,7 +11,7 @@ pub mod status;
 
 pub use clock::Clock;
 pub use error::{BoxError, Error, FinchError};
-pub use ids::{CodeHash, ConnectionId, CustomerId, EventId, FinchCustomerId, InvalidId, SessionId, StateId};
+pub use ids::{CodeHash, ConnectionId, CustomerId, EntityId, EventId, FinchCustomerId, InvalidId, SessionId, StateId};
 pub use secret::{AccessToken, AuthorizationCode};
 pub use session::{AuthMethod, DEFAULT_MINUTES_TO_EXPIRE, FlowMode, MAX_MINUTES_TO_EXPIRE, Product, SandboxMode};
 pub use status::{ConnectionState, ConnectionStatus};

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::types::{
-    Company, ConnectSession, CreateSessionRequest, ErrorBody, Introspection, ReauthenticateRequest, TokenRequest,
-    TokenResponse,
+    Company, ConnectSession, CreateSessionRequest, DisconnectEntityRequest, ErrorBody, Introspection,
+    ReauthenticateRequest, TokenRequest, TokenResponse,
 };
 use crate::domain::{AccessToken, AuthorizationCode};
 use crate::domain::{Error, FinchError};
@@ -175,6 +175,23 @@ impl FinchClient {
     pub async fn disconnect(&self, token: &AccessToken) -> Result<Traced<()>, Error> {
         let a = self
             .call::<()>("disconnect", Method::POST, "disconnect", Auth::Bearer(token), None, RetryPolicy::Standard)
+            .await?;
+        Ok(Traced { value: (), request_id: a.request_id })
+    }
+
+    /// `POST /disconnect-entity`: disconnects one entity of a multi-entity connection; the
+    /// connection and its token stay for the others.
+    pub async fn disconnect_entity(&self, token: &AccessToken, entity_id: &str) -> Result<Traced<()>, Error> {
+        let body = DisconnectEntityRequest { entity_ids: &[entity_id] };
+        let a = self
+            .call(
+                "disconnect_entity",
+                Method::POST,
+                "disconnect-entity",
+                Auth::Bearer(token),
+                Some(&body),
+                RetryPolicy::Standard,
+            )
             .await?;
         Ok(Traced { value: (), request_id: a.request_id })
     }

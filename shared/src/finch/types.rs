@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AccessToken, AuthMethod, ConnectionId, ConnectionStatus, Product, SandboxMode, SessionId};
+use crate::domain::{
+    AccessToken, AuthMethod, ConnectionId, ConnectionStatus, EntityId, Product, SandboxMode, SessionId,
+};
 
 /// `integration` of a Connect session: skip provider selection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -84,7 +86,7 @@ pub struct TokenResponse {
     pub products: Vec<Product>,
     pub provider_id: String,
     #[serde(default)]
-    pub entity_ids: Vec<String>,
+    pub entity_ids: Vec<EntityId>,
     #[serde(default)]
     pub company_id: Option<String>,
 }
@@ -102,7 +104,7 @@ pub struct StatusDetail {
 /// One entity of a multi-entity connection.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Entity {
-    pub id: String,
+    pub id: EntityId,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -130,13 +132,46 @@ pub struct Introspection {
     pub manual: Option<bool>,
     #[serde(default)]
     pub client_type: Option<String>,
+    #[serde(default)]
+    pub connection_type: Option<String>,
+    #[serde(default)]
+    pub customer_email: Option<String>,
+    #[serde(default)]
+    pub authentication_methods: Option<Vec<AuthenticationMethod>>,
 }
 
-/// `GetCompanyResponse`, the one field Perch shows.
+impl Introspection {
+    /// How the connection authenticates (`credential`, `api_token`, `oauth`, `assisted`, …):
+    /// the first method Finch lists, else `assisted` for a manual connection.
+    pub fn authentication_method(&self) -> Option<String> {
+        self.authentication_methods
+            .as_ref()
+            .and_then(|m| m.first())
+            .and_then(|m| m.kind.clone())
+            .or_else(|| (self.manual == Some(true)).then(|| "assisted".to_owned()))
+    }
+}
+
+/// One of `authentication_methods`: only its type is kept.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthenticationMethod {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `GetCompanyResponse`, the fields Perch shows.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Company {
     #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
     pub legal_name: Option<String>,
+}
+
+/// `POST /disconnect-entity` body.
+#[derive(Debug, Serialize)]
+pub struct DisconnectEntityRequest<'a> {
+    pub entity_ids: &'a [&'a str],
 }
 
 /// Finch's error body: every field optional, as it varies by endpoint (docs/finch-contract.md).

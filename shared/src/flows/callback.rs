@@ -10,8 +10,8 @@
 //!    caller's 400 and frees the mark (so is a failure that provably never reached Finch); a
 //!    refused client or redirect URI is Perch's own misconfiguration, a 500 an alarm watches;
 //! 4. `learn`: introspect the token (the connection id when the token response has none),
-//!    noting when, and read the company name (either may fail: the connection is then stored
-//!    as `pending` and the sweep fills it in);
+//!    noting when, and read the company, both at once (either may fail: the connection is
+//!    then stored as `pending`, or without its legal name, and the sweep fills it in);
 //! 5. `owner`: Finch files the connection under a `customer_id`; the customer who claimed it
 //!    owns the connection, whoever's state carried the code. A code sent with someone else's
 //!    state (or stolen) is refused to the sender, but the connection is still stored for its
@@ -20,6 +20,14 @@
 //! 6. `save`: encrypt the token and write the connection — created, or its token replaced at
 //!    the version read — and mark the code done, in one transaction; then the status event,
 //!    and any status Finch pushed while this callback was in flight.
+//!
+//! **One connection per employer** (seed 004's composite uniqueness). A new connection claims
+//! its employer key — customer, provider, Finch company, entity set — in the transaction that
+//! creates it. When another live connection holds that claim, the new one is redundant: it
+//! is disconnected at Finch at once (Finch bills per connection), nothing is stored, and the
+//! answer is `duplicate` with the existing connection. Two such callbacks at once end with
+//! one connection: the transaction lets exactly one claim succeed. A claim whose holder is
+//! gone (disconnected, or revoked at Finch) is taken over.
 //!
 //! **Observations.** The record's status is the introspection's, stamped with when it was
 //! asked; a status stored while this callback ran and observed after it asked (a webhook or a
@@ -38,15 +46,16 @@ use time::OffsetDateTime;
 use crate::app::{Adapters, AppState};
 use crate::crypto::{EncryptedToken, TokenCipher, code_hash, state};
 use crate::domain::{
-    AccessToken, AuthorizationCode, CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error,
-    FinchCustomerId, FinchError, FlowMode, Product,
+    AccessToken, AuthorizationCode, CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, EntityId,
+    Error, FinchCustomerId, FinchError, FlowMode, Product,
 };
 use crate::events::{ChangeSource, StatusChanged};
 use crate::finch::Traced;
-use crate::finch::types::{Introspection, TokenResponse};
+use crate::finch::types::{Company, Introspection, TokenResponse};
 use crate::secrets::FinchSecrets;
 use crate::store::{
-    CallbackStore, ConnectionRecord, ConnectionSummary, ExchangeStart, PendingFlow, Pushed, SaveOutcome,
+    CallbackStore, ConnectionRecord, ConnectionSummary, Employer, EntityRecord, ExchangeStart, PendingFlow, Pushed,
+    SaveOutcome, employer_key,
 };
 use secrecy::ExposeSecret;
 
@@ -73,6 +82,9 @@ pub enum Outcome {
     Reauthenticated,
     /// The code was already exchanged into this connection (a replay).
     AlreadyConnected,
+    /// The employer (same provider, company and entities) was already connected: this
+    /// connection; the redundant one Connect just made was disconnected at Finch.
+    Duplicate,
 }
 
 impl Outcome {
@@ -81,6 +93,7 @@ impl Outcome {
             Self::Created => "created",
             Self::Reauthenticated => "reauthenticated",
             Self::AlreadyConnected => "already_connected",
+            Self::Duplicate => "duplicate",
         }
     }
 }
@@ -254,20 +267,24 @@ struct Learned {
     /// When the introspection was asked for: the time its status was observed.
     observed_at: OffsetDateTime,
     request_id: Option<String>,
-    company_name: Option<String>,
+    /// `/employer/company`, when it answered with data.
+    company: Option<Company>,
 }
 
-/// Step 4: introspection and the company's name; neither failure fails the callback unless
-/// the token response named no connection (seed 003's example has none): then only the
-/// introspection can, and without it the connection cannot be stored. The request id kept is
-/// the introspection's, else the exchange's.
+/// Step 4: introspection and the company, asked at once (both need only the token); neither
+/// failure fails the callback unless the token response named no connection (seed 003's
+/// example has none): then only the introspection can, and without it the connection cannot
+/// be stored. The request id kept is the introspection's, else the exchange's.
 async fn learn<A: Adapters>(
     app: &AppState<A>,
     token: &TokenResponse,
     exchange_request_id: Option<String>,
 ) -> Result<Learned, Error> {
     let observed_at = app.clock.now();
-    let (introspection, request_id) = match app.finch.introspect(&token.access_token).await {
+    let (introspected, company) =
+        tokio::join!(app.finch.introspect(&token.access_token), app.finch.company(&token.access_token));
+    let named = token.connection_id.as_ref().map_or("(unnamed)", ConnectionId::as_str);
+    let (introspection, request_id) = match introspected {
         Ok(i) => (Some(i.value), i.request_id),
         Err(e) => match &token.connection_id {
             Some(id) => {
@@ -286,19 +303,58 @@ async fn learn<A: Adapters>(
         (None, Some(i)) => i.connection_id.clone(),
         (None, None) => return Err(Error::internal("no connection id after a successful introspection")),
     };
-    let company_name =
-        company_name(app, &connection_id, &token.access_token).await.or_else(|| token.customer_name.clone());
-    Ok(Learned { connection_id, introspection, observed_at, request_id, company_name })
-}
-
-async fn company_name<A: Adapters>(app: &AppState<A>, id: &ConnectionId, token: &AccessToken) -> Option<String> {
-    match app.finch.company(token).await {
-        Ok(Some(c)) => c.value.legal_name,
-        Ok(None) => None,
+    let company = match company {
+        Ok(c) => c.map(|c| c.value),
         Err(e) => {
-            tracing::warn!(connection_id = %id, error = %e.chain(), "company lookup failed; using the customer name");
+            tracing::warn!(connection_id = named, error = %e.chain(), "company lookup failed; the status check reads it later");
             None
         }
+    };
+    Ok(Learned { connection_id, introspection, observed_at, request_id, company })
+}
+
+/// The employer as the token response, the introspection and the company describe it.
+pub fn employer_of(token: &TokenResponse, i: Option<&Introspection>, company: Option<&Company>) -> Employer {
+    Employer {
+        company_id: company
+            .and_then(|c| c.id.clone())
+            .or_else(|| i.and_then(|i| i.company_id.clone()))
+            .or_else(|| token.company_id.clone()),
+        legal_name: company.and_then(|c| c.legal_name.clone()).filter(|n| !n.trim().is_empty()),
+        customer_name: i.and_then(|i| i.customer_name.clone()).or_else(|| token.customer_name.clone()),
+        customer_email: i.and_then(|i| i.customer_email.clone()),
+        connection_type: i.and_then(|i| i.connection_type.clone()).or_else(|| token.connection_type.clone()),
+        authentication_method: i.and_then(Introspection::authentication_method),
+    }
+}
+
+/// The entities as the introspection lists them (names, source ids, statuses), else the token
+/// response's ids, observed at `at`.
+pub fn entities_of(token: &TokenResponse, i: Option<&Introspection>, at: OffsetDateTime) -> Vec<EntityRecord> {
+    match i.and_then(|i| i.entities.as_ref()) {
+        Some(es) => es
+            .iter()
+            .map(|e| EntityRecord {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                source_id: e.source_id.clone(),
+                status: e.status.clone(),
+                observed_at: Some(at),
+                disconnected_at: None,
+            })
+            .collect(),
+        None => token
+            .entity_ids
+            .iter()
+            .map(|id| EntityRecord {
+                id: id.clone(),
+                name: None,
+                source_id: None,
+                status: ConnectionStatus::Pending,
+                observed_at: None,
+                disconnected_at: None,
+            })
+            .collect(),
     }
 }
 
@@ -416,20 +472,43 @@ impl<'a> NewConnection<'a> {
         let (status, status_message, last_successful_sync, status_observed_at) =
             stored.or(ours).unwrap_or((ConnectionStatus::Pending.into(), None, None, None));
         let products: Vec<Product> = i.map_or_else(|| t.products.clone(), |i| i.products.clone());
-        let entity_ids = i
-            .and_then(|i| i.entities.as_ref())
-            .map_or_else(|| t.entity_ids.clone(), |es| es.iter().map(|e| e.id.clone()).collect());
+        let mut employer = employer_of(t, i, self.learned.company.as_ref());
+        if let Some(old) = existing {
+            // What Finch did not say this time is still true (a 202 on the company).
+            let keep = |now: &mut Option<String>, before: &Option<String>| {
+                if now.is_none() {
+                    now.clone_from(before);
+                }
+            };
+            keep(&mut employer.company_id, &old.employer.company_id);
+            keep(&mut employer.legal_name, &old.employer.legal_name);
+            keep(&mut employer.customer_email, &old.employer.customer_email);
+        }
+        let mut entities = entities_of(t, i, self.learned.observed_at);
+        if entities.is_empty()
+            && let Some(old) = existing
+        {
+            entities.clone_from(&old.entities);
+        }
+        let live: Vec<&EntityId> = entities.iter().filter(|e| e.is_live()).map(|e| &e.id).collect();
+        let key = match existing {
+            // A reauthentication keeps the claim the connection holds.
+            Some(old) => old.employer_key.clone(),
+            None => employer_key(&self.customer, &t.provider_id, employer.company_id.as_deref(), &live),
+        };
         ConnectionRecord {
             connection_id: self.id().clone(),
             customer: self.customer.clone(),
             finch_customer_id: self.finch_customer_id.clone(),
             provider_id: t.provider_id.clone(),
-            company_name: self.learned.company_name.clone(),
+            employer,
+            entities,
+            employer_key: key,
+            refresh_requested_at: None,
             status,
             status_message,
             last_successful_sync,
             products,
-            entity_ids,
             client_type: i.and_then(|i| i.client_type.clone()).or_else(|| t.client_type.clone()),
             created_at: existing.map_or(now, |r| r.created_at),
             updated_at: now,
@@ -456,6 +535,7 @@ async fn save<A: Adapters>(
 ) -> Result<CallbackOutcome, Error> {
     let id = new.id();
     let mut attempt = 0;
+    let mut take_claim_from: Option<ConnectionId> = None;
     loop {
         attempt += 1;
         let existing = store.get_connection(id).await?;
@@ -471,12 +551,30 @@ async fn save<A: Adapters>(
         }
         let now = OffsetDateTime::now_utc();
         let record = new.record(existing.as_ref(), now);
-        match store.save_connection(&record, existing.as_ref().map(|r| r.version), Some(code)).await {
+        let saved =
+            store.save_connection(&record, existing.as_ref().map(|r| r.version), Some(code), take_claim_from.as_ref());
+        match saved.await {
+            Ok(SaveOutcome::ClaimedBy(holder)) if attempt < SAVE_ATTEMPTS => {
+                match store.get_connection(&holder).await? {
+                    Some(h) if h.customer == new.customer && h.is_live_at_finch() => {
+                        return duplicate(app, store, new, code, h).await;
+                    }
+                    // Its holder is gone: the claim is taken over on the next attempt.
+                    _ => take_claim_from = Some(holder),
+                }
+            }
+            Ok(SaveOutcome::ClaimedBy(holder)) => {
+                tracing::error!(connection_id = %id, holder = %holder, "employer claim kept changing hands; not stored");
+                return Err(Error::conflict(
+                    "connection_changed",
+                    "The connection changed while it was being saved; try again.",
+                ));
+            }
             Ok(saved) => {
                 tracing::info!(connection_id = %id, outcome = ?saved, "connection stored");
                 let (outcome, source) = match saved {
-                    SaveOutcome::Created => (Outcome::Created, ChangeSource::Connect),
                     SaveOutcome::Replaced => (Outcome::Reauthenticated, ChangeSource::Reauthenticate),
+                    _ => (Outcome::Created, ChangeSource::Connect),
                 };
                 let previous = existing.as_ref().and_then(|r| r.status.finch().cloned());
                 if let ConnectionState::Finch(status) = &record.status {
@@ -500,6 +598,33 @@ async fn save<A: Adapters>(
             }
         }
     }
+}
+
+/// The employer was connected already (`existing` holds its claim): the connection Connect just
+/// made is disconnected at Finch — it would be billed — and the code finished into `existing`,
+/// so a replay answers with it. Nothing else is written.
+async fn duplicate<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn CallbackStore,
+    new: &NewConnection<'_>,
+    code: &CodeHash,
+    existing: ConnectionRecord,
+) -> Result<CallbackOutcome, Error> {
+    let id = new.id();
+    match app.finch.disconnect(&new.token.access_token).await {
+        Ok(t) => tracing::info!(
+            connection_id = %id, existing = %existing.connection_id, finch_request_id = ?t.request_id,
+            "redundant connection of an employer already connected disconnected at Finch"
+        ),
+        Err(e) => tracing::error!(
+            connection_id = %id, existing = %existing.connection_id, error = %e.chain(),
+            "redundant connection could not be disconnected at Finch; disconnect it from Finch's dashboard to stop billing"
+        ),
+    }
+    if let Err(e) = store.finish_exchange(code, &new.customer, &existing.connection_id).await {
+        tracing::warn!(connection_id = %id, error = %e.chain(), "code mark not finished; it expires within the hour");
+    }
+    Ok(CallbackOutcome { connection: existing.summary(), outcome: Outcome::Duplicate })
 }
 
 /// A status Finch pushed while the connection was being created (the webhook parked it),

@@ -17,13 +17,19 @@
 //! and keep a tombstone (id, customer, provider, times, last `Finch-Request-Id`) for audit.
 //! Once the ciphertext is gone Finch is never called again for that connection. Billing at
 //! Finch continues until `/disconnect` succeeds, which is why the state machine insists on it.
+//!
+//! **One entity** of a multi-entity connection is disconnected with Finch's
+//! `/disconnect-entity`; the connection and its token stay for the others. The last live
+//! entity is a full disconnect instead (a connection reaching nothing would still be billed).
+//! Two entity disconnects racing for the last two entities both reach Finch; whichever records
+//! its entity second finds none left and disconnects the connection.
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::{Adapters, AppState};
 use crate::crypto::TokenCipher;
 use crate::domain::session::{known_products_opt, validate_minutes_to_expire, validate_products};
-use crate::domain::{ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, FlowMode, Product};
+use crate::domain::{ConnectionId, ConnectionState, ConnectionStatus, CustomerId, EntityId, Error, FlowMode, Product};
 use crate::events::{ChangeSource, StatusChanged};
 use crate::finch::types::ReauthenticateRequest;
 use crate::flows::session::{NewSession, Pending, start_flow};
@@ -223,6 +229,78 @@ async fn revoke_at_finch<A: Adapters>(
         }
         Err(e) => {
             tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "Finch disconnect failed; the connection stays disconnecting until a retry");
+            Err(e)
+        }
+    }
+}
+
+/// Disconnects one entity of one of the caller's connections (see the module docs).
+/// Idempotent: an entity already disconnected, or a connection already gone, is done. An
+/// entity the connection does not list is a 404, as is anyone else's connection.
+#[tracing::instrument(skip_all, fields(customer = %customer))]
+pub async fn disconnect_entity<A: Adapters>(
+    app: &AppState<A>,
+    customer: &CustomerId,
+    raw_id: &str,
+    raw_entity: &str,
+) -> Result<Disconnected, Error> {
+    let store: &dyn DisconnectStore = &*app.store;
+    let entity = EntityId::parse(raw_entity).map_err(|_| Error::NotFound("entity"))?;
+    for _ in 0..DISCONNECT_ATTEMPTS {
+        let rec = owned_connection(store, customer, raw_id).await?;
+        if rec.disconnected_at.is_some() {
+            return Ok(Disconnected::Already);
+        }
+        let Some(target) = rec.entities.iter().find(|e| e.id == entity) else { return Err(Error::NotFound("entity")) };
+        if !target.is_live() {
+            return Ok(Disconnected::Already);
+        }
+        if rec.status == ConnectionState::Disconnecting || rec.live_entities().all(|e| e.id == entity) {
+            tracing::info!(connection_id = %rec.connection_id, entity_id = %entity, "last entity: disconnecting the connection");
+            return disconnect(app, customer, raw_id).await;
+        }
+        let Some(ciphertext) = &rec.token else { return Ok(Disconnected::Already) };
+        let request_id = revoke_entity_at_finch(app, &rec, ciphertext, &entity).await?;
+        let Some(after) = store.disconnect_entity(&rec.connection_id, &entity, request_id.as_deref()).await? else {
+            continue; // Changed meanwhile (another disconnect): look again.
+        };
+        tracing::info!(connection_id = %rec.connection_id, entity_id = %entity, finch_request_id = ?request_id, "entity disconnected");
+        let previous = Some(target.status.clone());
+        let change = StatusChanged::of(
+            &after,
+            previous,
+            ConnectionStatus::Disconnected,
+            ChangeSource::Disconnect,
+            app.clock.now(),
+        )
+        .for_entity(&entity);
+        app.events.publish(&change).await;
+        if after.live_entities().next().is_none() {
+            // A concurrent entity disconnect took the other last one: the connection goes.
+            return disconnect(app, customer, raw_id).await;
+        }
+        return Ok(Disconnected::Now);
+    }
+    Err(Error::conflict("connection_busy", "The connection kept changing; try again."))
+}
+
+/// Finch's `/disconnect-entity` for one entity; its request id. Finch not knowing the entity
+/// (400 `NOT_FOUND`) means it is gone there already, which is the goal.
+async fn revoke_entity_at_finch<A: Adapters>(
+    app: &AppState<A>,
+    rec: &ConnectionRecord,
+    ciphertext: &crate::crypto::EncryptedToken,
+    entity: &EntityId,
+) -> Result<Option<String>, Error> {
+    let token = app.cipher.decrypt(ciphertext, &rec.connection_id, &rec.customer).await?;
+    match app.finch.disconnect_entity(&token, entity.as_str()).await {
+        Ok(t) => Ok(t.request_id),
+        Err(Error::Finch(e)) if e.status == 400 => {
+            tracing::info!(connection_id = %rec.connection_id, entity_id = %entity, finch_request_id = ?e.request_id, error = %e, "Finch does not know the entity (any more)");
+            Ok(e.request_id.clone())
+        }
+        Err(e) => {
+            tracing::warn!(connection_id = %rec.connection_id, entity_id = %entity, error = %e.chain(), "Finch entity disconnect failed; nothing changed, retry");
             Err(e)
         }
     }

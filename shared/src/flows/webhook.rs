@@ -14,6 +14,13 @@
 //! newer one from the status check or a re-authentication. An event for a connection Perch
 //! does not hold yet — Finch may send it while the first callback is between its exchange and
 //! its save — is parked for that callback rather than lost.
+//!
+//! **Entities.** An `account.updated` naming an `entity_id` (Finch sends one for multi-entity
+//! connections) changes that entity's status only; for a connection of one entity it is the
+//! connection's too. An entity the connection does not list is answered `unknown_entity`, and
+//! the sweep is asked to read the connection's entities again (Finch may have added it), as
+//! it is for a `company.updated` and for a connection that just became `connected` without a
+//! known legal name: the webhook itself never calls Finch.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,7 +31,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::app::{Adapters, AppState};
-use crate::domain::{ConnectionId, ConnectionStatus, Error, EventId};
+use crate::domain::{ConnectionId, ConnectionStatus, EntityId, Error, EventId};
 use crate::events::{ChangeSource, StatusChanged};
 use crate::store::{ConnectionRecord, ParkedStatus, Pushed, WebhookStore};
 
@@ -144,10 +151,15 @@ pub enum Handled {
     /// Not applied: the connection is being disconnected, gone, or holds a newer status; or
     /// Perch does not hold it (yet: the status is parked for its first callback).
     Stale,
-    /// Nothing to do: another event type, an entity's own disconnect, no connection id.
+    /// Nothing to do: another event type, no connection id, a connection Perch does not hold.
     Ignored,
     /// A redelivery of an event already handled.
     Duplicate,
+    /// The event names an entity the connection does not list; the sweep reads the entities
+    /// again.
+    UnknownEntity,
+    /// `company.updated`: the sweep reads the company and its entities again.
+    RefreshRequested,
 }
 
 /// What Perch did with an event (the webhook's 200 body).
@@ -157,10 +169,12 @@ pub struct Outcome {
     pub event_type: String,
 }
 
-/// What an `account.updated` asks: a status for a connection (if it names one).
-struct Update {
-    connection_id: Option<ConnectionId>,
-    data: AccountUpdated,
+/// What an event asks of a connection.
+enum Update {
+    /// `account.updated`: a status for a connection (if it names one), or one of its entities.
+    Status { connection_id: Option<ConnectionId>, entity: Option<EntityId>, data: AccountUpdated },
+    /// `company.updated`: read the company again.
+    Company(ConnectionId),
 }
 
 /// Parses everything Perch acts on before the event is recorded, so a malformed delivery
@@ -168,18 +182,33 @@ struct Update {
 fn parse(body: &[u8]) -> Result<(Event, Option<Update>), Error> {
     let event: Event = serde_json::from_slice(body)
         .map_err(|_| Error::invalid("invalid_body", "The webhook body is not a Finch event."))?;
-    if event.event_type != "account.updated" {
-        return Ok((event, None));
+    let connection_id = || {
+        event
+            .connection_id
+            .as_deref()
+            .map(ConnectionId::parse)
+            .transpose()
+            .map_err(|_| Error::invalid("invalid_body", "The event's connection_id is malformed."))
+    };
+    match event.event_type.as_str() {
+        "account.updated" => {
+            let data: AccountUpdated = serde_json::from_value(event.data.clone().unwrap_or(serde_json::Value::Null))
+                .map_err(|_| Error::invalid("invalid_body", "account.updated carries no readable status."))?;
+            let entity = event
+                .entity_id
+                .as_deref()
+                .map(EntityId::parse)
+                .transpose()
+                .map_err(|_| Error::invalid("invalid_body", "The event's entity_id is malformed."))?;
+            let connection_id = connection_id()?;
+            Ok((event, Some(Update::Status { connection_id, entity, data })))
+        }
+        "company.updated" => {
+            let update = connection_id()?.map(Update::Company);
+            Ok((event, update))
+        }
+        _ => Ok((event, None)),
     }
-    let data: AccountUpdated = serde_json::from_value(event.data.clone().unwrap_or(serde_json::Value::Null))
-        .map_err(|_| Error::invalid("invalid_body", "account.updated carries no readable status."))?;
-    let connection_id = event
-        .connection_id
-        .as_deref()
-        .map(ConnectionId::parse)
-        .transpose()
-        .map_err(|_| Error::invalid("invalid_body", "The event's connection_id is malformed."))?;
-    Ok((event, Some(Update { connection_id, data })))
 }
 
 /// Verifies and handles one delivery.
@@ -208,23 +237,41 @@ pub async fn handle<A: Adapters>(
         tracing::info!(event_id = %id, event_type = %event.event_type, "duplicate webhook delivery");
         return outcome(Handled::Duplicate);
     }
-    let Some(Update { connection_id, data }) = update else {
-        tracing::info!(event_id = %id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
-        return outcome(Handled::Ignored);
+    let (connection_id, entity, data) = match update {
+        None => {
+            tracing::info!(event_id = %id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
+            return outcome(Handled::Ignored);
+        }
+        Some(Update::Company(connection_id)) => {
+            let at = OffsetDateTime::now_utc();
+            let held = match store.request_refresh(&connection_id, at).await {
+                Ok(held) => held,
+                Err(e) => {
+                    store.unmark_event(id).await?;
+                    return Err(e);
+                }
+            };
+            tracing::info!(event_id = %id, connection_id = %connection_id, held, "company.updated: the sweep reads the company again");
+            return outcome(if held { Handled::RefreshRequested } else { Handled::Ignored });
+        }
+        Some(Update::Status { connection_id, entity, data }) => (connection_id, entity, data),
     };
-    if event.entity_id.is_some() && data.status == ConnectionStatus::Disconnected {
-        // One entity of a multi-entity connection left; the connection itself stays.
-        tracing::info!(event_id = %id, connection_id = ?connection_id, entity_id = ?event.entity_id, "entity disconnected");
-        return outcome(Handled::Ignored);
-    }
     let Some(connection_id) = connection_id else {
         tracing::info!(event_id = %id, "account.updated without connection_id (legacy payload); nothing to apply");
         return outcome(Handled::Ignored);
     };
     let observed_at = OffsetDateTime::from_unix_timestamp(verified.timestamp)
         .map_err(|_| Error::invalid("webhook_headers_invalid", "finch-timestamp is out of range."))?;
-    let old = match push(store, &connection_id, &data.status, observed_at, id).await {
-        Ok(Some(old)) => old,
+    let applied = match &entity {
+        Some(e) => push_entity(app, store, &connection_id, e, &data.status, observed_at, id).await,
+        None => push(store, &connection_id, &data.status, observed_at, id)
+            .await
+            .map(|old| old.map(|o| Entity::Connection(Box::new(o)))),
+    };
+    let old = match applied {
+        Ok(Some(Entity::Connection(old))) => *old,
+        Ok(Some(Entity::Changed)) => return outcome(Handled::Applied),
+        Ok(Some(Entity::Unknown)) => return outcome(Handled::UnknownEntity),
         Ok(None) => return outcome(Handled::Stale),
         Err(e) => {
             // Let Finch's retry find the event unrecorded.
@@ -232,6 +279,12 @@ pub async fn handle<A: Adapters>(
             return Err(e);
         }
     };
+    if data.status == ConnectionStatus::Connected && old.employer.legal_name.is_none() {
+        // The company can be read now (it answered 202 before): the sweep does it.
+        if let Err(e) = store.request_refresh(&connection_id, OffsetDateTime::now_utc()).await {
+            tracing::warn!(connection_id = %connection_id, error = %e.chain(), "refresh not requested; the sweep asks for the company anyway");
+        }
+    }
     tracing::info!(
         event_id = %id, connection_id = %connection_id, status = data.status.as_str(),
         entity_id = ?event.entity_id, authentication_method = ?data.authentication_method.as_ref().and_then(AuthenticationMethod::name),
@@ -240,6 +293,51 @@ pub async fn handle<A: Adapters>(
     let previous = old.status.finch().cloned();
     app.events.publish(&StatusChanged::of(&old, previous, data.status, ChangeSource::Webhook, observed_at)).await;
     outcome(Handled::Applied)
+}
+
+/// What an entity's status did.
+enum Entity {
+    /// The connection's status (a single-entity connection): the record as it was before.
+    Connection(Box<ConnectionRecord>),
+    /// The entity's own, applied and published.
+    Changed,
+    /// The connection does not list the entity.
+    Unknown,
+}
+
+/// Applies a status pushed for one entity. For a connection of one entity it is the
+/// connection's status too, applied by the connection's rule; `None` when not applied.
+async fn push_entity<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn WebhookStore,
+    connection_id: &ConnectionId,
+    entity: &EntityId,
+    status: &ConnectionStatus,
+    observed_at: OffsetDateTime,
+    event: &EventId,
+) -> Result<Option<Entity>, Error> {
+    let old = match store.apply_pushed_entity_status(connection_id, entity, status, observed_at).await? {
+        Pushed::Applied(old) => *old,
+        Pushed::NoSuchEntity => {
+            tracing::info!(event_id = %event, connection_id = %connection_id, entity_id = %entity, "account.updated for an entity the connection does not list; the sweep reads its entities again");
+            store.request_refresh(connection_id, OffsetDateTime::now_utc()).await?;
+            return Ok(Some(Entity::Unknown));
+        }
+        // Not stored yet (its first callback is in flight: that callback's introspection lists
+        // the entity's status as Finch has it then), gone, or older than what is stored.
+        Pushed::Unknown | Pushed::Stale => return Ok(None),
+    };
+    if old.entities.len() == 1 {
+        return push(store, connection_id, status, observed_at, event)
+            .await
+            .map(|o| o.map(|o| Entity::Connection(Box::new(o))));
+    }
+    tracing::info!(event_id = %event, connection_id = %connection_id, entity_id = %entity, status = status.as_str(), "entity status applied");
+    let previous = old.entities.iter().find(|e| e.id == *entity).map(|e| e.status.clone());
+    let change =
+        StatusChanged::of(&old, previous, status.clone(), ChangeSource::Webhook, observed_at).for_entity(entity);
+    app.events.publish(&change).await;
+    Ok(Some(Entity::Changed))
 }
 
 /// Applies a pushed status; the record as it was before, or `None` when not applied. For a
@@ -259,7 +357,7 @@ async fn push(
             tracing::info!(event_id = %event, connection_id = %connection_id, "account.updated not applied: disconnected, or older than the stored status");
             return Ok(None);
         }
-        Pushed::Unknown => {}
+        Pushed::Unknown | Pushed::NoSuchEntity => {}
     }
     let parked = ParkedStatus { status: status.clone(), observed_at, event: event.clone() };
     store.park_status(connection_id, &parked).await?;

@@ -10,14 +10,14 @@ use time::OffsetDateTime;
 
 use crate::crypto::EncryptedToken;
 use crate::domain::{
-    CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, FlowMode,
-    StateId,
+    CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, EntityId, Error, EventId, FinchCustomerId,
+    FlowMode, StateId,
 };
 use crate::store::{
-    ApplyPushedStatus, CheckConnections, ClaimFinchCustomer, CodeExchanges, ConnectionRecord, ConsumeState,
-    DisconnectSteps, EventIds, ExchangeStart, FinchCustomerOwner, IssueState, ListConnections, Observation, Page,
-    ParkStatus, ParkedStatus, PendingFlow, Pushed, ReadConnection, ReplaceTokens, SaveConnection, SaveOutcome,
-    ScanPage, TakeParkedStatus, pushed_instant,
+    ApplyPushedEntityStatus, ApplyPushedStatus, CheckConnections, ClaimFinchCustomer, CodeExchanges, ConnectionRecord,
+    ConsumeState, DisconnectSteps, EventIds, ExchangeStart, FinchCustomerOwner, IssueState, ListConnections,
+    Observation, Page, ParkStatus, ParkedStatus, PendingFlow, Pushed, ReadConnection, ReplaceTokens, RequestRefresh,
+    SaveConnection, SaveOutcome, ScanPage, TakeParkedStatus, pushed_instant,
 };
 
 /// A code exchange's marker: who started it, and the connection once done.
@@ -35,6 +35,8 @@ struct Tables {
     codes: HashMap<CodeHash, Marker>,
     events: HashMap<EventId, OffsetDateTime>,
     parked: HashMap<ConnectionId, ParkedStatus>,
+    /// Employer claims: which connection stands for an employer key.
+    employers: HashMap<String, ConnectionId>,
     /// Operations told to fail, and how many more times.
     faults: HashMap<&'static str, u32>,
 }
@@ -68,6 +70,11 @@ impl MemoryStore {
     /// Whether a code's exchange marker exists.
     pub fn has_code_marker(&self, code: &CodeHash) -> bool {
         self.tables().codes.contains_key(code)
+    }
+
+    /// Which connection holds an employer claim.
+    pub fn employer_claim(&self, key: &str) -> Option<ConnectionId> {
+        self.tables().employers.get(key).cloned()
     }
 
     /// Whether a state is still pending.
@@ -156,6 +163,7 @@ impl SaveConnection for MemoryStore {
         record: &ConnectionRecord,
         expected_version: Option<u64>,
         code: Option<&CodeHash>,
+        take_claim_from: Option<&ConnectionId>,
     ) -> Result<SaveOutcome, Error> {
         let mut t = self.enter("save_connection")?;
         let ok = match (t.connections.get(&record.connection_id), expected_version) {
@@ -164,8 +172,19 @@ impl SaveConnection for MemoryStore {
             _ => false,
         };
         let code_ok = code.is_none_or(|c| t.codes.get(c).is_some_and(|m| m.done.is_none()));
+        let claim = record.employer_key.clone().filter(|_| expected_version.is_none());
+        let holder = claim.as_ref().and_then(|k| t.employers.get(k)).filter(|h| Some(*h) != take_claim_from);
+        if ok
+            && code_ok
+            && let Some(h) = holder
+        {
+            return Ok(SaveOutcome::ClaimedBy(h.clone()));
+        }
         if !ok || !code_ok {
             return Err(changed());
+        }
+        if let Some(k) = claim {
+            t.employers.insert(k, record.connection_id.clone());
         }
         if let Some(c) = code
             && let Some(m) = t.codes.get_mut(c)
@@ -219,7 +238,47 @@ impl DisconnectSteps for MemoryStore {
             r.last_finch_request_id = Some(rid.to_owned());
         }
         r.token = None;
+        if let Some(key) = r.employer_key.clone()
+            && t.employers.get(&key) == Some(id)
+        {
+            t.employers.remove(&key);
+        }
         Ok(true)
+    }
+
+    async fn disconnect_entity(
+        &self,
+        id: &ConnectionId,
+        entity: &EntityId,
+        request_id: Option<&str>,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        let mut t = self.enter("disconnect_entity")?;
+        let Some(r) = t.connections.get_mut(id).filter(|r| live(r)) else { return Ok(None) };
+        let Some(e) = r.entities.iter_mut().find(|e| e.id == *entity && e.disconnected_at.is_none()) else {
+            return Ok(None);
+        };
+        let now = OffsetDateTime::now_utc();
+        e.status = ConnectionStatus::Disconnected;
+        e.disconnected_at = Some(now);
+        e.observed_at = Some(now);
+        r.updated_at = now;
+        r.version += 1;
+        if let Some(rid) = request_id {
+            r.last_finch_request_id = Some(rid.to_owned());
+        }
+        let old = r.employer_key.clone();
+        let new = r.current_employer_key();
+        r.employer_key = new.clone();
+        let after = r.clone();
+        if let Some(k) = old
+            && t.employers.get(&k) == Some(id)
+        {
+            t.employers.remove(&k);
+        }
+        if let Some(k) = new {
+            t.employers.entry(k).or_insert_with(|| id.clone());
+        }
+        Ok(Some(after))
     }
 }
 
@@ -246,6 +305,48 @@ impl ApplyPushedStatus for MemoryStore {
         r.status_message = None;
         r.version += 1;
         Ok(Pushed::Applied(Box::new(old)))
+    }
+}
+
+#[async_trait]
+impl ApplyPushedEntityStatus for MemoryStore {
+    async fn apply_pushed_entity_status(
+        &self,
+        id: &ConnectionId,
+        entity: &EntityId,
+        status: &ConnectionStatus,
+        observed_at: OffsetDateTime,
+    ) -> Result<Pushed, Error> {
+        let mut t = self.enter("apply_pushed_entity_status")?;
+        let instant = pushed_instant(observed_at);
+        let Some(r) = t.connections.get_mut(id) else { return Ok(Pushed::Unknown) };
+        if !r.entities.iter().any(|e| e.id == *entity) {
+            return Ok(if live(r) { Pushed::NoSuchEntity } else { Pushed::Stale });
+        }
+        if !live(r) {
+            return Ok(Pushed::Stale);
+        }
+        let old = r.clone();
+        let Some(e) = r.entities.iter_mut().find(|e| e.id == *entity) else { return Ok(Pushed::NoSuchEntity) };
+        if e.observed_at.is_some_and(|at| at > instant) {
+            return Ok(Pushed::Stale);
+        }
+        e.status = status.clone();
+        e.observed_at = Some(instant);
+        r.updated_at = OffsetDateTime::now_utc();
+        r.version += 1;
+        Ok(Pushed::Applied(Box::new(old)))
+    }
+}
+
+#[async_trait]
+impl RequestRefresh for MemoryStore {
+    async fn request_refresh(&self, id: &ConnectionId, at: OffsetDateTime) -> Result<bool, Error> {
+        let mut t = self.enter("request_refresh")?;
+        let Some(r) = t.connections.get_mut(id).filter(|r| live(r)) else { return Ok(false) };
+        r.refresh_requested_at = Some(at);
+        r.version += 1;
+        Ok(true)
     }
 }
 
@@ -318,8 +419,8 @@ impl CheckConnections for MemoryStore {
             |r| {
                 live(r)
                     && r.status != ConnectionStatus::Disconnected
-                    && r.checked_at.is_none_or(|c| c < cutoff)
-                    && r.status_observed_at.is_none_or(|o| o < cutoff)
+                    && ((r.checked_at.is_none_or(|c| c < cutoff) && r.status_observed_at.is_none_or(|o| o < cutoff))
+                        || r.refresh_requested_at.is_some_and(|at| r.checked_at.is_none_or(|c| c < at)))
             },
         ))
     }
@@ -343,9 +444,23 @@ impl CheckConnections for MemoryStore {
         if let Some(p) = &obs.products {
             r.products = p.clone();
         }
-        if let Some(e) = &obs.entity_ids {
-            r.entity_ids = e.clone();
+        if let Some(e) = &obs.entities {
+            r.entities = e.clone();
         }
+        if let Some(e) = &obs.employer {
+            let merge = |stored: &mut Option<String>, seen: &Option<String>| {
+                if seen.is_some() {
+                    stored.clone_from(seen);
+                }
+            };
+            merge(&mut r.employer.company_id, &e.company_id);
+            merge(&mut r.employer.legal_name, &e.legal_name);
+            merge(&mut r.employer.customer_name, &e.customer_name);
+            merge(&mut r.employer.customer_email, &e.customer_email);
+            merge(&mut r.employer.connection_type, &e.connection_type);
+            merge(&mut r.employer.authentication_method, &e.authentication_method);
+        }
+        r.refresh_requested_at = None;
         Ok(true)
     }
 }
@@ -450,6 +565,20 @@ impl CodeExchanges for MemoryStore {
         let mut t = self.enter("abandon_exchange")?;
         if t.codes.get(code).is_some_and(|m| m.done.is_none()) {
             t.codes.remove(code);
+        }
+        Ok(())
+    }
+
+    async fn finish_exchange(
+        &self,
+        code: &CodeHash,
+        customer: &CustomerId,
+        connection: &ConnectionId,
+    ) -> Result<(), Error> {
+        let mut t = self.enter("finish_exchange")?;
+        if let Some(m) = t.codes.get_mut(code).filter(|m| m.done.is_none()) {
+            m.customer = customer.clone();
+            m.done = Some(connection.clone());
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! What Perch keeps, and the narrow traits through which each flow keeps it.
 //!
-//! Six kinds of record: a connection with its KMS-encrypted token (until disconnected, then a
-//! tombstone), the claim of a Finch `customer_id` by a customer (forever), a pending Connect
-//! flow under its state id (single use, expires), the marker of a code exchange (single use,
-//! expires), the id of a webhook event already handled (expires), and a status Finch pushed
-//! for a connection whose first callback has not stored it yet (expires).
+//! Seven kinds of record: a connection with its KMS-encrypted token (until disconnected, then a
+//! tombstone), the claim of a Finch `customer_id` by a customer (forever), the claim of an
+//! employer — customer, provider, Finch company, entity set — by its one connection (until
+//! that connection is disconnected), a pending Connect flow under its state id (single use,
+//! expires), the marker of a code exchange (single use, expires), the id of a webhook event
+//! already handled (expires), and a status Finch pushed for a connection whose first callback
+//! has not stored it yet (expires).
 //!
 //! **The traits mirror the IAM split.** Each function's role in `template.yaml` allows exactly
 //! the DynamoDB actions its code makes; each flow reaches the store through the one trait that
@@ -30,13 +32,13 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 pub use records::{
-    ConnectionRecord, ConnectionSummary, ExchangeStart, Observation, Page, ParkedStatus, PendingFlow, Pushed,
-    SaveOutcome, ScanPage,
+    ConnectionRecord, ConnectionSummary, Employer, EntityRecord, EntitySummary, ExchangeStart, Observation, Page,
+    ParkedStatus, PendingFlow, Pushed, SaveOutcome, ScanPage, employer_key,
 };
 
 use crate::crypto::EncryptedToken;
 use crate::domain::{
-    CodeHash, ConnectionId, ConnectionStatus, CustomerId, Error, EventId, FinchCustomerId, FlowMode, StateId,
+    CodeHash, ConnectionId, ConnectionStatus, CustomerId, EntityId, Error, EventId, FinchCustomerId, FlowMode, StateId,
 };
 
 // --- Connections (`CONN#`) --------------------------------------------------------------
@@ -62,11 +64,17 @@ pub trait SaveConnection: Send + Sync {
     /// same transaction. The old ciphertext is overwritten only when the whole write commits.
     /// `expected_version` is `None` to create; a lost race is a `connection_changed` conflict
     /// the caller re-reads after.
+    ///
+    /// A created connection with an [`ConnectionRecord::employer_key`] claims it in the same
+    /// transaction: if another connection holds the claim, nothing is written and the answer
+    /// is [`SaveOutcome::ClaimedBy`] — unless that holder is `take_claim_from` (one the caller
+    /// found gone), whose claim is then taken over.
     async fn save_connection(
         &self,
         record: &ConnectionRecord,
         expected_version: Option<u64>,
         code: Option<&CodeHash>,
+        take_claim_from: Option<&ConnectionId>,
     ) -> Result<SaveOutcome, Error>;
 }
 
@@ -88,9 +96,19 @@ pub trait DisconnectSteps: Send + Sync {
 
     /// Last step: destroys the ciphertext and leaves a tombstone (id, customer, provider, times,
     /// last Finch-Request-Id, and `note` when Finch could not be told) outside the customer's
-    /// listing. `Ok(false)` if the connection is not `disconnecting` (another call finished
-    /// first).
+    /// listing, and frees the employer claim the connection held. `Ok(false)` if the connection
+    /// is not `disconnecting` (another call finished first).
     async fn tombstone(&self, id: &ConnectionId, request_id: Option<&str>, note: Option<&str>) -> Result<bool, Error>;
+
+    /// Marks one entity disconnected (Finch's `/disconnect-entity` succeeded), unless the
+    /// connection is being disconnected or gone or the entity is already disconnected; the
+    /// record as it is after, or `None` when nothing was written.
+    async fn disconnect_entity(
+        &self,
+        id: &ConnectionId,
+        entity: &EntityId,
+        request_id: Option<&str>,
+    ) -> Result<Option<ConnectionRecord>, Error>;
 }
 
 /// Applies a status Finch pushed (a webhook).
@@ -106,6 +124,27 @@ pub trait ApplyPushedStatus: Send + Sync {
         observed_at: OffsetDateTime,
         event: &EventId,
     ) -> Result<Pushed, Error>;
+}
+
+/// Applies a status Finch pushed for one entity of a connection.
+#[async_trait]
+pub trait ApplyPushedEntityStatus: Send + Sync {
+    /// As [`ApplyPushedStatus::apply_pushed_status`], for the entity only;
+    /// [`Pushed::NoSuchEntity`] when the connection does not list it.
+    async fn apply_pushed_entity_status(
+        &self,
+        id: &ConnectionId,
+        entity: &EntityId,
+        status: &ConnectionStatus,
+        observed_at: OffsetDateTime,
+    ) -> Result<Pushed, Error>;
+}
+
+/// Asks the sweep to read a connection's company and entities again.
+#[async_trait]
+pub trait RequestRefresh: Send + Sync {
+    /// `Ok(false)` when Perch holds no such live connection.
+    async fn request_refresh(&self, id: &ConnectionId, at: OffsetDateTime) -> Result<bool, Error>;
 }
 
 /// The instant a pushed status stands for: the last of its whole second (see
@@ -226,6 +265,15 @@ pub trait CodeExchanges: Send + Sync {
     /// Forgets a started exchange that produced nothing: its request provably never reached
     /// Finch, or Finch refused the code for good. A finished exchange is left alone.
     async fn abandon_exchange(&self, code: &CodeHash) -> Result<(), Error>;
+
+    /// Finishes a started exchange whose connection was not stored because `connection`
+    /// already stands for the same employer: a replay answers with that one.
+    async fn finish_exchange(
+        &self,
+        code: &CodeHash,
+        customer: &CustomerId,
+        connection: &ConnectionId,
+    ) -> Result<(), Error>;
 }
 
 // --- Webhook event ids (`EVENT#`) -------------------------------------------------------
@@ -269,8 +317,9 @@ function_store!(
     DisconnectStore: ReadConnection, DisconnectSteps
 );
 function_store!(
-    /// finch-webhook: event ids, pushed statuses (parked when the connection is not stored yet).
-    WebhookStore: EventIds, ApplyPushedStatus, ParkStatus
+    /// finch-webhook: event ids, pushed statuses (parked when the connection is not stored yet),
+    /// refresh requests.
+    WebhookStore: EventIds, ApplyPushedStatus, ApplyPushedEntityStatus, ParkStatus, RequestRefresh
 );
 function_store!(
     /// check-connection-status: scans and checks.

@@ -66,6 +66,28 @@ impl CodeExchanges for DynamoStore {
         // Already gone or already done: either way nothing is left to abandon.
         conditional("DeleteItem", res).map(|_| ())
     }
+
+    async fn finish_exchange(
+        &self,
+        code: &CodeHash,
+        customer: &CustomerId,
+        connection: &ConnectionId,
+    ) -> Result<(), Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::code(code)))
+            .update_expression("SET phase = :done, connection_id = :c, customer_id = :customer")
+            .condition_expression("phase = :exchanging")
+            .expression_attribute_values(":exchanging", s(EXCHANGING))
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":c", s(connection.as_str()))
+            .expression_attribute_values(":customer", s(customer.as_str()))
+            .send()
+            .await;
+        conditional("UpdateItem", res).map(|_| ())
+    }
 }
 
 /// What the marker a code already has says: done (into which connection, for whom), or still

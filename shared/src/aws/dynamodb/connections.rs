@@ -13,14 +13,15 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use time::OffsetDateTime;
 
-use super::item::{Item, get_s, n, products, s, strings, ts};
+use super::item::{Item, employer_attributes, entities, get_s, n, opt_s, products, s, ts};
 use super::keys::{self, GSI1PK, GSI1SK, INDEX_BY_CUSTOMER, KIND, PK, kind};
 use super::{DynamoStore, conditional, is_condition_failure};
 use crate::crypto::EncryptedToken;
-use crate::domain::{CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, Error, EventId};
+use crate::domain::{CodeHash, ConnectionId, ConnectionState, ConnectionStatus, CustomerId, EntityId, Error, EventId};
 use crate::store::{
-    ApplyPushedStatus, CheckConnections, ConnectionRecord, ConnectionSummary, DisconnectSteps, ListConnections,
-    Observation, Page, Pushed, ReadConnection, ReplaceTokens, SaveConnection, SaveOutcome, ScanPage, pushed_instant,
+    ApplyPushedEntityStatus, ApplyPushedStatus, CheckConnections, ConnectionRecord, ConnectionSummary, DisconnectSteps,
+    ListConnections, Observation, Page, Pushed, ReadConnection, ReplaceTokens, RequestRefresh, SaveConnection,
+    SaveOutcome, ScanPage, pushed_instant,
 };
 
 impl DynamoStore {
@@ -58,16 +59,7 @@ fn save_condition(record: &ConnectionRecord, expected_version: Option<u64>) -> C
 #[async_trait]
 impl ReadConnection for DynamoStore {
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<ConnectionRecord>, Error> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(keys::connection(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(crate::aws::error("dynamodb", "GetItem"))?;
-        out.item.as_ref().map(ConnectionRecord::from_item).transpose()
+        self.get_consistent(keys::connection(id)).await?.as_ref().map(ConnectionRecord::from_item).transpose()
     }
 }
 
@@ -100,12 +92,14 @@ impl SaveConnection for DynamoStore {
         record: &ConnectionRecord,
         expected_version: Option<u64>,
         code: Option<&CodeHash>,
+        take_claim_from: Option<&ConnectionId>,
     ) -> Result<SaveOutcome, Error> {
         let outcome = if expected_version.is_none() { SaveOutcome::Created } else { SaveOutcome::Replaced };
         let lost =
             || Error::conflict("connection_changed", "The connection changed while it was being saved; try again.");
         let (condition, names, values) = save_condition(record, expected_version);
-        let Some(code) = code else {
+        let claim = record.employer_key.as_deref().filter(|_| expected_version.is_none());
+        if code.is_none() && claim.is_none() {
             // One item: a conditional put does it at half a transaction's write cost.
             let res = self
                 .client
@@ -122,7 +116,7 @@ impl SaveConnection for DynamoStore {
                 Err(e) if is_condition_failure(&e) => Err(lost()),
                 Err(e) => Err(crate::aws::error("dynamodb", "PutItem")(e)),
             };
-        };
+        }
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(record.to_item()))
@@ -131,17 +125,125 @@ impl SaveConnection for DynamoStore {
             .set_expression_attribute_values(values)
             .build()
             .map_err(crate::aws::build_error)?;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(super::codes::mark_done(&self.table, code, record)?).build(),
-        ];
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some(code) = code {
+            items
+                .push(TransactWriteItem::builder().update(super::codes::mark_done(&self.table, code, record)?).build());
+        }
+        if let Some(key) = claim {
+            items.push(
+                TransactWriteItem::builder().put(self.claim_put(key, &record.connection_id, take_claim_from)?).build(),
+            );
+        }
+        let claim_index = items.len() - 1;
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(outcome),
             Err(e) => {
-                let lost_race = matches!(e.as_service_error(), Some(TransactWriteItemsError::TransactionCanceledException(t))
-                    if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")));
-                if lost_race { Err(lost()) } else { Err(crate::aws::error("dynamodb", "TransactWriteItems")(e)) }
+                let failed: Vec<usize> = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
+                        .cancellation_reasons()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                        .map(|(i, _)| i)
+                        .collect(),
+                    _ => return Err(crate::aws::error("dynamodb", "TransactWriteItems")(e)),
+                };
+                if failed.is_empty() {
+                    return Err(crate::aws::error("dynamodb", "TransactWriteItems")(e));
+                }
+                // Only the claim refused: another connection stands for this employer.
+                if let Some(key) = claim
+                    && failed == [claim_index]
+                    && let Some(holder) = self.claim_holder(key).await?
+                    && holder != record.connection_id
+                {
+                    return Ok(SaveOutcome::ClaimedBy(holder));
+                }
+                Err(lost())
             }
+        }
+    }
+}
+
+impl DynamoStore {
+    /// The put of an employer claim: new, or taken over from `take_from`.
+    fn claim_put(&self, key: &str, holder: &ConnectionId, take_from: Option<&ConnectionId>) -> Result<Put, Error> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(keys::employer(key)))
+            .item(KIND, s(kind::EMPLOYER))
+            .item("connection_id", s(holder.as_str()));
+        put = match take_from {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(old) => put
+                .condition_expression("attribute_not_exists(pk) OR connection_id = :old")
+                .expression_attribute_values(":old", s(old.as_str())),
+        };
+        put.build().map_err(crate::aws::build_error)
+    }
+
+    /// One item, strongly consistent.
+    async fn get_consistent(&self, pk: String) -> Result<Option<Item>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(crate::aws::error("dynamodb", "GetItem"))?;
+        Ok(out.item)
+    }
+
+    /// Which connection holds an employer claim.
+    async fn claim_holder(&self, key: &str) -> Result<Option<ConnectionId>, Error> {
+        self.get_consistent(keys::employer(key))
+            .await?
+            .as_ref()
+            .and_then(|i| opt_s(i, "connection_id"))
+            .map(ConnectionId::parse)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Frees an employer claim if `holder` still holds it. Best effort: a claim left behind
+    /// is taken over by the next connection of that employer (the callback finds its holder
+    /// gone), so a failure is only logged.
+    async fn release_claim(&self, key: &str, holder: &ConnectionId) {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::employer(key)))
+            .condition_expression("connection_id = :c")
+            .expression_attribute_values(":c", s(holder.as_str()))
+            .send()
+            .await;
+        if let Err(e) = conditional("DeleteItem", res) {
+            tracing::warn!(connection_id = %holder, error = %e.chain(), "employer claim not released; the next connection of this employer takes it over");
+        }
+    }
+
+    /// Takes an employer claim for `holder` unless another connection holds it: an UpdateItem
+    /// that creates the item, so the disconnect function needs no PutItem. Best effort, as
+    /// above.
+    async fn take_claim(&self, key: &str, holder: &ConnectionId) {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::employer(key)))
+            .update_expression("SET #kind = :kind, connection_id = :c")
+            .condition_expression("attribute_not_exists(pk) OR connection_id = :c")
+            .expression_attribute_names("#kind", KIND)
+            .expression_attribute_values(":kind", s(kind::EMPLOYER))
+            .expression_attribute_values(":c", s(holder.as_str()))
+            .send()
+            .await;
+        if let Err(e) = conditional("UpdateItem", res) {
+            tracing::warn!(connection_id = %holder, error = %e.chain(), "employer claim not moved");
         }
     }
 }
@@ -208,9 +310,140 @@ impl DisconnectSteps for DynamoStore {
             .update_expression(format!(
                 "{set} REMOVE token_ciphertext, token_key_id, disconnect_lease, #gsi1pk, #gsi1sk"
             ))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        conditional("UpdateItem", res)
+        let key = res.as_ref().ok().and_then(|o| o.attributes.as_ref()).and_then(|a| opt_s(a, "employer_key"));
+        let done = conditional("UpdateItem", res)?;
+        if let Some(key) = key {
+            self.release_claim(&key, id).await;
+        }
+        Ok(done)
+    }
+
+    async fn disconnect_entity(
+        &self,
+        id: &ConnectionId,
+        entity: &EntityId,
+        request_id: Option<&str>,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut set = "SET entities.#e.#status = :disconnected, entities.#e.disconnected_at = :now, \
+                       entities.#e.observed_at = :now, updated_at = :now, #version = #version + :one"
+            .to_owned();
+        let mut req = self
+            .update_connection(id)
+            .condition_expression(
+                "attribute_exists(entities.#e) AND attribute_not_exists(entities.#e.disconnected_at) \
+                 AND #status <> :disconnecting AND attribute_not_exists(disconnected_at)",
+            )
+            .expression_attribute_names("#e", entity.as_str())
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":disconnected", s(ConnectionStatus::Disconnected.as_str()))
+            .expression_attribute_values(":disconnecting", s(ConnectionState::DISCONNECTING))
+            .expression_attribute_values(":now", ts(now));
+        if let Some(r) = request_id {
+            set.push_str(", last_finch_request_id = :rid");
+            req = req.expression_attribute_values(":rid", s(r));
+        }
+        let res = req.update_expression(set).return_values(ReturnValue::AllNew).send().await;
+        let after = match res {
+            Ok(out) => out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_NEW returned nothing"))?,
+            Err(e) if is_condition_failure(&e) => return Ok(None),
+            Err(e) => return Err(crate::aws::error("dynamodb", "UpdateItem")(e)),
+        };
+        let mut record = ConnectionRecord::from_item(&after)?;
+        // The claim follows the entity set the connection still covers.
+        let new_key = record.current_employer_key();
+        if new_key != record.employer_key {
+            let res = self
+                .update_connection(id)
+                .update_expression(match new_key {
+                    Some(_) => "SET employer_key = :k, #version = #version + :one",
+                    None => "REMOVE employer_key SET #version = #version + :one",
+                })
+                .set_expression_attribute_values(Some(
+                    [(":one".to_owned(), n(1))]
+                        .into_iter()
+                        .chain(new_key.as_ref().map(|k| (":k".to_owned(), s(k.clone()))))
+                        .collect(),
+                ))
+                .send()
+                .await;
+            if conditional("UpdateItem", res)? {
+                if let Some(old) = &record.employer_key {
+                    self.release_claim(old, id).await;
+                }
+                if let Some(new) = &new_key {
+                    self.take_claim(new, id).await;
+                }
+                record.employer_key = new_key;
+                record.version += 1;
+            }
+        }
+        Ok(Some(record))
+    }
+}
+
+impl DynamoStore {
+    /// A pushed status's write: `set` (a SET clause, which may use `:status`, `:observed`,
+    /// `:now`) and `tail` (a REMOVE clause, or nothing), applied only to a live connection and
+    /// only if `newer` holds (`:second_end` is the end of the event's second), returning the
+    /// item as it was either way.
+    fn pushed_update(
+        &self,
+        id: &ConnectionId,
+        status: &ConnectionStatus,
+        observed_at: OffsetDateTime,
+        (set, tail): (&str, &str),
+        newer: &str,
+    ) -> UpdateItemFluentBuilder {
+        self.update_connection(id)
+            .update_expression(format!("{set}, updated_at = :now, #version = #version + :one {tail}"))
+            .condition_expression(format!(
+                "attribute_exists(pk) AND #kind = :connection AND #status <> :disconnecting \
+                 AND attribute_not_exists(disconnected_at) AND {newer}"
+            ))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#kind", KIND)
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":observed", ts(pushed_instant(observed_at)))
+            .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
+            .expression_attribute_values(
+                ":second_end",
+                ts(pushed_instant(observed_at) + time::Duration::milliseconds(1)),
+            )
+            .expression_attribute_values(":connection", s(kind::CONNECTION))
+            .expression_attribute_values(":disconnecting", s(ConnectionState::DISCONNECTING))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+}
+
+/// What a pushed status's write did: applied (the record before), or refused — `Unknown` when
+/// there was no item, else what `refused` makes of the item as it is.
+fn pushed_outcome(
+    res: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<UpdateItemError, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    >,
+    refused: impl FnOnce(ConnectionRecord) -> Pushed,
+) -> Result<Pushed, Error> {
+    match res {
+        Ok(out) => {
+            let item = out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_OLD returned nothing"))?;
+            Ok(Pushed::Applied(Box::new(ConnectionRecord::from_item(&item)?)))
+        }
+        Err(e) => match e.as_service_error() {
+            // The old item comes back only when there is one.
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                match c.item.as_ref().filter(|i| !i.is_empty()) {
+                    None => Ok(Pushed::Unknown),
+                    Some(item) => Ok(refused(ConnectionRecord::from_item(item)?)),
+                }
+            }
+            _ => Err(crate::aws::error("dynamodb", "UpdateItem")(e)),
+        },
     }
 }
 
@@ -224,45 +457,68 @@ impl ApplyPushedStatus for DynamoStore {
         event: &EventId,
     ) -> Result<Pushed, Error> {
         let res = self
-            .update_connection(id)
-            .update_expression(
-                "SET #status = :status, status_observed_at = :observed, updated_at = :now, last_event_id = :event, \
-                 #version = #version + :one REMOVE status_message",
+            .pushed_update(
+                id,
+                status,
+                observed_at,
+                (
+                    "SET #status = :status, status_observed_at = :observed, last_event_id = :event",
+                    "REMOVE status_message",
+                ),
+                "(attribute_not_exists(status_observed_at) OR status_observed_at < :second_end)",
             )
+            .expression_attribute_values(":event", s(event.as_str()))
+            .send()
+            .await;
+        pushed_outcome(res, |_| Pushed::Stale)
+    }
+}
+
+#[async_trait]
+impl ApplyPushedEntityStatus for DynamoStore {
+    async fn apply_pushed_entity_status(
+        &self,
+        id: &ConnectionId,
+        entity: &EntityId,
+        status: &ConnectionStatus,
+        observed_at: OffsetDateTime,
+    ) -> Result<Pushed, Error> {
+        let res = self
+            .pushed_update(
+                id,
+                status,
+                observed_at,
+                ("SET entities.#e.#status = :status, entities.#e.observed_at = :observed", ""),
+                "attribute_exists(entities.#e) \
+                 AND (attribute_not_exists(entities.#e.observed_at) OR entities.#e.observed_at < :second_end)",
+            )
+            .expression_attribute_names("#e", entity.as_str())
+            .send()
+            .await;
+        pushed_outcome(res, |rec| {
+            if rec.entities.iter().any(|e| e.id == *entity) { Pushed::Stale } else { Pushed::NoSuchEntity }
+        })
+    }
+}
+
+#[async_trait]
+impl RequestRefresh for DynamoStore {
+    async fn request_refresh(&self, id: &ConnectionId, at: OffsetDateTime) -> Result<bool, Error> {
+        let res = self
+            .update_connection(id)
+            .update_expression("SET refresh_requested_at = :at, #version = #version + :one")
             .condition_expression(
                 "attribute_exists(pk) AND #kind = :connection AND #status <> :disconnecting \
-                 AND attribute_not_exists(disconnected_at) \
-                 AND (attribute_not_exists(status_observed_at) OR status_observed_at < :second_end)",
+                 AND attribute_not_exists(disconnected_at)",
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#kind", KIND)
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":observed", ts(pushed_instant(observed_at)))
-            .expression_attribute_values(":now", ts(OffsetDateTime::now_utc()))
-            .expression_attribute_values(":event", s(event.as_str()))
-            .expression_attribute_values(
-                ":second_end",
-                ts(pushed_instant(observed_at) + time::Duration::milliseconds(1)),
-            )
+            .expression_attribute_values(":at", ts(at))
             .expression_attribute_values(":connection", s(kind::CONNECTION))
             .expression_attribute_values(":disconnecting", s(ConnectionState::DISCONNECTING))
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match res {
-            Ok(out) => {
-                let item = out.attributes.ok_or_else(|| Error::internal("UpdateItem ALL_OLD returned nothing"))?;
-                Ok(Pushed::Applied(Box::new(ConnectionRecord::from_item(&item)?)))
-            }
-            Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    // The old item comes back only when there is one.
-                    Ok(if c.item.as_ref().is_some_and(|i| !i.is_empty()) { Pushed::Stale } else { Pushed::Unknown })
-                }
-                _ => Err(crate::aws::error("dynamodb", "UpdateItem")(e)),
-            },
-        }
+        conditional("UpdateItem", res)
     }
 }
 
@@ -286,8 +542,10 @@ impl CheckConnections for DynamoStore {
             .filter_expression(
                 "#kind = :connection AND NOT #status IN (:disconnecting, :disconnected) \
                  AND attribute_not_exists(disconnected_at) \
-                 AND (attribute_not_exists(checked_at) OR checked_at < :cutoff) \
-                 AND (attribute_not_exists(status_observed_at) OR status_observed_at < :cutoff)",
+                 AND (((attribute_not_exists(checked_at) OR checked_at < :cutoff) \
+                       AND (attribute_not_exists(status_observed_at) OR status_observed_at < :cutoff)) \
+                      OR (attribute_exists(refresh_requested_at) \
+                          AND (attribute_not_exists(checked_at) OR checked_at < refresh_requested_at)))",
             )
             .expression_attribute_names("#kind", KIND)
             .expression_attribute_names("#status", "status")
@@ -311,7 +569,7 @@ impl CheckConnections for DynamoStore {
         ]
         .map(String::from)
         .to_vec();
-        let mut remove = Vec::new();
+        let mut remove = vec!["refresh_requested_at"];
         let mut req = self
             .update_connection(id)
             .condition_expression(
@@ -343,10 +601,20 @@ impl CheckConnections for DynamoStore {
             set.push("products = :products".into());
             req = req.expression_attribute_values(":products", products(p));
         }
-        if let Some(e) = &obs.entity_ids {
-            set.push("entity_ids = :entity_ids".into());
-            req = req.expression_attribute_values(":entity_ids", strings(e));
+        if let Some(e) = &obs.entities {
+            set.push("entities = :entities".into());
+            req = req.expression_attribute_values(":entities", entities(e));
         }
+        if let Some(employer) = &obs.employer {
+            // What Finch said now; a fact it did not repeat is kept.
+            for (attr, value) in employer_attributes(employer) {
+                if let Some(v) = value {
+                    set.push(format!("{attr} = :{attr}"));
+                    req = req.expression_attribute_values(format!(":{attr}"), s(v.clone()));
+                }
+            }
+        }
+
         let mut expr = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));

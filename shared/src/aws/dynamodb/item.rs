@@ -11,8 +11,10 @@ use time::format_description::well_known::Rfc3339;
 
 use super::keys::{self, GSI1PK, GSI1SK, KIND, PK, kind};
 use crate::crypto::EncryptedToken;
-use crate::domain::{ConnectionId, ConnectionState, CustomerId, Error, FinchCustomerId, Product};
-use crate::store::{ConnectionRecord, ConnectionSummary};
+use crate::domain::{
+    ConnectionId, ConnectionState, ConnectionStatus, CustomerId, EntityId, Error, FinchCustomerId, Product,
+};
+use crate::store::{ConnectionRecord, ConnectionSummary, Employer, EntityRecord};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -28,8 +30,71 @@ pub fn products(v: &[Product]) -> AttributeValue {
     AttributeValue::L(v.iter().map(|p| s(p.as_str())).collect())
 }
 
-pub fn strings(v: &[String]) -> AttributeValue {
-    AttributeValue::L(v.iter().map(|x| s(x.as_str())).collect())
+/// One entity as a map value: its attributes, with `order` keeping Finch's order in a map
+/// that has none (a map, so that one entity's status is one `SET entities.#e.status`).
+pub fn entity(e: &EntityRecord, order: usize) -> AttributeValue {
+    let mut m = HashMap::from([("status".to_owned(), s(e.status.as_str())), ("order".to_owned(), n(order))]);
+    for (k, v) in [("name", &e.name), ("source_id", &e.source_id)] {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), s(v.clone()));
+        }
+    }
+    for (k, v) in [("observed_at", e.observed_at), ("disconnected_at", e.disconnected_at)] {
+        if let Some(t) = v {
+            m.insert(k.to_owned(), ts(t));
+        }
+    }
+    AttributeValue::M(m)
+}
+
+pub fn entities(v: &[EntityRecord]) -> AttributeValue {
+    AttributeValue::M(v.iter().enumerate().map(|(i, e)| (e.id.to_string(), entity(e, i))).collect())
+}
+
+fn get_entities(item: &Item) -> Result<Vec<EntityRecord>, Error> {
+    let Some(v) = item.get("entities") else { return Ok(Vec::new()) };
+    let m = v.as_m().map_err(|_| Error::internal("stored entities is not a map"))?;
+    let mut out = Vec::with_capacity(m.len());
+    for (id, v) in m {
+        let e = v.as_m().map_err(|_| Error::internal("stored entity is not a map"))?;
+        let order = get_n(e, "order").unwrap_or(i64::MAX);
+        out.push((
+            order,
+            EntityRecord {
+                id: EntityId::parse(id.clone())?,
+                name: opt_s(e, "name"),
+                source_id: opt_s(e, "source_id"),
+                status: ConnectionStatus::from(get_s(e, "status")?),
+                observed_at: opt_ts(e, "observed_at")?,
+                disconnected_at: opt_ts(e, "disconnected_at")?,
+            },
+        ));
+    }
+    out.sort_by(|a, b| (a.0, a.1.id.as_str()).cmp(&(b.0, b.1.id.as_str())));
+    Ok(out.into_iter().map(|(_, e)| e).collect())
+}
+
+fn get_employer(item: &Item) -> Employer {
+    Employer {
+        company_id: opt_s(item, "company_id"),
+        legal_name: opt_s(item, "legal_name"),
+        customer_name: opt_s(item, "customer_name"),
+        customer_email: opt_s(item, "customer_email"),
+        connection_type: opt_s(item, "connection_type"),
+        authentication_method: opt_s(item, "authentication_method"),
+    }
+}
+
+/// The employer's attributes, those known.
+pub fn employer_attributes(e: &Employer) -> [(&'static str, &Option<String>); 6] {
+    [
+        ("company_id", &e.company_id),
+        ("legal_name", &e.legal_name),
+        ("customer_name", &e.customer_name),
+        ("customer_email", &e.customer_email),
+        ("connection_type", &e.connection_type),
+        ("authentication_method", &e.authentication_method),
+    ]
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 (UTC, microseconds), so DynamoDB's string
@@ -114,7 +179,7 @@ impl ConnectionRecord {
             ("provider_id".into(), s(self.provider_id.clone())),
             ("status".into(), s(self.status.as_str())),
             ("products".into(), products(&self.products)),
-            ("entity_ids".into(), strings(&self.entity_ids)),
+            ("entities".into(), entities(&self.entities)),
             ("created_at".into(), ts(self.created_at)),
             ("updated_at".into(), ts(self.updated_at)),
             ("version".into(), n(self.version)),
@@ -133,18 +198,19 @@ impl ConnectionRecord {
             ("checked_at", self.checked_at),
             ("disconnected_at", self.disconnected_at),
             ("disconnect_lease", self.disconnect_lease),
+            ("refresh_requested_at", self.refresh_requested_at),
         ] {
             if let Some(t) = v {
                 item.insert(k.into(), ts(t));
             }
         }
-        for (k, v) in [
-            ("company_name", &self.company_name),
+        for (k, v) in employer_attributes(&self.employer).into_iter().chain([
+            ("employer_key", &self.employer_key),
             ("status_message", &self.status_message),
             ("last_successful_sync", &self.last_successful_sync),
             ("client_type", &self.client_type),
             ("last_finch_request_id", &self.last_finch_request_id),
-        ] {
+        ]) {
             if let Some(v) = v {
                 item.insert(k.into(), s(v.clone()));
             }
@@ -167,12 +233,14 @@ impl ConnectionRecord {
             customer: CustomerId::parse(get_s(item, "customer_id")?)?,
             finch_customer_id: FinchCustomerId::parse(get_s(item, "finch_customer_id")?)?,
             provider_id: get_s(item, "provider_id")?.to_owned(),
-            company_name: opt_s(item, "company_name"),
+            employer: get_employer(item),
+            entities: get_entities(item)?,
+            employer_key: opt_s(item, "employer_key"),
+            refresh_requested_at: opt_ts(item, "refresh_requested_at")?,
             status: ConnectionState::parse(get_s(item, "status")?),
             status_message: opt_s(item, "status_message"),
             last_successful_sync: opt_s(item, "last_successful_sync"),
             products: get_products(item)?,
-            entity_ids: get_list(item, "entity_ids")?,
             client_type: opt_s(item, "client_type"),
             created_at: get_ts(item, "created_at")?,
             updated_at: get_ts(item, "updated_at")?,
@@ -188,19 +256,23 @@ impl ConnectionRecord {
 }
 
 impl ConnectionSummary {
+    /// From the index's projection ([`super::keys::LISTING_ATTRIBUTES`]): the same view as
+    /// [`ConnectionRecord::summary`], built from the attributes it reads.
     pub(super) fn from_item(item: &Item) -> Result<Self, Error> {
-        Ok(Self {
-            connection_id: ConnectionId::parse(get_s(item, "connection_id")?)?,
-            provider_id: get_s(item, "provider_id")?.to_owned(),
-            company_name: opt_s(item, "company_name"),
-            status: ConnectionState::parse(get_s(item, "status")?),
-            products: get_products(item)?,
-            entity_ids: get_list(item, "entity_ids")?,
-            finch_customer_id: FinchCustomerId::parse(get_s(item, "finch_customer_id")?)?,
-            created_at: get_ts(item, "created_at")?,
-            updated_at: get_ts(item, "updated_at")?,
-            checked_at: opt_ts(item, "checked_at")?,
-        })
+        let employer = get_employer(item);
+        let status = ConnectionState::parse(get_s(item, "status")?);
+        let entities = get_entities(item)?;
+        Ok(Self::of(
+            ConnectionId::parse(get_s(item, "connection_id")?)?,
+            get_s(item, "provider_id")?.to_owned(),
+            employer,
+            status,
+            get_products(item)?,
+            &entities,
+            opt_s(item, "client_type"),
+            FinchCustomerId::parse(get_s(item, "finch_customer_id")?)?,
+            (get_ts(item, "created_at")?, get_ts(item, "updated_at")?, opt_ts(item, "checked_at")?),
+        ))
     }
 }
 

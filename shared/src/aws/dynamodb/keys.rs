@@ -8,6 +8,7 @@
 //! | `CODE#<keyed hash of the code>` | a code exchange started or finished | 1 hour |
 //! | `EVENT#<finch-event-id>` | a webhook event already handled | 7 days |
 //! | `PUSH#<connection_id>` | a status pushed before the connection was stored | 1 hour |
+//! | `EMPLOYER#<customer>#<provider>#<company>#<entity-set hash>` | the one connection of an employer | until that connection is disconnected |
 //!
 //! A customer's connections are found through the `by_customer` index (`gsi1pk =
 //! CUST#<customer>`, `gsi1sk = <created_at>#<connection_id>`), never by a scan.
@@ -31,10 +32,16 @@ pub const LISTING_ATTRIBUTES: &[&str] = &[
     "connection_id",
     "customer_id",
     "provider_id",
-    "company_name",
+    "company_id",
+    "legal_name",
+    "customer_name",
+    "customer_email",
+    "connection_type",
+    "authentication_method",
+    "client_type",
     "status",
     "products",
-    "entity_ids",
+    "entities",
     "finch_customer_id",
     "created_at",
     "updated_at",
@@ -49,6 +56,7 @@ pub mod kind {
     pub const CODE: &str = "code";
     pub const EVENT: &str = "event";
     pub const PARKED: &str = "parked_status";
+    pub const EMPLOYER: &str = "employer";
 }
 
 const CONNECTION: &str = "CONN#";
@@ -84,4 +92,8 @@ pub fn event(id: &EventId) -> String {
 
 pub fn parked(id: &ConnectionId) -> String {
     format!("PUSH#{id}")
+}
+
+pub fn employer(key: &str) -> String {
+    format!("EMPLOYER#{key}")
 }

@@ -1,4 +1,10 @@
-//! One connection's check: decrypt, introspect (paced, retried), record if nothing newer landed.
+//! One connection's check: decrypt, introspect (paced, retried), read the company when Perch
+//! lacks its legal name or Finch said it changed, record if nothing newer landed.
+//!
+//! The company costs a second request, so it is asked only when it can tell something new:
+//! the legal name is unknown (an assisted connection answers 202 until its first pull), a
+//! `company.updated` or a new entity asked for it (`refresh_requested_at`), or the entities
+//! Finch lists differ from the stored ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,8 +15,9 @@ use crate::app::{Adapters, AppState};
 use crate::crypto::TokenCipher;
 use crate::domain::{AccessToken, ConnectionStatus, Error};
 use crate::events::{ChangeSource, StatusChanged};
+use crate::finch::types::Introspection;
 use crate::finch::{FinchClient, backoff};
-use crate::store::{ConnectionRecord, Observation, SweepStore};
+use crate::store::{ConnectionRecord, Employer, EntityRecord, Observation, SweepStore};
 
 /// Retries per connection after the first attempt.
 const MAX_RETRIES: u32 = 3;
@@ -50,8 +57,62 @@ pub(super) async fn check_one<A: Adapters>(
             return Checked::Failed;
         }
     };
-    let Some(observation) = observe(finch, pacer, rec, &token, counters).await else { return Checked::Failed };
+    let Some(mut observation) = observe(finch, pacer, rec, &token, counters).await else { return Checked::Failed };
+    if wants_company(rec, &observation) {
+        read_company(finch, pacer, rec, &token, counters, &mut observation).await;
+    }
     record(app, store, rec, &observation).await
+}
+
+/// Whether the company is worth a request now (see the module docs).
+fn wants_company(rec: &ConnectionRecord, obs: &Observation) -> bool {
+    if obs.status != ConnectionStatus::Connected {
+        return false; // Finch answers 202 (or 401) until it is.
+    }
+    let entities_changed = obs.entities.as_ref().is_some_and(|seen| {
+        let ids = |es: &[EntityRecord]| es.iter().map(|e| (e.id.clone(), e.name.clone())).collect::<Vec<_>>();
+        ids(seen) != ids(&rec.entities)
+    });
+    rec.employer.legal_name.is_none() || rec.refresh_requested_at.is_some() || entities_changed
+}
+
+/// `/employer/company`, once, paced; its legal name and id into the observation. A failure
+/// leaves them as they were: the next check asks again.
+async fn read_company(
+    finch: &FinchClient,
+    pacer: &Pacer,
+    rec: &ConnectionRecord,
+    token: &AccessToken,
+    counters: &Counters,
+    obs: &mut Observation,
+) {
+    pacer.acquire().await;
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    match finch.company(token).await {
+        Ok(Some(c)) => {
+            let employer = obs.employer.get_or_insert_with(Employer::default);
+            employer.legal_name = c.value.legal_name.filter(|n| !n.trim().is_empty());
+            if c.value.id.is_some() {
+                employer.company_id = c.value.id;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "status check: company not read; asked again next time");
+        }
+    }
+}
+
+/// What an introspection says of the employer (the legal name comes from the company).
+fn employer_of(i: &Introspection) -> Employer {
+    Employer {
+        company_id: i.company_id.clone(),
+        legal_name: None,
+        customer_name: i.customer_name.clone(),
+        customer_email: i.customer_email.clone(),
+        connection_type: i.connection_type.clone(),
+        authentication_method: i.authentication_method(),
+    }
 }
 
 /// `/introspect` until Finch answers or the retries are spent, paced: what Finch says of the
@@ -71,12 +132,28 @@ async fn observe(
         let e = match finch.introspect(token).await {
             Ok(i) => {
                 let v = i.value;
+                let employer = employer_of(&v);
+                let entities = v.entities.map(|es| {
+                    let seen = es
+                        .into_iter()
+                        .map(|e| EntityRecord {
+                            id: e.id,
+                            name: e.name,
+                            source_id: e.source_id,
+                            status: e.status,
+                            observed_at: Some(now),
+                            disconnected_at: None,
+                        })
+                        .collect();
+                    rec.merged_entities(seen)
+                });
                 return Some(Observation {
                     status: v.connection_status.status,
                     status_message: v.connection_status.message,
                     last_successful_sync: v.connection_status.last_successful_sync,
                     products: Some(v.products),
-                    entity_ids: v.entities.map(|es| es.into_iter().map(|e| e.id).collect()),
+                    entities,
+                    employer: Some(employer),
                     request_id: i.request_id,
                     observed_at: now,
                 });
@@ -90,7 +167,8 @@ async fn observe(
                     status_message: e.message.clone(),
                     last_successful_sync: rec.last_successful_sync.clone(),
                     products: None,
-                    entity_ids: None,
+                    entities: None,
+                    employer: None,
                     request_id: e.request_id.clone(),
                     observed_at: now,
                 });
