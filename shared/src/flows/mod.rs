@@ -8,10 +8,12 @@
 //! - [`lifecycle`]: re-authentication and disconnection;
 //! - [`webhook`]: Finch webhooks, verified and applied;
 //! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
-//! - [`rotation`]: moving tokens to a new KMS key.
+//! - [`rotation`]: moving tokens to a new KMS key;
+//! - [`operators`]: an operator's listing, view and disconnects (`perch-admin`).
 
 pub mod callback;
 pub mod lifecycle;
+pub mod operators;
 pub mod rotation;
 pub mod session;
 pub mod sweep;
