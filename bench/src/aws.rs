@@ -11,6 +11,14 @@
 //!
 //! Finch's calls come through here too (no `x-amz-target`): always forwarded to the emulator,
 //! never replayed, counted as `finch:METHOD /path`.
+//!
+//! Replayed answers are matched by operation *and* the kind of item a DynamoDB request names
+//! (the prefix of its `pk`: `CONN#`, `FCUST#`, …), so two reads a function makes at once get
+//! their own answers whichever arrives first.
+//!
+//! **Latency.** With [`AwsEndpoint::set_latency`], every answer waits as long as the remote
+//! service would take (the callback's critical-path scenario, PERFORMANCE.md G11): each call
+//! is then as slow as on AWS, and the calls a function makes at once overlap as they would.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +48,33 @@ struct Inner {
     misses: u64,
     /// When set, `Scan` answers a synthetic table of this many connections (see `synthesize`).
     synthetic: Option<u64>,
+    /// When set, how long each kind of remote call takes.
+    latency: Option<Latency>,
+}
+
+/// How long a remote call takes, by service.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Latency {
+    pub finch_ms: u64,
+    pub dynamodb_ms: u64,
+    pub kms_ms: u64,
+    /// Secrets Manager, EventBridge, SQS.
+    pub other_ms: u64,
+}
+
+impl Latency {
+    fn of(&self, finch_call: bool, target: &str) -> std::time::Duration {
+        let ms = if finch_call {
+            self.finch_ms
+        } else if target.starts_with("DynamoDB") {
+            self.dynamodb_ms
+        } else if target.starts_with("TrentService") {
+            self.kms_ms
+        } else {
+            self.other_ms
+        };
+        std::time::Duration::from_millis(ms)
+    }
 }
 
 /// A running proxy/stub; `url` goes into `AWS_ENDPOINT_URL`.
@@ -92,6 +127,11 @@ impl AwsEndpoint {
         self.lock().synthetic = n;
     }
 
+    /// Every answer from now on takes as long as `latency` says (`None`: as fast as it can).
+    pub fn set_latency(&self, latency: Option<Latency>) {
+        self.lock().latency = latency;
+    }
+
     pub fn reset_counts(&self) {
         let mut i = self.lock();
         i.counts.clear();
@@ -112,13 +152,19 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let finch_call = target.is_empty();
     let key = if finch_call { format!("finch:{} {}", req.method(), req.uri().path()) } else { target.clone() };
-    let synthetic = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synthetic;
+    let (synthetic, latency) = {
+        let i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (i.synthetic, i.latency)
+    };
+    if let Some(l) = latency {
+        tokio::time::sleep(l.of(finch_call, &target)).await;
+    }
     if let (Some(n), true) = (synthetic, target.ends_with(".Scan")) {
         let (parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
         let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *i.counts.entry(key).or_default() += 1;
-        let template = i.recorded.get(&target).and_then(|v| v.first()).cloned();
+        let template = i.recorded.get(&format!("{target} ")).and_then(|v| v.first()).cloned();
         drop(i);
         let _ = parts;
         return match template {
@@ -126,13 +172,16 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
             None => (StatusCode::INTERNAL_SERVER_ERROR, "no recorded Scan to synthesize from").into_response(),
         };
     }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+    let slot = if finch_call { target.clone() } else { format!("{target} {}", item_kind(&bytes)) };
     let replayed = {
         let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *i.counts.entry(key).or_default() += 1;
         if i.replaying && !finch_call {
-            let n = *i.cursor.get(&target).unwrap_or(&0);
-            let answer = i.recorded.get(&target).and_then(|v| v.get(n).or_else(|| v.last())).cloned();
-            *i.cursor.entry(target.clone()).or_default() += 1;
+            let n = *i.cursor.get(&slot).unwrap_or(&0);
+            let answer = i.recorded.get(&slot).and_then(|v| v.get(n).or_else(|| v.last())).cloned();
+            *i.cursor.entry(slot.clone()).or_default() += 1;
             if answer.is_none() {
                 i.misses += 1;
             }
@@ -147,8 +196,6 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
             None => (StatusCode::INTERNAL_SERVER_ERROR, "no recorded answer").into_response(),
         };
     }
-    let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
     let base = if finch_call { finch } else { moto };
     let url = format!("{base}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut out = client.request(parts.method.clone(), url).body(bytes);
@@ -172,9 +219,16 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
     };
     if !finch_call {
         let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        i.recorded.entry(target).or_default().push(answer.clone());
+        i.recorded.entry(slot).or_default().push(answer.clone());
     }
     respond(&answer)
+}
+
+/// The kind of item a DynamoDB request names: its key's `pk` up to `#` (`CONN`, `FCUST`, …);
+/// empty for a request without one (a query, a transaction, another service).
+fn item_kind(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    v["Key"]["pk"]["S"].as_str().and_then(|pk| pk.split_once('#')).map(|(kind, _)| kind.to_owned()).unwrap_or_default()
 }
 
 fn respond(a: &Answer) -> Response {

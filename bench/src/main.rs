@@ -17,6 +17,7 @@
 //! emulator; both on loopback. `scripts/bench.sh` builds, starts moto and runs this.
 
 mod aws;
+mod critical_path;
 mod procfs;
 mod report;
 mod runtime_api;
@@ -59,6 +60,9 @@ struct Opts {
     /// The arm64 artifacts Lambda runs, whose sizes G6 is about, by binary name: found in
     /// `sam build`'s output (`--shipped .aws-sam/build`, from `scripts/build-lambdas.sh`).
     shipped: BTreeMap<String, PathBuf>,
+    /// Only the callback's critical-path scenario (G11), with the `oauth-callback` binary
+    /// found in `--bin-dir` (`--critical-path`).
+    critical_path: bool,
 }
 
 impl Opts {
@@ -75,6 +79,7 @@ impl Opts {
             save: false,
             peer: None,
             shipped: BTreeMap::new(),
+            critical_path: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -91,6 +96,7 @@ impl Opts {
                 "--callgrind" => o.callgrind = true,
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
                 "--shipped" => o.shipped = shipped_artifacts(Path::new(&value()?))?,
+                "--critical-path" => o.critical_path = true,
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
         }
@@ -167,6 +173,14 @@ async fn main() -> Result<(), BoxError> {
     let stack = TestStack::start_quiet().await;
     let aws = aws::AwsEndpoint::start(moto, stack.finch.base_url.clone()).await?;
     stack.seed(scenarios::CUSTOMER, 19).await;
+    if opts.critical_path {
+        let invocations = opts.invocations.min(200);
+        let cp = critical_path::run(&Subject::binary(&opts, "oauth-callback"), &stack, &aws, invocations).await?;
+        let json = serde_json::to_string_pretty(&cp)?;
+        std::fs::write(opts.out.join("critical_path.json"), &json)?;
+        println!("{json}");
+        return Ok(());
+    }
 
     let mut results = Vec::new();
     let hello = measure(&opts, &Subject::binary(&opts, "perch-bench-hello"), None, &stack, &aws).await?;

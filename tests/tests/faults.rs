@@ -48,10 +48,12 @@ fn assert_no_plaintext(
 async fn kms_down_during_the_callback_loses_nothing_and_a_retry_recovers() {
     let stack = TestStack::start_with_aws_faults().await;
     let aws = stack.aws.clone().unwrap();
-    aws.inject(AwsFault::outage("TrentService.Encrypt", 500, "KMSInternalException"));
+    // Long enough for both tries: the encryption made while Finch is asked, and the one in
+    // order after it failed (3 SDK attempts each).
+    aws.inject(AwsFault { times: 6, ..AwsFault::outage("TrentService.Encrypt", 500, "KMSInternalException") });
     let (status, code) = code_of(connect_attempt(&stack, "acme").await).await;
     assert_eq!((status, code.as_str()), (302, "service_unavailable"));
-    assert_eq!(aws.injected(), 3, "the SDK retried, then gave up");
+    assert_eq!(aws.injected(), 6, "the SDK retried, then gave up, twice");
     assert!(stack.list("acme").await.is_empty(), "nothing half-written");
     let orphan = stack.finch.shared.world().connections.keys().next().cloned().unwrap();
     assert!(captured_logs().lines().any(|l| l.contains(&orphan) && l.contains("not stored")));

@@ -142,19 +142,25 @@ pub async fn complete_callback<A: Adapters>(app: &AppState<A>, input: CallbackIn
     }
     let Traced { value: token, request_id: exchange_request_id } =
         exchange(app, store, &secrets, &input, &code).await?;
-    let learned = learn(app, &token, exchange_request_id).await?;
+    let ahead = Ahead::start(app, store, &token, &flow);
+    let (learned, ahead) = tokio::join!(learn(app, &token, exchange_request_id), ahead);
+    let learned = learned?;
     let id = learned.connection_id.clone();
     tracing::info!(connection_id = %id, provider = %token.provider_id, "code exchanged");
-    let (customer, finch_customer_id) = match owner(store, &token, &learned, &flow).await? {
+    let owner = match ahead.owner {
+        Some(o) => o?,
+        None => owner(store, &token, learned.introspection.as_ref(), &flow).await?,
+    };
+    let (customer, finch_customer_id) = match owner {
         Owner::Sender(fcid) => (flow.customer.clone(), fcid),
         Owner::Another(owner, fcid) => {
             // The code is another customer's (their flow's code, sent with this state): it
             // is refused here, but the connection is theirs — stored for them, their own
             // callback finds it.
             tracing::warn!(connection_id = %id, "code came with another customer's state; storing the connection for its owner and refusing the sender");
-            let new = NewConnection::encrypt(app, owner, fcid, &token, learned).await?;
+            let new = NewConnection::encrypt(app, owner, fcid, &token, learned, None).await?;
             // `save` logs its own failure; the sender is refused either way.
-            if save(app, store, &new, &code).await.is_ok() {
+            if save(app, store, &new, &code, None).await.is_ok() {
                 tracing::info!(connection_id = %id, "connection stored for the customer whose code it was");
             }
             return Err(code_refused());
@@ -170,8 +176,49 @@ pub async fn complete_callback<A: Adapters>(app: &AppState<A>, input: CallbackIn
     {
         tracing::warn!(expected = %expected, got = %id, "reauthentication produced a different connection");
     }
-    let new = NewConnection::encrypt(app, customer, finch_customer_id, &token, learned).await?;
-    save(app, store, &new, &code).await
+    // What was done ahead holds if the connection and customer are the ones it assumed.
+    let ready = ahead.encrypted.filter(|_| customer == flow.customer && Some(&id) == token.connection_id.as_ref());
+    let existing = ahead.existing.filter(|_| Some(&id) == token.connection_id.as_ref());
+    let new = NewConnection::encrypt(app, customer, finch_customer_id, &token, learned, ready).await?;
+    save(app, store, &new, &code, existing).await
+}
+
+/// What steps 5 and 6 need, done while step 4 asks Finch (see the module docs): when the token
+/// response names the connection and the Finch customer (Finch's spec requires both), the
+/// owner's lookup, the token encrypted for the customer whose state came with the code (its
+/// owner unless someone is attacking), and the stored connection's read. So the callback waits
+/// for one Finch round trip after the exchange, not one plus these (BENCHMARKS.md, the
+/// callback's critical path). A failure here only means doing it again in order.
+struct Ahead {
+    owner: Option<Result<Owner, Error>>,
+    encrypted: Option<EncryptedToken>,
+    existing: Option<Option<ConnectionRecord>>,
+}
+
+impl Ahead {
+    async fn start<A: Adapters>(
+        app: &AppState<A>,
+        store: &dyn CallbackStore,
+        token: &TokenResponse,
+        flow: &PendingFlow,
+    ) -> Self {
+        let owner = async {
+            match token.customer_id {
+                Some(_) => Some(owner(store, token, None, flow).await),
+                None => None,
+            }
+        };
+        let encrypted = async {
+            let id = token.connection_id.as_ref()?;
+            app.cipher.encrypt(&token.access_token, id, &flow.customer).await.ok()
+        };
+        let existing = async {
+            let id = token.connection_id.as_ref()?;
+            store.get_connection(id).await.ok()
+        };
+        let (owner, encrypted, existing) = tokio::join!(owner, encrypted, existing);
+        Self { owner, encrypted, existing }
+    }
 }
 
 /// Step 1: the flow the state names, consumed, if its type matches the request's.
@@ -369,15 +416,15 @@ enum Owner {
 }
 
 /// Step 5: the customer who claimed the Finch `customer_id` the connection is filed under.
-/// Finch's own answer first; the flow's only when Finch names none.
+/// Finch's own answer first (the token response's, else the introspection's); the flow's only
+/// when Finch names none.
 async fn owner(
     store: &dyn CallbackStore,
     token: &TokenResponse,
-    learned: &Learned,
+    introspection: Option<&Introspection>,
     flow: &PendingFlow,
 ) -> Result<Owner, Error> {
-    let reported =
-        token.customer_id.clone().or_else(|| learned.introspection.as_ref().and_then(|i| i.customer_id.clone()));
+    let reported = token.customer_id.clone().or_else(|| introspection.and_then(|i| i.customer_id.clone()));
     let filed_under = match &reported {
         // A Finch id Perch could not have claimed (outside its alphabet) is no one's here.
         Some(raw) => FinchCustomerId::parse(raw.clone()).ok(),
@@ -423,18 +470,23 @@ struct NewConnection<'a> {
 }
 
 impl<'a> NewConnection<'a> {
-    /// Encrypts the token for `customer`; a failure is logged with the connection id.
+    /// Encrypts the token for `customer` (unless `ready` holds it so already); a failure is
+    /// logged with the connection id.
     async fn encrypt<A: Adapters>(
         app: &AppState<A>,
         customer: CustomerId,
         finch_customer_id: FinchCustomerId,
         token: &'a TokenResponse,
         learned: Learned,
+        ready: Option<EncryptedToken>,
     ) -> Result<Self, Error> {
         let id = &learned.connection_id;
-        let encrypted = app.cipher.encrypt(&token.access_token, id, &customer).await.inspect_err(|e| {
-            tracing::error!(connection_id = %id, error = %e.chain(), "token exchanged but not stored; the next connect attempt for this customer recovers the connection");
-        })?;
+        let encrypted = match ready {
+            Some(e) => e,
+            None => app.cipher.encrypt(&token.access_token, id, &customer).await.inspect_err(|e| {
+                tracing::error!(connection_id = %id, error = %e.chain(), "token exchanged but not stored; the next connect attempt for this customer recovers the connection");
+            })?,
+        };
         Ok(Self { customer, finch_customer_id, token, learned, encrypted })
     }
 
@@ -532,13 +584,18 @@ async fn save<A: Adapters>(
     store: &dyn CallbackStore,
     new: &NewConnection<'_>,
     code: &CodeHash,
+    mut read_ahead: Option<Option<ConnectionRecord>>,
 ) -> Result<CallbackOutcome, Error> {
     let id = new.id();
     let mut attempt = 0;
     let mut take_claim_from: Option<ConnectionId> = None;
     loop {
         attempt += 1;
-        let existing = store.get_connection(id).await?;
+        // The first attempt may use the read made ahead: its version guards the write all the same.
+        let existing = match read_ahead.take() {
+            Some(r) => r,
+            None => store.get_connection(id).await?,
+        };
         match &existing {
             Some(rec) if rec.customer != new.customer => {
                 tracing::error!(connection_id = %id, "connection is held by another customer; not stored");
