@@ -6,6 +6,8 @@
 #   scripts/bench.sh            full run (~25 min after the builds): 30 spawns and 10,000
 #                               invocations per function, the sweeps, the arm64 artifacts' sizes
 #   scripts/bench.sh --smoke    a few minutes: 5 spawns, 50 invocations, no arm64 build
+#   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
+#                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
 # Other options go to perch-bench (bench/src/main.rs): --only NAME, --spawns N, --invocations N.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -44,7 +46,7 @@ cargo build --release --locked "${packages[@]}"
 # `scripts/build-lambdas.sh` does for a deploy) and reports their sizes beside this machine's.
 shipped=()
 case " $* " in
-    *" --smoke "*|*" --only "*) ;;
+    *" --smoke "*|*" --only "*|*" --critical-path "*) ;;
     *) bash scripts/build-lambdas.sh || die "the arm64 build failed (scripts/build-lambdas.sh); --smoke or --only skip it"
        shipped=(--shipped .aws-sam/build) ;;
 esac
@@ -59,6 +61,7 @@ say "measuring (results in target/bench/; --save writes BENCHMARKS.md)"
 export PERCH_BENCH_COMMAND="scripts/bench.sh $*" \
        PERCH_BENCH_TOOLS="$(rustc -V | cut -d' ' -f1-2), Node.js $(node --version), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
 target/release/perch-bench --peer bench/peer-node "${shipped[@]}" "$@"
+case " $* " in *" --critical-path "*) exit 0 ;; esac   # its figures are in target/bench/critical_path.json
 
 out=target/bench save=
 while [ $# -gt 0 ]; do
