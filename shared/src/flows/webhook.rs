@@ -243,14 +243,9 @@ pub async fn handle<A: Adapters>(
             return outcome(Handled::Ignored);
         }
         Some(Update::Company(connection_id)) => {
-            let at = OffsetDateTime::now_utc();
-            let held = match store.request_refresh(&connection_id, at).await {
-                Ok(held) => held,
-                Err(e) => {
-                    store.unmark_event(id).await?;
-                    return Err(e);
-                }
-            };
+            let held =
+                unmarked_on_failure(store, id, store.request_refresh(&connection_id, OffsetDateTime::now_utc()).await)
+                    .await?;
             tracing::info!(event_id = %id, connection_id = %connection_id, held, "company.updated: the sweep reads the company again");
             return outcome(if held { Handled::RefreshRequested } else { Handled::Ignored });
         }
@@ -268,16 +263,11 @@ pub async fn handle<A: Adapters>(
             .await
             .map(|old| old.map(|o| Entity::Connection(Box::new(o)))),
     };
-    let old = match applied {
-        Ok(Some(Entity::Connection(old))) => *old,
-        Ok(Some(Entity::Changed)) => return outcome(Handled::Applied),
-        Ok(Some(Entity::Unknown)) => return outcome(Handled::UnknownEntity),
-        Ok(None) => return outcome(Handled::Stale),
-        Err(e) => {
-            // Let Finch's retry find the event unrecorded.
-            store.unmark_event(id).await?;
-            return Err(e);
-        }
+    let old = match unmarked_on_failure(store, id, applied).await? {
+        Some(Entity::Connection(old)) => *old,
+        Some(Entity::Changed) => return outcome(Handled::Applied),
+        Some(Entity::Unknown) => return outcome(Handled::UnknownEntity),
+        None => return outcome(Handled::Stale),
     };
     if data.status == ConnectionStatus::Connected && old.employer.legal_name.is_none() {
         // The company can be read now (it answered 202 before): the sweep does it.
@@ -293,6 +283,19 @@ pub async fn handle<A: Adapters>(
     let previous = old.status.finch().cloned();
     app.events.publish(&StatusChanged::of(&old, previous, data.status, ChangeSource::Webhook, observed_at)).await;
     outcome(Handled::Applied)
+}
+
+/// `result`, after forgetting the event if it is a failure: Finch's retry then finds the event
+/// unrecorded and is handled as new.
+async fn unmarked_on_failure<T>(
+    store: &dyn WebhookStore,
+    event: &EventId,
+    result: Result<T, Error>,
+) -> Result<T, Error> {
+    if result.is_err() {
+        store.unmark_event(event).await?;
+    }
+    result
 }
 
 /// What an entity's status did.

@@ -12,7 +12,7 @@ use super::item::{Item, n, opt_s, s};
 use super::keys::{self, KIND, PK, TTL, kind};
 use super::{DynamoStore, conditional};
 use crate::domain::{CodeHash, ConnectionId, CustomerId, Error};
-use crate::store::{CodeExchanges, ConnectionRecord, ExchangeStart};
+use crate::store::{CodeExchanges, ExchangeStart};
 
 /// How long a code-exchange marker is kept: codes live 10 minutes, replays come later.
 const MARKER_TTL: time::Duration = time::Duration::hours(1);
@@ -73,17 +73,16 @@ impl CodeExchanges for DynamoStore {
         customer: &CustomerId,
         connection: &ConnectionId,
     ) -> Result<(), Error> {
+        // The transaction half's write, on its own.
+        let done = mark_done(&self.table, code, connection, customer)?;
         let res = self
             .client
             .update_item()
-            .table_name(&self.table)
-            .key(PK, s(keys::code(code)))
-            .update_expression("SET phase = :done, connection_id = :c, customer_id = :customer")
-            .condition_expression("phase = :exchanging")
-            .expression_attribute_values(":exchanging", s(EXCHANGING))
-            .expression_attribute_values(":done", s(DONE))
-            .expression_attribute_values(":c", s(connection.as_str()))
-            .expression_attribute_values(":customer", s(customer.as_str()))
+            .table_name(done.table_name())
+            .set_key(Some(done.key().clone()))
+            .update_expression(done.update_expression())
+            .set_condition_expression(done.condition_expression().map(str::to_owned))
+            .set_expression_attribute_values(done.expression_attribute_values().cloned())
             .send()
             .await;
         conditional("UpdateItem", res).map(|_| ())
@@ -106,7 +105,12 @@ fn seen_before(old: Option<&Item>) -> Result<ExchangeStart, Error> {
 /// The transaction half that finishes an exchange: the marker names the connection it became
 /// and the customer it belongs to — the one whose Finch id it is filed under, which is not the
 /// one who started the exchange when a foreign state carried the code (see the callback).
-pub(super) fn mark_done(table: &str, code: &CodeHash, record: &ConnectionRecord) -> Result<Update, Error> {
+pub(super) fn mark_done(
+    table: &str,
+    code: &CodeHash,
+    connection: &ConnectionId,
+    customer: &CustomerId,
+) -> Result<Update, Error> {
     Update::builder()
         .table_name(table)
         .key(PK, s(keys::code(code)))
@@ -114,8 +118,8 @@ pub(super) fn mark_done(table: &str, code: &CodeHash, record: &ConnectionRecord)
         .condition_expression("phase = :exchanging")
         .expression_attribute_values(":exchanging", s(EXCHANGING))
         .expression_attribute_values(":done", s(DONE))
-        .expression_attribute_values(":c", s(record.connection_id.as_str()))
-        .expression_attribute_values(":customer", s(record.customer.as_str()))
+        .expression_attribute_values(":c", s(connection.as_str()))
+        .expression_attribute_values(":customer", s(customer.as_str()))
         .build()
         .map_err(crate::aws::build_error)
 }

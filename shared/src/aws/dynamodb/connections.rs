@@ -127,8 +127,11 @@ impl SaveConnection for DynamoStore {
             .map_err(crate::aws::build_error)?;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
         if let Some(code) = code {
-            items
-                .push(TransactWriteItem::builder().update(super::codes::mark_done(&self.table, code, record)?).build());
+            items.push(
+                TransactWriteItem::builder()
+                    .update(super::codes::mark_done(&self.table, code, &record.connection_id, &record.customer)?)
+                    .build(),
+            );
         }
         if let Some(key) = claim {
             items.push(
