@@ -8,6 +8,10 @@
 #   scripts/bench.sh --smoke    a few minutes: 5 spawns, 50 invocations, no arm64 build
 #   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
 #                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
+#   scripts/bench.sh --cold-first   the first request after a cold start, TLS on the loopback
+#                               (G9; bench/src/cold_first.rs): builds list-connections with the
+#                               bench-only `bench-tls` feature into target/bench-tls (~10 min
+#                               the first time), never into the release directory
 # Other options go to perch-bench (bench/src/main.rs): --only NAME, --spawns N, --invocations N.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,11 +46,19 @@ packages=(-p perch-bench -p perch-bench-hello)
 for f in functions/*/; do packages+=(-p "$(basename "$f" | tr _ -)"); done
 cargo build --release --locked "${packages[@]}"
 
+bin_dir=()
+case " $* " in
+    *" --cold-first "*)
+        say "building list-connections trusting the run's loopback CA (bench-tls, target/bench-tls; ~10 min cold)"
+        cargo build --release --locked --target-dir target/bench-tls -p list-connections --features perch/bench-tls
+        bin_dir=(--bin-dir target/bench-tls/release) ;;
+esac
+
 # G6 is about what Lambda runs: a full run also builds the arm64 artifacts (`sam build`, as
 # `scripts/build-lambdas.sh` does for a deploy) and reports their sizes beside this machine's.
 shipped=()
 case " $* " in
-    *" --smoke "*|*" --only "*|*" --critical-path "*) ;;
+    *" --smoke "*|*" --only "*|*" --critical-path "*|*" --cold-first "*) ;;
     *) bash scripts/build-lambdas.sh || die "the arm64 build failed (scripts/build-lambdas.sh); --smoke or --only skip it"
        shipped=(--shipped .aws-sam/build) ;;
 esac
@@ -60,8 +72,9 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
 say "measuring (results in target/bench/; --save writes BENCHMARKS.md)"
 export PERCH_BENCH_COMMAND="scripts/bench.sh $*" \
        PERCH_BENCH_TOOLS="$(rustc -V | cut -d' ' -f1-2), Node.js $(node --version), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
-target/release/perch-bench --peer bench/peer-node "${shipped[@]}" "$@"
-case " $* " in *" --critical-path "*) exit 0 ;; esac   # its figures are in target/bench/critical_path.json
+target/release/perch-bench --peer bench/peer-node "${shipped[@]}" "${bin_dir[@]}" "$@"
+# Their figures are in target/bench/critical_path.json and cold_first.json.
+case " $* " in *" --critical-path "*|*" --cold-first "*) exit 0 ;; esac
 
 out=target/bench save=
 while [ $# -gt 0 ]; do

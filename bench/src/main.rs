@@ -17,6 +17,7 @@
 //! emulator; both on loopback. `scripts/bench.sh` builds, starts moto and runs this.
 
 mod aws;
+mod cold_first;
 mod critical_path;
 mod procfs;
 mod report;
@@ -63,6 +64,9 @@ struct Opts {
     /// Only the callback's critical-path scenario (G11), with the `oauth-callback` binary
     /// found in `--bin-dir` (`--critical-path`).
     critical_path: bool,
+    /// Only the first request after a cold start (G9), with a `bench-tls` build of
+    /// `list-connections` found in `--bin-dir` (`--cold-first`).
+    cold_first: bool,
 }
 
 impl Opts {
@@ -80,6 +84,7 @@ impl Opts {
             peer: None,
             shipped: BTreeMap::new(),
             critical_path: false,
+            cold_first: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -97,6 +102,7 @@ impl Opts {
                 "--peer" => o.peer = Some(PathBuf::from(value()?)),
                 "--shipped" => o.shipped = shipped_artifacts(Path::new(&value()?))?,
                 "--critical-path" => o.critical_path = true,
+                "--cold-first" => o.cold_first = true,
                 other => return Err(format!("unknown argument {other}; see bench/src/main.rs").into()),
             }
         }
@@ -178,6 +184,17 @@ async fn main() -> Result<(), BoxError> {
         let cp = critical_path::run(&Subject::binary(&opts, "oauth-callback"), &stack, &aws, invocations).await?;
         let json = serde_json::to_string_pretty(&cp)?;
         std::fs::write(opts.out.join("critical_path.json"), &json)?;
+        println!("{json}");
+        return Ok(());
+    }
+    if opts.cold_first {
+        let cf = cold_first::run(&Subject::binary(&opts, "list-connections"), &stack, &aws, opts.spawns).await?;
+        let json = serde_json::to_string_pretty(&cf)?;
+        std::fs::write(opts.out.join("cold_first.json"), &json)?;
+        if opts.save {
+            std::fs::write(report::COLD_FIRST_REFERENCE, &json)?;
+            eprintln!("saved: {}", report::COLD_FIRST_REFERENCE);
+        }
         println!("{json}");
         return Ok(());
     }
@@ -311,6 +328,8 @@ fn environment(stack: &TestStack, aws: &aws::AwsEndpoint, runtime_api: &str, nam
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
         ("AWS_LAMBDA_LOG_LEVEL", "INFO".into()),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+        // G1 is init without network; opening the connection in init is G9's (`--cold-first`).
+        ("PREWARM_CONNECTIONS", "false".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

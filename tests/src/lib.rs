@@ -263,6 +263,9 @@ impl TestStack {
             for (_, _, function, _) in perch_local::ROUTES {
                 let sdk = proxy_sdk(&proxy.url, &access_key_id(function.binary())).await;
                 let mut state = AppState::on_aws(config.clone(), &sdk, &[]).expect("app state");
+                // Each function's init, as `AppState::build` runs it on Lambda (its role must
+                // allow the call that opens the connection).
+                state.prewarm().await;
                 state.clock = app.clock.clone();
                 per_function.insert(*function, Arc::new(state));
             }

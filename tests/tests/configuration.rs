@@ -142,6 +142,7 @@ fn a_bad_value_is_refused_naming_the_variable() {
         ("FINCH_TIMEOUT_MS", "0"),
         ("FINCH_MAX_RETRIES", "-1"),
         ("SECRET_CACHE_TTL_SECONDS", "a day"),
+        ("PREWARM_CONNECTIONS", "yes"),
     ] {
         let mut env = valid();
         env.insert(var, bad);
@@ -151,5 +152,47 @@ fn a_bad_value_is_refused_naming_the_variable() {
     for (var, bad) in [("SWEEP_BUDGET_REQUESTS", "0"), ("SWEEP_IN_FLIGHT", "100000"), ("SWEEP_SEGMENTS", "x")] {
         let err = SweepSettings::from_lookup(|k| (k == var).then(|| bad.to_owned())).unwrap_err();
         assert!(err.to_string().contains(var), "{var}={bad:?}: {err}");
+    }
+}
+
+/// The benchmark's `bench-tls` feature (its functions also trust a loopback certificate
+/// authority, `perch::config::bench_ca`) is enabled by nothing that builds what ships: no
+/// manifest but the one defining it names it, it is not a default feature, the template and
+/// every script but the benchmark's leave it alone, and the benchmark builds it into a target
+/// directory of its own, so no release binary of the shared target directory ever has it.
+#[test]
+fn no_shipped_build_trusts_the_benchmarks_certificate_authority() {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut files = vec![root.join("template.yaml"), root.join(".ci/run"), root.join("Cargo.toml")];
+    for dir in ["functions", "infra", "scripts", "bench", "tests", "fuzz", "shared", "web"] {
+        let mut dirs = vec![root.join(dir)];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+                let p = e.path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if p.is_dir() && !["node_modules", "target", ".venv", "src"].contains(&name.as_str()) {
+                    dirs.push(p);
+                } else if name == "Cargo.toml" || name.ends_with(".sh") || name == "samconfig.toml" {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let shared = root.join("shared/Cargo.toml");
+    assert!(files.contains(&shared) && files.iter().any(|f| f.ends_with("scripts/build-lambdas.sh")), "{files:?}");
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("bench-tls")).collect();
+        if f == &shared {
+            assert!(lines.iter().any(|l| l.starts_with("bench-tls = []")), "the feature is defined: {lines:?}");
+            let default = text.lines().find(|l| l.starts_with("default ="));
+            assert!(default.is_none_or(|d| !d.contains("bench-tls")), "bench-tls is a default feature");
+        } else if f.ends_with("scripts/bench.sh") {
+            for l in lines.iter().filter(|l| l.contains("--features")) {
+                assert!(l.contains("--target-dir") && !l.contains("target/release"), "its own target directory: {l}");
+            }
+        } else {
+            assert!(lines.is_empty(), "{} names bench-tls: {lines:?}", f.display());
+        }
     }
 }

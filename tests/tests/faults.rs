@@ -211,3 +211,41 @@ async fn a_callback_cut_off_mid_exchange_leaves_no_duplicate_and_the_next_connec
     assert_eq!(stack.finch.shared.world().connections.len(), 1, "Finch holds one connection, not two");
     assert!(stack.finch.shared.world().connections.contains_key(&id));
 }
+
+/// Init opens the DynamoDB connection (`PREWARM_CONNECTIONS`, BENCHMARKS.md G9) but never
+/// depends on it: with DynamoDB refusing, the function still starts, says why in its log, and
+/// its first request connects as it would have.
+#[tokio::test]
+async fn a_connection_not_opened_in_init_is_logged_and_the_function_still_serves() {
+    let stack = TestStack::start_with_aws_faults().await;
+    let aws = stack.aws.clone().unwrap();
+    let sdk = stack.sdk_as("list-connections").await;
+    let me = perch_tests::access_key_id("list-connections");
+    let describes = |aws: &perch_tests::aws_faults::AwsFaults| {
+        aws.calls().iter().filter(|c| c.principal == me && c.target.ends_with(".DescribeTable")).count()
+    };
+
+    // However many attempts the SDK makes before init's 2 s bound, all fail.
+    aws.inject(AwsFault {
+        times: 100,
+        ..AwsFault::outage("DynamoDB_20120810.DescribeTable", 500, "InternalServerError")
+    });
+    let app = perch::AppState::on_aws(stack.config.clone(), &sdk, &[]).unwrap();
+    app.prewarm().await;
+    assert!(aws.injected() >= 1, "init tried, failed, and went on");
+    assert!(captured_logs().lines().any(|l| l.contains("not opened in init")), "the failure is logged");
+    aws.clear();
+    let id = stack.connect("acme").await;
+    let listed = perch::flows::operators::list(&app, &perch::domain::CustomerId::parse("acme").unwrap()).await;
+    assert!(listed.unwrap().iter().any(|c| c.connection_id.to_string() == id), "the first request connected");
+
+    // Switched off, init makes no call at all.
+    let mut config = stack.config.clone();
+    config.prewarm_connections = false;
+    let before = describes(&aws);
+    perch::AppState::on_aws(config, &sdk, &[]).unwrap().prewarm().await;
+    assert_eq!(describes(&aws), before);
+    // On, one call.
+    perch::AppState::on_aws(stack.config.clone(), &sdk, &[]).unwrap().prewarm().await;
+    assert_eq!(describes(&aws), before + 1);
+}

@@ -270,6 +270,7 @@ async fn run_scenario() -> (TestStack, String) {
     // check-connection-status: the schedule plans onto SQS, then SQS delivers the segments.
     let check_sdk = stack.sdk_as(CHECK).await;
     let check_app = perch::AppState::on_aws(stack.config.clone(), &check_sdk, &[]).unwrap();
+    check_app.prewarm().await;
     let settings = perch_tests::sweep_settings(&[
         ("SWEEP_QUEUE_URL", &queue_url),
         ("SWEEP_SEGMENTS", "1"),

@@ -9,6 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     perch::runtime::telemetry::init();
     let sdk = perch::aws::sdk::sdk_config().await?;
     let app = AppState::on_aws(Config::from_env()?, &sdk, check_connection_status::SERVICES)?;
+    app.prewarm().await;
     let settings = SweepSettings::from_env()?;
     let queue = settings
         .queue_url

@@ -11,11 +11,18 @@
 //!   certificate chains to a public CA, and the set arrives parsed, not read from disk.
 //!
 //! Both sets come from `webpki-root-certs`, so they are updated with the crate, not by hand.
+//!
+//! A `bench-tls` build (the benchmark's, never a shipped one) also trusts one loopback
+//! authority: see [`crate::config::bench_ca`].
+//!
+//! The handshakes' randomness comes from aws-lc, built without its CPU jitter entropy source
+//! (`.cargo/config.toml` says why: 40-80 ms of CPU at a process's first handshake).
 
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::config::bench_ca;
 use crate::domain::Error;
 
 /// The subject names of the roots AWS endpoints chain to.
@@ -53,6 +60,9 @@ pub fn aws_http_client() -> Result<aws_smithy_runtime_api::client::http::SharedH
         let pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", STANDARD.encode(der));
         store = store.with_pem_certificate(pem.into_bytes());
     }
+    if let Some(pem) = bench_ca() {
+        store = store.with_pem_certificate(pem);
+    }
     let context = TlsContext::builder()
         .with_trust_store(store)
         .build()
@@ -74,6 +84,16 @@ mod tests {
         for name in AMAZON_ROOTS {
             assert_eq!(roots.iter().filter(|der| contains(der, name)).count(), 1, "{}", String::from_utf8_lossy(name));
         }
+    }
+
+    /// `.cargo/config.toml` builds aws-lc without CPU jitter entropy: its start-up test would
+    /// cost every function 40-80 ms of CPU at its first TLS handshake (BENCHMARKS.md, G9).
+    #[test]
+    fn aws_lc_seeds_from_the_kernel_without_the_jitter_source() {
+        assert!(
+            aws_lc_rs::try_fips_cpu_jitter_entropy().is_err(),
+            "aws-lc was built with CPU jitter entropy: is AWS_LC_SYS_NO_JITTER_ENTROPY set (.cargo/config.toml)?"
+        );
     }
 
     #[test]

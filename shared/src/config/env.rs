@@ -67,6 +67,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Ok(v)
     }
 
+    /// `true`/`false` (or `1`/`0`), `default` when unset.
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(_) => Err(ConfigError::Invalid { name, reason: "must be true or false".into() }),
+        }
+    }
+
     /// A number that must fit `T` (its bounds are `T`'s, narrowed by `min` and `max`).
     pub fn int<T: TryFrom<u64>>(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<T, ConfigError> {
         let v = self.number(name, default, min, max)?;
@@ -96,5 +106,19 @@ mod tests {
         assert!(matches!(env.required("BLANK"), Err(ConfigError::Missing("BLANK"))));
         assert!(env.url("U", "ftp://x").is_err());
         assert_eq!(env.int::<u8>("N", 1, 0, 1000).unwrap(), 42u8);
+    }
+
+    #[test]
+    fn flags_take_true_or_false_and_name_the_variable_otherwise() {
+        let env = Env(|k: &str| match k {
+            "ON" => Some(" TRUE ".to_owned()),
+            "OFF" => Some("0".to_owned()),
+            "BAD" => Some("yes".to_owned()),
+            _ => None,
+        });
+        assert!(env.flag("ON", false).unwrap());
+        assert!(!env.flag("OFF", true).unwrap());
+        assert!(env.flag("UNSET", true).unwrap());
+        assert!(env.flag("BAD", true).unwrap_err().to_string().contains("BAD"));
     }
 }

@@ -5,12 +5,14 @@
 //! unsafe in edition 2024). A missing or malformed value fails init with a message naming the
 //! variable: a misconfigured function should not come up and fail every request later.
 
+mod bench;
 pub mod env;
 
 use std::time::Duration;
 
 use url::Url;
 
+pub use bench::bench_ca;
 pub use env::{ConfigError, Env};
 
 /// Everything the functions need to know about their environment.
@@ -39,6 +41,10 @@ pub struct Config {
     /// `EVENT_BUS_NAME` (optional): the EventBridge bus for status-change events; when unset
     /// they are only logged.
     pub event_bus_name: Option<String>,
+    /// `PREWARM_CONNECTIONS` (default `true`): open the DynamoDB connection during Lambda's
+    /// init phase, so the first request does not pay the TCP and TLS handshakes
+    /// (BENCHMARKS.md, G9; [`crate::runtime`]).
+    pub prewarm_connections: bool,
 }
 
 impl Config {
@@ -63,6 +69,7 @@ impl Config {
             finch_max_retries: env.int("FINCH_MAX_RETRIES", 2, 0, u64::from(u32::MAX))?,
             secret_cache_ttl: Duration::from_secs(env.number("SECRET_CACHE_TTL_SECONDS", 300, 0, u64::MAX)?),
             event_bus_name: env.optional("EVENT_BUS_NAME"),
+            prewarm_connections: env.flag("PREWARM_CONNECTIONS", true)?,
         })
     }
 }

@@ -387,8 +387,10 @@ fn build_http(timeout: Duration) -> Result<reqwest::Client, String> {
     // of init, and the AWS SDK already does it once for AWS (BENCHMARKS.md).
     let roots =
         webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    // The benchmark's loopback authority, in a `bench-tls` build only (see `config::bench_ca`).
+    let bench = crate::config::bench_ca().and_then(|pem| reqwest::Certificate::from_pem(&pem).ok());
     reqwest::Client::builder()
-        .tls_certs_only(roots)
+        .tls_certs_only(roots.chain(bench))
         .default_headers(headers)
         .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())

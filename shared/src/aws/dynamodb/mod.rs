@@ -40,6 +40,20 @@ impl DynamoStore {
     pub fn new(client: Client, table: String) -> Self {
         Self { client, table }
     }
+
+    /// Opens the HTTPS connection to DynamoDB, for init to pay its handshakes instead of the
+    /// first request (`runtime::wiring`). `DescribeTable` on the function's own table: the
+    /// cheapest call every role can be granted without reading an item (it shows only the
+    /// table's schema and settings), and one that answers the same for every function.
+    pub async fn open_connection(&self) -> Result<(), Error> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map(drop)
+            .map_err(super::error("dynamodb", "DescribeTable"))
+    }
 }
 
 /// Whether a failure is a refused condition (the race or the check it was meant to catch).
