@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import subprocess
+import threading
 import urllib.request
 
 import pytest
@@ -22,6 +23,8 @@ def emulator():
     try:
         line = proc.stdout.readline().strip()  # "listening on http://127.0.0.1:PORT": printed once ready
         assert line.startswith("listening on "), line
+        # Keep reading what it prints, or a full pipe would stall it mid-request.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield line.removeprefix("listening on ")
     finally:
         proc.terminate()

@@ -167,3 +167,127 @@ def test_multi_entity_connections_and_disconnect_entity(emulator):
     # The connection and its token stay for the other entity.
     assert employer.account.introspect().connection_status.status == "connected"
     assert control(emulator, "/_emulator/violations") == []
+
+
+def sandbox_employer(emulator, **kwargs):
+    app = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, base_url=emulator, max_retries=0)
+    conn = app.sandbox.connections.create(provider_id="gusto", **kwargs)
+    return conn, finch.Finch(access_token=conn.access_token, base_url=emulator, max_retries=0)
+
+
+def test_organization_data_pages_batches_and_per_item_errors(emulator):
+    products = ["company", "directory", "individual", "employment", "ssn"]
+    conn, employer = sandbox_employer(emulator, products=products, employee_size=250)
+    entity = [conn.entity_id]
+
+    # The SDK's auto-paging follows `paging.count` through every page.
+    everyone = list(employer.hris.directory.list(limit=100, entity_ids=entity))
+    assert len(everyone) == 250 and len({p.id for p in everyone}) == 250
+    first = employer.hris.directory.list(limit=100, offset=0, entity_ids=entity)
+    assert first.paging.count == 250 and len(first.individuals) == 100
+    assert sum(1 for p in everyone if p.manager is None) == 1  # one person leads the company
+    assert any(p.is_active is False for p in everyone)  # some have left
+
+    ids = [p.id for p in everyone[:3]]
+    missing = "00000000-0000-4000-8000-000000000000"
+    people = list(employer.hris.individuals.retrieve_many(
+        requests=[{"individual_id": i} for i in ids + [missing]], options={"include": ["ssn"]}, entity_ids=entity))
+    assert [r.code for r in people] == [200, 200, 200, 404]
+    assert people[0].body.dob and people[0].body.ssn and people[0].body.emails
+    assert people[3].body.finch_code == "individual_not_found"
+    jobs = list(employer.hris.employments.retrieve_many(requests=[{"individual_id": i} for i in ids], entity_ids=entity))
+    assert all(j.code == 200 and j.body.income.currency == "usd" and j.body.source_id for j in jobs)
+
+    with pytest.raises(finch.UnprocessableEntityError) as too_big:
+        employer.hris.directory.list(limit=10_001, entity_ids=entity)
+    assert too_big.value.body["finch_code"] == "page_size_limit_exceeded"
+    with pytest.raises(finch.UnprocessableEntityError) as too_many:
+        employer.hris.employments.retrieve_many(requests=[{"individual_id": missing}] * 10_001, entity_ids=entity)
+    assert too_many.value.body["finch_code"] == "batch_limit_exceeded"
+    # The emulator answered as Finch does, and still noted that the request broke the spec.
+    violations = control(emulator, "/_emulator/violations")
+    assert len(violations) == 1 and "employment" in violations[0] and len(violations[0]) < 400
+
+
+def test_products_not_granted_ssn_withheld_and_data_not_ready(emulator):
+    conn, employer = sandbox_employer(emulator, products=["company", "directory", "individual"])
+    someone = next(iter(employer.hris.directory.list(entity_ids=[conn.entity_id]))).id
+    with pytest.raises(finch.PermissionDeniedError) as denied:
+        employer.hris.employments.retrieve_many(requests=[{"individual_id": someone}])
+    assert denied.value.body["name"] == "insufficient_scope_error"
+    person = list(employer.hris.individuals.retrieve_many(requests=[{"individual_id": someone}],
+                                                          options={"include": ["ssn"]}))[0]
+    assert person.code == 200 and person.body.ssn is None  # `ssn` was not granted
+
+    for reason in ["data_sync_in_progress", "pending", "accountant_setup_pending"]:
+        control(emulator, f"/_emulator/connections/{conn.connection_id}/data_sync", {"finch_code": reason})
+        raw = employer.hris.directory.with_raw_response.list()
+        assert raw.status_code == 202 and raw.http_response.json()["finch_code"] == reason
+    ended = control(emulator, f"/_emulator/connections/{conn.connection_id}/data_sync", {"finch_code": None})
+    assert ended["finch_code"] is None
+    assert employer.hris.company.retrieve().legal_name
+    assert control(emulator, "/_emulator/violations") == []
+
+
+def test_sandbox_changes_and_control_changes_send_data_webhooks(emulator):
+    import base64
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"])).decode()
+            received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = base64.b64encode(os.urandom(32)).decode()
+    control(emulator, "/_emulator/webhooks", {"url": f"http://127.0.0.1:{server.server_port}/", "secret": secret})
+    try:
+        conn, employer = sandbox_employer(emulator, products=["company", "directory", "individual", "employment"],
+                                          employee_size=5)
+        hired = employer.sandbox.directory.create(body=[{"first_name": "Ada", "last_name": "Lovelace"}])
+        assert len(hired) == 1
+        people = list(employer.hris.directory.list())
+        assert len(people) == 6 and people[-1].first_name == "Ada"
+        someone = people[1].id
+        updated = employer.sandbox.individual.update(someone, last_name="Hopper")
+        assert updated.last_name == "Hopper"
+        job = employer.sandbox.employment.update(someone, title="Rear Admiral")
+        assert job.title == "Rear Admiral"
+        renamed = employer.sandbox.company.update(accounts=None, departments=None, ein=None, entity=None,
+                                                  legal_name="Renamed Co", locations=None, primary_email=None,
+                                                  primary_phone_number=None)
+        assert renamed.legal_name == "Renamed Co"
+        assert employer.hris.company.retrieve().legal_name == "Renamed Co"
+        gone = control(emulator, f"/_emulator/connections/{conn.connection_id}/people",
+                       {"action": "terminate", "individual_id": someone})
+        assert gone["events"] == ["directory.updated", "employment.updated"]
+        assert gone["webhook_statuses"] == [200, 200]
+        job = list(employer.hris.employments.retrieve_many(requests=[{"individual_id": someone}]))[0]
+        assert job.body.is_active is False and job.body.employment_status == "terminated"
+        removed = control(emulator, f"/_emulator/connections/{conn.connection_id}/people",
+                          {"action": "remove", "individual_id": someone})
+        assert removed["events"] == ["directory.deleted", "individual.deleted", "employment.deleted"]
+        assert len(list(employer.hris.directory.list())) == 5
+
+        client = finch.Finch(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, webhook_secret=secret, base_url=emulator)
+        # Every delivery is a signed event Finch's SDK verifies and parses (ids only, never the record).
+        events = [client.webhooks.unwrap(body, headers) for body, headers in received]
+        kinds = {e.event_type for e in events}
+        assert {"directory.created", "individual.updated", "employment.updated", "company.updated",
+                "directory.deleted"} <= kinds
+        for e in events:
+            if e.event_type.startswith(("directory.", "individual.", "employment.")):
+                assert e.data.individual_id and e.connection_id == conn.connection_id
+        assert control(emulator, "/_emulator/violations") == []
+    finally:
+        server.shutdown()

@@ -35,7 +35,7 @@ fn invalid_token() -> Response {
     )
 }
 
-fn reauth_required() -> Response {
+pub fn reauth_required() -> Response {
     finch_error(
         401,
         json!({"code": 401, "name": "authentication_error", "finch_code": "reauthenticate_user", "message": "The employer must re-authenticate this connection"}),
@@ -250,7 +250,7 @@ pub async fn token(State(s): State<Shared>, body: axum::body::Bytes) -> Response
 }
 
 /// Resolves a bearer token to its live connection, or the 401 Finch would answer.
-fn connection_for(s: &Shared, headers: &HeaderMap) -> Result<(String, crate::world::Connection), Response> {
+pub fn connection_for(s: &Shared, headers: &HeaderMap) -> Result<(String, crate::world::Connection), Response> {
     let token = bearer(headers).ok_or_else(|| {
         finch_error(401, json!({"statusCode": 401, "status": 401, "code": 401, "message": "Unauthorized request: no authentication given", "name": "unauthorized_request_error"}))
     })?;
@@ -289,34 +289,6 @@ pub async fn introspect(State(s): State<Shared>, headers: HeaderMap) -> Response
         "payroll_provider_id": c.provider_id,
         "manual": c.manual,
         "entities": c.entities.iter().map(|e| json!({"id": e.id, "name": e.name, "source_id": e.source_id, "status": e.status})).collect::<Vec<_>>(),
-    }))
-    .into_response()
-}
-
-/// `GET /employer/company`.
-pub async fn company(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    let (_, c) = match connection_for(&s, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match c.status.as_str() {
-        "reauth" => return reauth_required(),
-        "pending" | "processing" => {
-            return (StatusCode::ACCEPTED, Json(json!({"code": 202, "name": "authorization_pending", "finch_code": "pending", "message": "Authorization to this company's data is pending"})))
-                .into_response();
-        }
-        _ => {}
-    }
-    Json(json!({
-        "id": c.company_id,
-        "legal_name": c.company_name,
-        "entity": {"type": "corporation", "subtype": "c_corporation"},
-        "ein": "12-3456789",
-        "primary_email": "founders@example.com",
-        "primary_phone_number": "+15555550100",
-        "departments": [{"name": "Engineering", "parent": {"name": null}}],
-        "locations": [{"line1": "1 Main St", "line2": null, "city": "Springfield", "state": "IL", "postal_code": "62701", "country": "US", "name": "HQ", "source_id": null}],
-        "accounts": [],
     }))
     .into_response()
 }
@@ -395,6 +367,8 @@ struct SandboxNew {
     authentication_type: Option<String>,
     #[serde(default)]
     products: Option<Vec<String>>,
+    #[serde(default)]
+    employee_size: Option<u32>,
 }
 
 /// `POST /sandbox/connections`: a connection without Connect.
@@ -423,6 +397,10 @@ pub async fn sandbox_create(State(s): State<Shared>, headers: HeaderMap, body: a
     );
     let token = w.mint_token(&id);
     let c = w.connections[&id].clone();
+    if let Some(size) = req.employee_size {
+        // A sandbox connection is its own employer (`employee_size`, Finch's default 20).
+        w.rosters.insert(c.account_id(), crate::people::Roster::new(crate::people::seed_of(&c.account_id()), size));
+    }
     Json(json!({
         "connection_id": c.id, "entity_id": c.account_id(), "company_id": c.company_id, "account_id": c.account_id(),
         "provider_id": c.provider_id, "authentication_type": auth, "products": products,

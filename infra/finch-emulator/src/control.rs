@@ -4,13 +4,24 @@
 //!   connection, or one of its entities;
 //! - `POST /_emulator/connections/{id}/company {"name"}` — the employer renamed its company:
 //!   Finch then sends `company.updated`;
+//! - `POST /_emulator/connections/{id}/people {"action": "hire", "fields"?} | {"action":
+//!   "change", "individual_id", "fields"} | {"action": "terminate", "individual_id", "end_date"?}
+//!   | {"action": "remove", "individual_id"}` (and `"entity_id"?`) — the employer's workforce
+//!   changed: Finch then sends `directory.*`, `individual.*`, `employment.*` (ids only);
+//! - `POST /_emulator/connections/{id}/employees {"size", "entity_id"?}` — a workforce of that
+//!   many people, made anew (5, 500, 20,000: generated on read, see `people`);
+//! - `POST /_emulator/connections/{id}/data_sync {"finch_code", "seconds"?}` — the data answers
+//!   202 with that reason (for that long); `{"finch_code": null}` ends it and sends
+//!   `job.initial_data_sync_org.succeeded`;
 //! - `GET /_emulator/connections` — every connection held;
 //! - `POST /_emulator/faults {path?, method?, status?, latency_ms?, retry_after?, times?}`,
 //!   `DELETE /_emulator/faults` — inject or clear faults;
 //! - `POST /_emulator/clock {"advance_seconds": 601}` — move time forward (code expiry);
 //! - `GET /_emulator/requests`, `GET /_emulator/violations` — what was seen;
 //! - `POST /_emulator/rate_limits {ip_limit?, ip_window_ms?, penalty_ms?, product_limit?,
-//!   product_window_ms?}` (Finch's values by default), `DELETE`, `GET` (how many were refused);
+//!   slow_product_limit?, product_window_ms?}` (Finch's values by default: per product across
+//!   all tokens, 20 a minute, 12 for payment and pay-statement; 1,000 per 5 minutes per IP),
+//!   `DELETE`, `GET` (how many were refused);
 //! - `POST /_emulator/webhooks {url, secret}` — where status changes are delivered, signed;
 //! - `POST /_emulator/webhooks/send {payload, event_id?, timestamp?}` — deliver any event;
 //! - `POST /_emulator/webhooks/sign {body, secret, event_id?, timestamp?}` — the headers only;
@@ -37,6 +48,9 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/dashboard/connections/{id}/status", post(dashboard_set_status))
         .route("/_emulator/connections/{id}/status", post(set_status))
         .route("/_emulator/connections/{id}/company", post(rename_company))
+        .route("/_emulator/connections/{id}/people", post(people))
+        .route("/_emulator/connections/{id}/employees", post(employees))
+        .route("/_emulator/connections/{id}/data_sync", post(data_sync))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/clock", post(clock))
         .route("/_emulator/token_response", post(token_response))
@@ -88,6 +102,73 @@ async fn rename_company(State(s): State<Shared>, Path(id): Path<String>, Json(b)
         None => (0, None),
     };
     Json(json!({"webhook_status": delivered.0, "webhook": delivered.1})).into_response()
+}
+
+#[derive(Deserialize)]
+struct PeopleBody {
+    #[serde(flatten)]
+    change: crate::data::PeopleChange,
+    #[serde(default)]
+    entity_id: Option<String>,
+}
+
+/// Hires, changes, terminates or removes someone (`{"action": "hire" | "change" | "terminate" |
+/// "remove", …}`) and delivers the data-change webhooks Finch would send.
+async fn people(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<PeopleBody>) -> Response {
+    crate::data::change_people(&s, &id, b.entity_id.as_deref(), b.change).await
+}
+
+#[derive(Deserialize)]
+struct EmployeesBody {
+    size: u32,
+    #[serde(default)]
+    entity_id: Option<String>,
+}
+
+/// Makes an entity's workforce `size` people anew (its first entity unless named).
+async fn employees(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<EmployeesBody>) -> Response {
+    let mut w = s.world();
+    let Some(c) = w.connections.get(&id).cloned() else { return crate::not_found() };
+    let entity = b.entity_id.unwrap_or_else(|| c.account_id());
+    if !c.entities.iter().any(|e| e.id == entity) {
+        return crate::not_found();
+    }
+    w.rosters.insert(entity.clone(), crate::people::Roster::new(crate::people::seed_of(&entity), b.size));
+    Json(json!({"entity_id": entity, "size": b.size})).into_response()
+}
+
+#[derive(Deserialize)]
+struct DataSyncBody {
+    /// `data_sync_in_progress`, `pending` or `accountant_setup_pending`; `null` ends the phase.
+    finch_code: Option<String>,
+    /// How long the phase lasts (until ended when absent).
+    #[serde(default)]
+    seconds: Option<i64>,
+}
+
+/// Puts a connection's data in a 202 phase, or ends it and delivers
+/// `job.initial_data_sync_org.succeeded`.
+async fn data_sync(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<DataSyncBody>) -> Response {
+    {
+        let mut w = s.world();
+        if !w.connections.contains_key(&id) {
+            return crate::not_found();
+        }
+        match &b.finch_code {
+            Some(code) => {
+                let until = b.seconds.map(|secs| w.now() + time::Duration::seconds(secs));
+                w.data_phases.insert(id.clone(), (code.clone(), until));
+            }
+            None => {
+                w.data_phases.remove(&id);
+            }
+        }
+    }
+    let delivered = match (&b.finch_code, webhooks::initial_org_sync_succeeded(&s, &id)) {
+        (None, Some(payload)) => webhooks::deliver(&s, &payload, None, None).await.0,
+        _ => 0,
+    };
+    Json(json!({"finch_code": b.finch_code, "webhook_status": delivered})).into_response()
 }
 
 /// Flips a connection's status and, when a webhook target is set, delivers `account.updated`

@@ -2,9 +2,11 @@
 //!
 //! It speaks the contract in `docs/finch-contract.md`: Basic auth on Connect sessions
 //! (with `connection_already_exists`), body credentials on `/auth/token` (10-minute single-use
-//! codes, `invalid_grant_error`), Bearer on `/introspect`, `/employer/company` and
-//! `/disconnect` (which revokes every token of the connection), sandbox connections, and a
-//! `Finch-Request-Id` on every response.
+//! codes, `invalid_grant_error`), Bearer on `/introspect`, the organization data endpoints
+//! (`/employer/company`, `/employer/directory`, `/employer/individual`, `/employer/employment`:
+//! see [`data`], over the synthetic workforces of [`people`]) and `/disconnect` (which revokes
+//! every token of the connection), sandbox connections and data, and a `Finch-Request-Id` on
+//! every response.
 //!
 //! In strict mode (the default) every request to a Finch route is checked against Finch's
 //! OpenAPI document — version header, auth scheme, body schema — and refused with Finch's 400
@@ -21,8 +23,10 @@
 
 pub mod api;
 mod control;
+pub mod data;
 pub mod holds;
 pub mod page;
+pub mod people;
 pub mod spec;
 pub mod webhooks;
 pub mod world;
@@ -44,6 +48,9 @@ use crate::world::{Seen, World};
 
 /// Bodies larger than this are refused before anything else looks at them.
 const MAX_BODY: usize = 1 << 20;
+/// The emulator's own answers are read back (to referee them) up to this size: a directory page
+/// or batch of 10,000 people is several megabytes.
+const MAX_RESPONSE: usize = 64 << 20;
 
 /// The application credentials the emulator accepts.
 #[derive(Debug, Clone)]
@@ -155,11 +162,18 @@ pub fn router(shared: Shared) -> Router {
         .route("/connect/sessions/reauthenticate", post(api::reauthenticate))
         .route("/auth/token", post(api::token))
         .route("/introspect", get(api::introspect))
-        .route("/employer/company", get(api::company))
+        .route("/employer/company", get(data::company))
+        .route("/employer/directory", get(data::directory))
+        .route("/employer/individual", post(data::individual))
+        .route("/employer/employment", post(data::employment))
         .route("/disconnect", post(api::disconnect))
         .route("/disconnect-entity", post(api::disconnect_entity))
         .route("/sandbox/connections", post(api::sandbox_create))
         .route("/sandbox/connections/accounts", axum::routing::put(api::sandbox_set_status))
+        .route("/sandbox/company", axum::routing::put(data::sandbox_company))
+        .route("/sandbox/directory", post(data::sandbox_directory))
+        .route("/sandbox/individual/{individual_id}", axum::routing::put(data::sandbox_individual))
+        .route("/sandbox/employment/{individual_id}", axum::routing::put(data::sandbox_employment))
         .route("/authorize", get(page::show).post(page::submit))
         .merge(control::routes())
         .fallback(|| async {
@@ -205,7 +219,7 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
     let op = if is_control { None } else { spec::spec().operation(&method, &path) };
     let seen_at = (!is_control).then(|| record_arrival(&s, &method, &path, &request_id));
 
-    let gated = if is_control || path == "/authorize" { None } else { gate(&s, req.headers(), &method, &path).await };
+    let gated = if is_control || path == "/authorize" { None } else { gate(&s, &method, &path).await };
     let fault_injected = matches!(gated, Some((_, true)));
     let mut response = match gated {
         Some((refused, _)) => refused,
@@ -245,17 +259,14 @@ fn record_arrival(s: &Shared, method: &str, path: &str, request_id: &str) -> usi
 
 /// Finch's rate limits, then an injected fault: the answer instead of the real handler, and
 /// whether it was an injected fault (a 429 from the limits is Finch's own behaviour).
-async fn gate(s: &Shared, headers: &axum::http::HeaderMap, method: &str, path: &str) -> Option<(Response, bool)> {
+async fn gate(s: &Shared, method: &str, path: &str) -> Option<(Response, bool)> {
     let limited = {
         let mut w = s.world();
         match w.rate_limits.clone() {
             Some(limits) => {
-                // Application limits are per token and data endpoint; the IP limit is for all.
-                let product = (path.starts_with("/employer/")).then(|| {
-                    let token =
-                        headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                    (token, path.to_owned())
-                });
+                // Application limits are per product (endpoint) across every token of the
+                // application (DATA.md §1.10); the IP limit counts every request.
+                let product = path.strip_prefix("/employer/").map(|p| ("application".to_owned(), p.to_owned()));
                 w.rate_state.admit(&limits, product)
             }
             None => None,
@@ -287,11 +298,15 @@ async fn inbound(s: &Shared, op: Option<&spec::Operation>, req: Request) -> Resu
         ));
     };
     if let Some(op) = op {
-        let problems = check_request(op, &parts.headers, &bytes);
+        // A problem quotes the offending value, which can be a whole 10,000-item array: kept
+        // short, for the log and the 400 alike.
+        let problems: Vec<String> = check_request(op, &parts.headers, &bytes).into_iter().map(shorten).collect();
         if !problems.is_empty() {
             tracing::warn!(?problems, "request violates Finch's spec");
             s.world().violations.extend(problems.iter().cloned());
-            if s.config().strict {
+            // Where Finch documents a 422 for a request it cannot take (over a batch or page
+            // cap), the handler answers as Finch does; the violation is still recorded.
+            if s.config().strict && !spec::spec().documents_response(op, 422) {
                 return Err(api::finch_error(
                     400,
                     json!({"code": 400, "name": "bad_request", "finch_code": "invalid_request", "message": problems.join("; ")}),
@@ -305,7 +320,7 @@ async fn inbound(s: &Shared, op: Option<&spec::Operation>, req: Request) -> Resu
 /// The answer checked against the spec (an injected fault is not the emulator's own answer).
 async fn outbound(s: &Shared, op: &spec::Operation, response: Response, fault_injected: bool) -> Response {
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, MAX_RESPONSE).await.unwrap_or_default();
     let status = parts.status.as_u16();
     if !fault_injected
         && spec::spec().documents_response(op, status)
@@ -318,6 +333,16 @@ async fn outbound(s: &Shared, op: &spec::Operation, response: Response, fault_in
         }
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A problem's text, cut to a readable length.
+fn shorten(problem: String) -> String {
+    const MAX: usize = 300;
+    if problem.len() <= MAX {
+        return problem;
+    }
+    let cut = (0..=MAX).rev().find(|i| problem.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}… ({} characters)", &problem[..cut], problem.len())
 }
 
 fn check_request(op: &spec::Operation, headers: &axum::http::HeaderMap, body: &Bytes) -> Vec<String> {

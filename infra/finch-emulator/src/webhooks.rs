@@ -63,6 +63,45 @@ pub fn company_updated(s: &Shared, connection_id: &str) -> Option<Value> {
     }))
 }
 
+/// A data-change event (`directory.created`, `employment.updated`, …): ids only, as Finch sends
+/// them; `entity_id` is named for a connection of several entities.
+pub fn data_changed(
+    s: &Shared,
+    connection_id: &str,
+    entity: &str,
+    event_type: &str,
+    individual_id: &str,
+) -> Option<Value> {
+    let w = s.world();
+    let c = w.connections.get(connection_id)?;
+    let entity_id = c.is_multi_entity().then_some(entity);
+    Some(json!({
+        "connection_id": c.id, "company_id": c.company_id, "account_id": c.account_id(), "entity_id": entity_id,
+        "event_type": event_type, "data": {"individual_id": individual_id},
+    }))
+}
+
+/// `job.initial_data_sync_org.succeeded`: the connection's organization data is there.
+pub fn initial_org_sync_succeeded(s: &Shared, connection_id: &str) -> Option<Value> {
+    let w = s.world();
+    let c = w.connections.get(connection_id)?;
+    let job_id = uuid::Uuid::new_v4().to_string();
+    Some(json!({
+        "connection_id": c.id, "company_id": c.company_id, "account_id": c.account_id(), "entity_id": null,
+        "event_type": "job.initial_data_sync_org.succeeded",
+        "data": {"job_id": job_id, "job_url": format!("https://api.tryfinch.com/jobs/automated/{job_id}")},
+    }))
+}
+
+/// Delivers each payload in order; the statuses, in order.
+pub async fn deliver_all(s: &Shared, payloads: Vec<Value>) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for p in payloads {
+        statuses.push(deliver(s, &p, None, None).await.0);
+    }
+    statuses
+}
+
 /// Signs and POSTs `payload` to the configured target; returns the HTTP status (or 0 when
 /// nothing is configured or the target could not be reached) and the signed headers.
 pub async fn deliver(

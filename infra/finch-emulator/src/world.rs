@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::people::{Roster, seed_of};
+
 /// How long an authorization code lives (Finch: 10 minutes).
 pub const CODE_LIFETIME_SECS: i64 = 600;
 /// Default Connect session lifetime (Finch: 90 days).
@@ -145,9 +147,13 @@ pub struct RateLimits {
     /// Penalty once the IP limit is exceeded (Finch: 60 minutes).
     #[serde(default = "default_penalty_ms")]
     pub penalty_ms: u64,
-    /// Requests per token per data endpoint per window (Finch: 20 per minute for company).
+    /// Requests per data endpoint per window, across every token of the application (Finch: 20
+    /// a minute for company, directory, individual, employment).
     #[serde(default = "default_product_limit")]
     pub product_limit: u32,
+    /// The same for payment and pay-statement (Finch: 12 a minute).
+    #[serde(default = "default_slow_product_limit")]
+    pub slow_product_limit: u32,
     #[serde(default = "default_product_window_ms")]
     pub product_window_ms: u64,
 }
@@ -163,6 +169,9 @@ fn default_penalty_ms() -> u64 {
 }
 fn default_product_limit() -> u32 {
     20
+}
+fn default_slow_product_limit() -> u32 {
+    12
 }
 fn default_product_window_ms() -> u64 {
     60_000
@@ -204,8 +213,13 @@ impl RateState {
             return Some("finch_api_ip_rl");
         }
         if let Some(key) = product_key {
+            let limit = if ["payment", "pay-statement"].contains(&key.1.as_str()) {
+                limits.slow_product_limit
+            } else {
+                limits.product_limit
+            };
             let q = self.product.entry(key).or_default();
-            if !within(q, now, std::time::Duration::from_millis(limits.product_window_ms), limits.product_limit) {
+            if !within(q, now, std::time::Duration::from_millis(limits.product_window_ms), limit) {
                 self.rejected += 1;
                 return Some("finch_application_rl");
             }
@@ -253,9 +267,32 @@ pub struct World {
     pub rate_state: RateState,
     /// Answer `/auth/token` as seed 003's example does: without `connection_id`.
     pub token_without_connection_id: bool,
+    /// Each entity's people, by entity id (see [`crate::people`]).
+    pub rosters: HashMap<String, Roster>,
+    /// How many people a new company's first entity has (its divisions a tenth, at least 2);
+    /// Finch's sandbox default is 20.
+    pub default_employees: Option<u32>,
+    /// Connections whose data is not there yet: the 202 `finch_code` they answer with, until when
+    /// (for good when `None`, until the control API ends it).
+    pub data_phases: HashMap<String, (String, Option<OffsetDateTime>)>,
 }
 
+/// Finch's sandbox default company size.
+pub const DEFAULT_EMPLOYEES: u32 = 20;
+
 impl World {
+    /// The roster of `entity`, made with the default size if it has none yet.
+    pub fn roster(&mut self, entity: &str) -> &mut Roster {
+        let size = self.default_employees.unwrap_or(DEFAULT_EMPLOYEES);
+        self.rosters.entry(entity.to_owned()).or_insert_with(|| Roster::new(seed_of(entity), size))
+    }
+
+    /// The 202 reason a connection's data requests get now, if any.
+    pub fn data_phase(&self, connection_id: &str) -> Option<String> {
+        let (code, until) = self.data_phases.get(connection_id)?;
+        until.is_none_or(|t| self.now() < t).then(|| code.clone())
+    }
+
     pub fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc() + time::Duration::seconds(self.clock_offset_secs)
     }
@@ -310,7 +347,8 @@ impl World {
     /// same login finds the same company (and its ids) again, as a provider account would.
     pub fn company_for(&mut self, customer_name: Option<&str>, username: &str) -> Company {
         let key = format!("{}|{username}", customer_name.unwrap_or(""));
-        self.companies
+        let company = self
+            .companies
             .entry(key)
             .or_insert_with(|| {
                 let name = match customer_name {
@@ -330,7 +368,13 @@ impl World {
                     .collect();
                 Company { id: uuid::Uuid::new_v4().to_string(), name, entities }
             })
-            .clone()
+            .clone();
+        let size = self.default_employees.unwrap_or(DEFAULT_EMPLOYEES);
+        for (i, e) in company.entities.iter().enumerate() {
+            let n = if i == 0 { size } else { (size / 10).max(2) };
+            self.rosters.entry(e.id.clone()).or_insert_with(|| Roster::new(seed_of(&e.id), n));
+        }
+        company
     }
 
     /// Creates a connection to the company `good_user` reaches, for its first entity.
