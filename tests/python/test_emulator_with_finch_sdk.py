@@ -254,7 +254,14 @@ def test_sandbox_changes_and_control_changes_send_data_webhooks(emulator):
     try:
         conn, employer = sandbox_employer(emulator, products=["company", "directory", "individual", "employment"],
                                           employee_size=5)
+        # The snapshot time moves only when the data changed.
+        before = employer.account.introspect().connection_status.last_successful_sync
+        assert employer.account.introspect().connection_status.last_successful_sync == before
+        raw = employer.hris.directory.with_raw_response.list()
+        assert raw.headers["finch-data-retrieved"]
+        control(emulator, "/_emulator/clock", {"advance_seconds": 60})
         hired = employer.sandbox.directory.create(body=[{"first_name": "Ada", "last_name": "Lovelace"}])
+        assert employer.account.introspect().connection_status.last_successful_sync > before
         assert len(hired) == 1
         people = list(employer.hris.directory.list())
         assert len(people) == 6 and people[-1].first_name == "Ada"

@@ -266,9 +266,9 @@ pub async fn introspect(State(s): State<Shared>, headers: HeaderMap) -> Response
         Ok(x) => x,
         Err(r) => return r,
     };
+    // The data's snapshot time: it moves only when the data changed (a sync found something).
     let last_sync = (c.status == "connected")
-        .then(|| s.world().now().replace_nanosecond(0).ok())
-        .flatten()
+        .then(|| s.world().last_sync(&c))
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
     Json(json!({
         "id": token_id,

@@ -134,6 +134,7 @@ async fn employees(State(s): State<Shared>, Path(id): Path<String>, Json(b): Jso
         return crate::not_found();
     }
     w.rosters.insert(entity.clone(), crate::people::Roster::new(crate::people::seed_of(&entity), b.size));
+    w.touch(&entity);
     Json(json!({"entity_id": entity, "size": b.size})).into_response()
 }
 

@@ -76,6 +76,18 @@ fn accepted(finch_code: &str) -> Response {
         .into_response()
 }
 
+/// Finch's data answer with `Finch-Data-Retrieved` (DATA.md §1.1).
+fn fetched(s: &Shared, c: &Connection, entity: &str, body: Value) -> Response {
+    let at = s.world().data_retrieved(c, entity);
+    let mut r = Json(body).into_response();
+    if let Ok(v) = at.format(&time::format_description::well_known::Rfc3339)
+        && let Ok(v) = axum::http::HeaderValue::from_str(&v)
+    {
+        r.headers_mut().insert("finch-data-retrieved", v);
+    }
+    r
+}
+
 fn invalid(message: &str) -> Response {
     finch_error(400, json!({"code": 400, "name": "bad_request", "finch_code": "invalid_request", "message": message}))
 }
@@ -147,7 +159,7 @@ pub async fn company(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw):
         names.dedup();
         names.into_iter().map(|n| json!({"name": n, "parent": {"name": null}})).collect()
     });
-    Json(json!({
+    let body = json!({
         "id": c.company_id,
         "legal_name": c.company_name,
         "entity": {"type": "corporation", "subtype": "c_corporation"},
@@ -157,8 +169,8 @@ pub async fn company(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw):
         "departments": departments,
         "locations": [{"line1": "1 Main St", "line2": null, "city": "Springfield", "state": "IL", "postal_code": "62701", "country": "US", "name": "HQ", "source_id": null}],
         "accounts": [],
-    }))
-    .into_response()
+    });
+    fetched(&s, &c, &entity, body)
 }
 
 /// `GET /employer/directory`: offset paging over the roster, `paging.count` the total.
@@ -167,7 +179,7 @@ pub async fn directory(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw
         Ok(q) => q,
         Err(r) => return r,
     };
-    let (_, entity) = match access(&s, &headers, "directory", &q.entity_ids) {
+    let (c, entity) = match access(&s, &headers, "directory", &q.entity_ids) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -184,7 +196,7 @@ pub async fn directory(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw
             r.numbers().skip(offset as usize).take(limit as usize).filter_map(|n| r.directory(n)).collect();
         (r.len(), page)
     });
-    Json(json!({"paging": {"count": count, "offset": offset}, "individuals": individuals})).into_response()
+    fetched(&s, &c, &entity, json!({"paging": {"count": count, "offset": offset}, "individuals": individuals}))
 }
 
 #[derive(Deserialize)]
@@ -252,7 +264,7 @@ async fn batch(s: Shared, headers: HeaderMap, raw: Option<String>, body: &[u8], 
             })
             .collect()
     });
-    Json(json!({"responses": responses})).into_response()
+    fetched(&s, &c, &entity, json!({"responses": responses}))
 }
 
 pub async fn individual(
@@ -362,6 +374,7 @@ fn apply_change(
         let r = w.roster(entity);
         let n = r.find(individual_id)?;
         r.change(n, patch);
+        w.touch(entity);
     }
     let events =
         events.into_iter().filter_map(|e| crate::webhooks::data_changed(s, &c.id, entity, e, individual_id)).collect();
@@ -375,7 +388,9 @@ fn hire(s: &Shared, c: &Connection, entity: &str, patch: crate::people::Patch) -
         let r = w.roster(entity);
         let n = r.hire();
         r.change(n, patch);
-        r.person(n).map(|p| p.id).unwrap_or_default()
+        let id = r.person(n).map(|p| p.id).unwrap_or_default();
+        w.touch(entity);
+        id
     };
     let events = ["directory.created", "individual.created", "employment.created"]
         .into_iter()
@@ -411,6 +426,9 @@ pub async fn sandbox_company(State(s): State<Shared>, headers: HeaderMap, body: 
         }
         for co in w.companies.values_mut().filter(|co| co.id == c.company_id) {
             co.name = name.to_owned();
+        }
+        for e in &c.entities {
+            w.touch(&e.id);
         }
     }
     if let Some(event) = crate::webhooks::company_updated(&s, &c.id) {
@@ -535,7 +553,9 @@ pub async fn change_people(s: &Shared, id: &str, entity: Option<&str>, change: P
             let removed = {
                 let mut w = s.world();
                 let r = w.roster(&entity);
-                r.find(&individual_id).map(|n| r.removed.insert(n)).is_some()
+                let removed = r.find(&individual_id).map(|n| r.removed.insert(n)).is_some();
+                w.touch(&entity);
+                removed
             };
             removed.then(|| Changed {
                 events: ["directory.deleted", "individual.deleted", "employment.deleted"]

@@ -272,6 +272,9 @@ pub struct World {
     /// How many people a new company's first entity has (its divisions a tenth, at least 2);
     /// Finch's sandbox default is 20.
     pub default_employees: Option<u32>,
+    /// When each entity's data last changed (Finch's last sync that found a change); a
+    /// connection's data is as of the later of this and its creation.
+    pub synced_at: HashMap<String, OffsetDateTime>,
     /// Connections whose data is not there yet: the 202 `finch_code` they answer with, until when
     /// (for good when `None`, until the control API ends it).
     pub data_phases: HashMap<String, (String, Option<OffsetDateTime>)>,
@@ -285,6 +288,23 @@ impl World {
     pub fn roster(&mut self, entity: &str) -> &mut Roster {
         let size = self.default_employees.unwrap_or(DEFAULT_EMPLOYEES);
         self.rosters.entry(entity.to_owned()).or_insert_with(|| Roster::new(seed_of(entity), size))
+    }
+
+    /// Records that `entity`'s data changed now (what Finch's next sync would pick up).
+    pub fn touch(&mut self, entity: &str) {
+        let now = self.now().replace_nanosecond(0).unwrap_or_else(|_| self.now());
+        self.synced_at.insert(entity.to_owned(), now);
+    }
+
+    /// When the data Finch serves for `entity` of `c` was retrieved (`Finch-Data-Retrieved`).
+    pub fn data_retrieved(&self, c: &Connection, entity: &str) -> OffsetDateTime {
+        let created = c.created_at.replace_nanosecond(0).unwrap_or(c.created_at);
+        self.synced_at.get(entity).copied().map_or(created, |t| t.max(created))
+    }
+
+    /// A connection's last successful sync: the latest of its entities'.
+    pub fn last_sync(&self, c: &Connection) -> OffsetDateTime {
+        c.entities.iter().map(|e| self.data_retrieved(c, &e.id)).max().unwrap_or(c.created_at)
     }
 
     /// The 202 reason a connection's data requests get now, if any.

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::types::{
-    Company, ConnectSession, CreateSessionRequest, DisconnectEntityRequest, ErrorBody, Introspection,
-    ReauthenticateRequest, TokenRequest, TokenResponse,
+    Accepted, BatchAnswer, BatchId, BatchOptions, BatchRequest, Company, ConnectSession, CreateSessionRequest,
+    DirectoryPage, DisconnectEntityRequest, ErrorBody, Introspection, ReauthenticateRequest, TokenRequest,
+    TokenResponse,
 };
 use crate::domain::{AccessToken, AuthorizationCode};
 use crate::domain::{Error, FinchError};
@@ -62,7 +63,61 @@ struct Answer {
     status: StatusCode,
     body: Vec<u8>,
     request_id: Option<String>,
+    /// `Finch-Data-Retrieved`: when Finch read the data from the provider (data endpoints).
+    data_retrieved: Option<String>,
 }
+
+/// A data call's outcome: the data, or Finch's 202 with its reason (DATA.md §1.1).
+#[derive(Debug)]
+pub enum Data<T> {
+    Ready(Fetched<T>),
+    NotYet(NotReady),
+}
+
+/// Finch's data with what says which snapshot it is.
+#[derive(Debug)]
+pub struct Fetched<T> {
+    pub value: T,
+    pub request_id: Option<String>,
+    /// `Finch-Data-Retrieved` (ISO 8601), when Finch sent it.
+    pub data_retrieved: Option<String>,
+}
+
+/// Why Finch has no data yet: each reason is a different wait (a sync running, an employer who
+/// has not finished authorizing, an accountant being set up for an assisted connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    DataSyncInProgress,
+    Pending,
+    AccountantSetupPending,
+    /// A reason Finch added since (kept, not guessed at).
+    Other(String),
+}
+
+impl NotReady {
+    fn from_code(code: Option<&str>) -> Self {
+        match code {
+            Some("data_sync_in_progress") => Self::DataSyncInProgress,
+            Some("pending") => Self::Pending,
+            Some("accountant_setup_pending") => Self::AccountantSetupPending,
+            other => Self::Other(other.unwrap_or("unknown").to_owned()),
+        }
+    }
+
+    /// Finch's `finch_code` for it.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::DataSyncInProgress => "data_sync_in_progress",
+            Self::Pending => "pending",
+            Self::AccountantSetupPending => "accountant_setup_pending",
+            Self::Other(code) => code,
+        }
+    }
+}
+
+/// Finch's caps (DATA.md §0): a directory page, and ids per individual/employment batch.
+pub const MAX_DIRECTORY_PAGE: u64 = 10_000;
+pub const MAX_BATCH_IDS: usize = 10_000;
 
 /// A Finch answer with the `Finch-Request-Id` it came with, kept on the connection for support.
 #[derive(Debug, Clone)]
@@ -171,6 +226,77 @@ impl FinchClient {
         parse(&a, "company").map(Some)
     }
 
+    /// `GET /employer/company` for one entity, as Finch's JSON (a sync stores it as given).
+    pub async fn company_record(
+        &self,
+        token: &AccessToken,
+        entity: &str,
+    ) -> Result<Data<Box<serde_json::value::RawValue>>, Error> {
+        let path = format!("employer/company?entity_ids={}", query_value(entity));
+        let a =
+            self.call::<()>("company", Method::GET, &path, Auth::Bearer(token), None, RetryPolicy::Standard).await?;
+        data(a, "company")
+    }
+
+    /// `GET /employer/directory`: one page of one entity's directory (`limit` ≤ 10,000).
+    pub async fn directory_page(
+        &self,
+        token: &AccessToken,
+        entity: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Data<DirectoryPage>, Error> {
+        let limit = limit.clamp(1, MAX_DIRECTORY_PAGE);
+        let path = format!("employer/directory?entity_ids={}&limit={limit}&offset={offset}", query_value(entity));
+        let a =
+            self.call::<()>("directory", Method::GET, &path, Auth::Bearer(token), None, RetryPolicy::Standard).await?;
+        data(a, "directory")
+    }
+
+    /// `POST /employer/individual` for up to 10,000 ids of one entity; the SSN only when asked
+    /// (and granted: Finch leaves it out otherwise).
+    pub async fn individuals(
+        &self,
+        token: &AccessToken,
+        entity: &str,
+        ids: &[String],
+        with_ssn: bool,
+    ) -> Result<Data<BatchAnswer>, Error> {
+        let options = with_ssn.then(|| BatchOptions { include: vec!["ssn"] });
+        self.batch_for(token, "individual", entity, ids, options).await
+    }
+
+    /// `POST /employer/employment` for up to 10,000 ids of one entity.
+    pub async fn employments(
+        &self,
+        token: &AccessToken,
+        entity: &str,
+        ids: &[String],
+    ) -> Result<Data<BatchAnswer>, Error> {
+        self.batch_for(token, "employment", entity, ids, None).await
+    }
+
+    async fn batch_for(
+        &self,
+        token: &AccessToken,
+        product: &'static str,
+        entity: &str,
+        ids: &[String],
+        options: Option<BatchOptions>,
+    ) -> Result<Data<BatchAnswer>, Error> {
+        if ids.len() > MAX_BATCH_IDS {
+            return Err(Error::internal(format!(
+                "{} ids in one {product} batch: Finch takes {MAX_BATCH_IDS}",
+                ids.len()
+            )));
+        }
+        let body = BatchRequest { requests: ids.iter().map(|id| BatchId { individual_id: id }).collect(), options };
+        let path = format!("employer/{product}?entity_ids={}", query_value(entity));
+        let a =
+            self.call(product, Method::POST, &path, Auth::Bearer(token), Some(&body), RetryPolicy::Standard).await?;
+        data(a, product)
+    }
+
     /// `POST /disconnect`: revokes every token of the connection.
     pub async fn disconnect(&self, token: &AccessToken) -> Result<Traced<()>, Error> {
         let a = self
@@ -259,6 +385,7 @@ impl Attempt {
         let status = resp.status();
         let request_id = header(&resp, "finch-request-id");
         let should_retry = header(&resp, "x-should-retry");
+        let data_retrieved = header(&resp, "finch-data-retrieved");
         let delay = retry_after(&resp);
         let bytes = resp.bytes().await;
         tracing::info!(
@@ -276,7 +403,7 @@ impl Attempt {
             source: Box::new(e),
         })?;
         if status.is_success() {
-            return Ok(Next::Done(Answer { status, body: bytes.to_vec(), request_id }));
+            return Ok(Next::Done(Answer { status, body: bytes.to_vec(), request_id, data_retrieved }));
         }
         let retryable = self.policy == RetryPolicy::Standard
             && match should_retry.as_deref() {
@@ -316,6 +443,21 @@ impl Attempt {
         }
         Ok(Next::RetryAfter(backoff(self.retries)))
     }
+}
+
+/// A data answer: Finch's 202 becomes [`Data::NotYet`] with its reason.
+fn data<T: DeserializeOwned>(a: Answer, operation: &'static str) -> Result<Data<T>, Error> {
+    if a.status == StatusCode::ACCEPTED {
+        let accepted: Accepted = serde_json::from_slice(&a.body).unwrap_or_default();
+        return Ok(Data::NotYet(NotReady::from_code(accepted.finch_code.as_deref())));
+    }
+    let Traced { value, request_id } = parse(&a, operation)?;
+    Ok(Data::Ready(Fetched { value, request_id, data_retrieved: a.data_retrieved }))
+}
+
+/// An entity id in a query string: Finch's are UUIDs, so anything else is escaped, not trusted.
+fn query_value(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
 fn header(resp: &Response, name: &str) -> Option<String> {

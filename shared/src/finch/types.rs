@@ -192,3 +192,64 @@ pub(crate) struct ErrorContext {
     #[serde(default)]
     pub connection_id: Option<String>,
 }
+
+/// `GET /employer/directory`'s answer: one page. Each individual is kept as Finch's JSON (it is
+/// stored as given, encrypted); only its `id` is read ([`Identified`]).
+#[derive(Debug, Deserialize)]
+pub struct DirectoryPage {
+    pub paging: Paging,
+    pub individuals: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// `Paging`: `count` is the total for the whole query, `offset` where this page starts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Paging {
+    #[serde(default)]
+    pub count: Option<u64>,
+    pub offset: u64,
+}
+
+/// The one field of a record Perch reads before storing it.
+#[derive(Debug, Deserialize)]
+pub struct Identified {
+    pub id: String,
+}
+
+/// `POST /employer/individual` and `/employer/employment` bodies.
+#[derive(Debug, Serialize)]
+pub struct BatchRequest<'a> {
+    pub requests: Vec<BatchId<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<BatchOptions>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchId<'a> {
+    pub individual_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchOptions {
+    pub include: Vec<&'static str>,
+}
+
+/// A batch's answer: one item per id asked, each with its own status (a 404 inside a 200).
+#[derive(Debug, Deserialize)]
+pub struct BatchAnswer {
+    pub responses: Vec<BatchItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BatchItem {
+    pub individual_id: String,
+    pub code: u16,
+    /// The record (code 200) or a `BatchError`.
+    pub body: Box<serde_json::value::RawValue>,
+}
+
+/// Finch's 202 body (`AcceptedResponse`): why the data is not there yet.
+#[derive(Debug, Default, Deserialize)]
+pub struct Accepted {
+    #[serde(default)]
+    pub finch_code: Option<String>,
+}
