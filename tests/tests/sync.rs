@@ -133,3 +133,35 @@ async fn more_ids_than_finch_takes_are_refused_before_sending() {
     assert!(client.individuals(&token, &entity, &ids, false).await.is_err());
     assert!(finch.requests().is_empty(), "nothing was sent");
 }
+
+/// Both data-key adapters: a record sealed under a connection's key opens after the key is
+/// unwrapped again, and a wrapped key unwraps for no other connection or customer.
+async fn data_keys_are_bound_to_their_connection(keys: &dyn perch::crypto::records::DataKeys) {
+    use perch::crypto::records::RecordId;
+    use perch::domain::{ConnectionId, CustomerId};
+    let a = ConnectionId::parse("0b6f3c9e-8f6e-4a51-9d0a-2a3f5c7e9b10").unwrap();
+    let b = ConnectionId::parse("5d2c1e8a-3b4f-4c6d-8e9f-0a1b2c3d4e5f").unwrap();
+    let (acme, globex) = (CustomerId::parse("acme").unwrap(), CustomerId::parse("globex").unwrap());
+    let (key, wrapped) = keys.generate(&a, &acme).await.unwrap();
+    assert!(wrapped.ciphertext.len() > 32, "a wrapped key, not the key");
+    let record = RecordId { connection: &a, entity: "e", kind: "individual", id: "p" };
+    let sealed = key.seal(record, br#"{"dob":"1990-01-01"}"#).unwrap();
+    let again = keys.unwrap(&wrapped, &a, &acme).await.unwrap();
+    assert_eq!(again.open(record, &sealed).unwrap(), br#"{"dob":"1990-01-01"}"#);
+    assert_eq!(again.content_hash(record, b"x").unwrap(), key.content_hash(record, b"x").unwrap());
+    assert!(keys.unwrap(&wrapped, &b, &acme).await.is_err(), "another connection");
+    assert!(keys.unwrap(&wrapped, &a, &globex).await.is_err(), "another customer");
+    let (other, _) = keys.generate(&a, &acme).await.unwrap();
+    assert!(other.open(record, &sealed).is_err(), "each key its own");
+}
+
+#[tokio::test]
+async fn data_keys_in_memory() {
+    data_keys_are_bound_to_their_connection(&perch::memory::MemoryCipher::new("memory-key").unwrap()).await;
+}
+
+#[tokio::test]
+async fn data_keys_from_kms() {
+    let stack = perch_tests::TestStack::start().await;
+    data_keys_are_bound_to_their_connection(stack.app.cipher.as_ref()).await;
+}

@@ -1,4 +1,5 @@
-//! Tokens under KMS: the [`TokenCipher`] and [`KeyMigration`] ports on one key.
+//! Tokens under KMS: the [`TokenCipher`] and [`KeyMigration`] ports on one key; and the
+//! connections' record data keys ([`DataKeys`], see [`crate::crypto::records`]).
 //!
 //! A token is ~40 bytes, well under KMS's 4 KiB direct-encryption limit: no data keys to
 //! manage, and each stored token costs exactly one `Encrypt` and one `Decrypt` when used. The
@@ -9,8 +10,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::EncryptionAlgorithmSpec;
+use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
+use zeroize::Zeroizing;
 
+use crate::crypto::records::{self, DataKey, DataKeys, WrappedDataKey};
 use crate::crypto::{EncryptedToken, KeyMigration, TokenCipher, context};
 use crate::domain::{AccessToken, ConnectionId, CustomerId, Error};
 use crate::lazy::Lazy;
@@ -125,5 +128,68 @@ impl KeyMigration for KmsCipher {
             ciphertext: ciphertext.into_inner(),
             key_id: out.key_id.unwrap_or_else(|| to_key.to_owned()),
         })
+    }
+}
+
+/// The records' data-key context as KMS takes it (see [`crate::crypto::records::context`]).
+fn records_bound_to(connection: &ConnectionId, customer: &CustomerId) -> HashMap<String, String> {
+    records::context(connection, customer).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Connections' data keys (`GenerateDataKey`, AES-256) under the same key as the tokens, with
+/// their own encryption context; the plaintext is zeroed once the record keys are derived.
+#[async_trait]
+impl DataKeys for KmsCipher {
+    #[tracing::instrument(skip_all, fields(connection_id = %connection))]
+    async fn generate(
+        &self,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<(DataKey, WrappedDataKey), Error> {
+        let out = self
+            .client
+            .get()
+            .generate_data_key()
+            .key_id(&self.key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(records_bound_to(connection, customer)))
+            .send()
+            .await
+            .map_err(super::error("kms", "GenerateDataKey"))?;
+        let plain = Zeroizing::new(
+            out.plaintext.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no plaintext"))?.into_inner(),
+        );
+        let ciphertext =
+            out.ciphertext_blob.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no ciphertext"))?;
+        Ok((
+            DataKey::from_bytes(&plain)?,
+            WrappedDataKey {
+                ciphertext: ciphertext.into_inner(),
+                key_id: out.key_id.unwrap_or_else(|| self.key_id.clone()),
+            },
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(connection_id = %connection))]
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedDataKey,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<DataKey, Error> {
+        let out = self
+            .client
+            .get()
+            .decrypt()
+            .key_id(&wrapped.key_id)
+            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
+            .set_encryption_context(Some(records_bound_to(connection, customer)))
+            .send()
+            .await
+            .map_err(super::error("kms", "Decrypt"))?;
+        let plain = Zeroizing::new(
+            out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?.into_inner(),
+        );
+        DataKey::from_bytes(&plain)
     }
 }

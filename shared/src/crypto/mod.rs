@@ -9,10 +9,13 @@
 //! what a `kms:EncryptionContext:*` IAM condition and CloudTrail see, so every decrypt is
 //! attributable to a connection.
 //!
+//! **Records** ([`records`]): synced HR data, under one KMS data key per connection.
+//!
 //! **States** ([`state`]) and **code hashes** ([`code_hash`]) are keyed with the `state_key`
 //! from the Finch secret, so a table dump yields neither a usable state nor a way to confirm a
 //! guessed code.
 
+pub mod records;
 pub mod state;
 
 use async_trait::async_trait;

@@ -7,6 +7,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use zeroize::Zeroizing;
+
+use crate::crypto::records::{self, DataKey, DataKeys, WrappedDataKey};
 use crate::crypto::{EncryptedToken, KeyMigration, TokenCipher, context};
 use crate::domain::{AccessToken, ConnectionId, CustomerId, Error};
 
@@ -125,6 +128,35 @@ impl KeyMigration for MemoryCipher {
     ) -> Result<EncryptedToken, Error> {
         let ctx = context(connection, customer);
         self.seal(&self.open(token, &ctx)?, to_key, &ctx)
+    }
+}
+
+/// Data keys wrapped by the memory cipher under the records' context, as KMS would.
+#[async_trait]
+impl DataKeys for MemoryCipher {
+    async fn generate(
+        &self,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<(DataKey, WrappedDataKey), Error> {
+        let mut plain = Zeroizing::new([0u8; 32]);
+        getrandom::fill(plain.as_mut()).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+        let sealed = self.seal(plain.as_ref(), &self.key_id, &records::context(connection, customer))?;
+        Ok((
+            DataKey::from_bytes(plain.as_ref())?,
+            WrappedDataKey { ciphertext: sealed.ciphertext, key_id: sealed.key_id },
+        ))
+    }
+
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedDataKey,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<DataKey, Error> {
+        let sealed = EncryptedToken { ciphertext: wrapped.ciphertext.clone(), key_id: wrapped.key_id.clone() };
+        let plain = Zeroizing::new(self.open(&sealed, &records::context(connection, customer))?);
+        DataKey::from_bytes(&plain)
     }
 }
 
