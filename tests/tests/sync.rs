@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use finch_emulator::people::{Roster, seed_of};
 use perch::domain::AccessToken;
-use perch::finch::{Data, FinchClient, NotReady};
+use perch::domain::sync::WaitReason;
+use perch::finch::{Data, FinchClient};
 
 /// An emulator with one sandbox connection of `size` people, granted `products`; its client,
 /// token, connection id and entity id.
@@ -100,9 +101,9 @@ async fn the_directory_pages_to_its_count_and_batches_answer_item_by_item() {
 async fn the_reasons_for_no_data_yet_stay_distinct() {
     let (finch, client, token, id, entity) = employer(5, &["directory"]).await;
     for (code, want) in [
-        ("data_sync_in_progress", NotReady::DataSyncInProgress),
-        ("pending", NotReady::Pending),
-        ("accountant_setup_pending", NotReady::AccountantSetupPending),
+        ("data_sync_in_progress", WaitReason::DataSyncInProgress),
+        ("pending", WaitReason::Pending),
+        ("accountant_setup_pending", WaitReason::AccountantSetupPending),
     ] {
         finch.shared.world().data_phases.insert(id.clone(), (code.into(), None));
         match client.directory_page(&token, &entity, 0, 10).await.unwrap() {

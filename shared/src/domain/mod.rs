@@ -1,4 +1,4 @@
-//! The bottom layer: identifiers, secrets, products, statuses and the error model.
+//! The bottom layer: identifiers, secrets, products, statuses, sync timing and the error model.
 //!
 //! Nothing here knows HTTP, an AWS SDK or a flow; everything above depends on it.
 
@@ -8,6 +8,7 @@ pub mod ids;
 pub mod secret;
 pub mod session;
 pub mod status;
+pub mod sync;
 
 pub use clock::Clock;
 pub use error::{BoxError, Error, FinchError};

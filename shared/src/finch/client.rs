@@ -22,6 +22,7 @@ use super::types::{
     DirectoryPage, DisconnectEntityRequest, ErrorBody, Introspection, ReauthenticateRequest, TokenRequest,
     TokenResponse,
 };
+use crate::domain::sync::WaitReason;
 use crate::domain::{AccessToken, AuthorizationCode};
 use crate::domain::{Error, FinchError};
 use crate::secrets::FinchSecrets;
@@ -71,7 +72,7 @@ struct Answer {
 #[derive(Debug)]
 pub enum Data<T> {
     Ready(Fetched<T>),
-    NotYet(NotReady),
+    NotYet(WaitReason),
 }
 
 /// Finch's data with what says which snapshot it is.
@@ -81,38 +82,6 @@ pub struct Fetched<T> {
     pub request_id: Option<String>,
     /// `Finch-Data-Retrieved` (ISO 8601), when Finch sent it.
     pub data_retrieved: Option<String>,
-}
-
-/// Why Finch has no data yet: each reason is a different wait (a sync running, an employer who
-/// has not finished authorizing, an accountant being set up for an assisted connection).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotReady {
-    DataSyncInProgress,
-    Pending,
-    AccountantSetupPending,
-    /// A reason Finch added since (kept, not guessed at).
-    Other(String),
-}
-
-impl NotReady {
-    fn from_code(code: Option<&str>) -> Self {
-        match code {
-            Some("data_sync_in_progress") => Self::DataSyncInProgress,
-            Some("pending") => Self::Pending,
-            Some("accountant_setup_pending") => Self::AccountantSetupPending,
-            other => Self::Other(other.unwrap_or("unknown").to_owned()),
-        }
-    }
-
-    /// Finch's `finch_code` for it.
-    pub fn code(&self) -> &str {
-        match self {
-            Self::DataSyncInProgress => "data_sync_in_progress",
-            Self::Pending => "pending",
-            Self::AccountantSetupPending => "accountant_setup_pending",
-            Self::Other(code) => code,
-        }
-    }
 }
 
 /// Finch's caps (DATA.md §0): a directory page, and ids per individual/employment batch.
@@ -449,7 +418,7 @@ impl Attempt {
 fn data<T: DeserializeOwned>(a: Answer, operation: &'static str) -> Result<Data<T>, Error> {
     if a.status == StatusCode::ACCEPTED {
         let accepted: Accepted = serde_json::from_slice(&a.body).unwrap_or_default();
-        return Ok(Data::NotYet(NotReady::from_code(accepted.finch_code.as_deref())));
+        return Ok(Data::NotYet(WaitReason::from_code(accepted.finch_code.as_deref())));
     }
     let Traced { value, request_id } = parse(&a, operation)?;
     Ok(Data::Ready(Fetched { value, request_id, data_retrieved: a.data_retrieved }))
