@@ -166,3 +166,69 @@ async fn data_keys_from_kms() {
     let stack = perch_tests::TestStack::start().await;
     data_keys_are_bound_to_their_connection(stack.app.cipher.as_ref()).await;
 }
+
+/// Many invocations at once take exactly a window's limit, never one more; a request counts
+/// against its product's window and the IP's or neither; Finch's 429 blocks the window.
+async fn one_budget_for_everyone(store: std::sync::Arc<dyn perch::store::BudgetWindows>) {
+    use perch::flows::budget::{Budget, Priority, Taken, Window};
+    let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let product = Window { reserve: 0, ..Window::product("directory") };
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, product) = (store.clone(), product.clone());
+        tasks.push(tokio::spawn(async move {
+            let budget = Budget::new(store.as_ref());
+            let mut got = 0;
+            loop {
+                match budget.try_take(std::slice::from_ref(&product), Priority::First, now).await.unwrap() {
+                    Taken::Yes => got += 1,
+                    // Busy (a lost race): ask again; full: done.
+                    Taken::WaitUntil(t) if t <= now + time::Duration::seconds(1) => {}
+                    Taken::WaitUntil(t) => {
+                        assert_eq!(t, now + time::Duration::seconds(61), "free again once the minute has rolled");
+                        return got;
+                    }
+                }
+            }
+        }));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        taken += t.await.unwrap();
+    }
+    assert_eq!(taken, 20, "Finch's 20 a minute, across 8 concurrent callers");
+
+    // All or none: the IP window is the tighter one here.
+    let budget = Budget::new(store.as_ref());
+    let (employment, ip) = (Window { reserve: 0, ..Window::product("employment") }, Window::ip("test", 5));
+    let ip = Window { reserve: 0, ..ip };
+    let both = [employment.clone(), ip.clone()];
+    let mut granted = 0;
+    while budget.try_take(&both, Priority::First, now).await.unwrap() == Taken::Yes {
+        granted += 1;
+    }
+    assert_eq!(granted, 5);
+    let logs = store.read_windows(&[&employment.name, &ip.name]).await.unwrap();
+    let counted: Vec<u32> = logs.iter().map(|l| l.taken.iter().map(|(_, c)| c).sum()).collect();
+    assert_eq!(counted, [5, 5], "nothing taken from one window without the other");
+
+    // Finch said 429 anyway: the window waits a full minute, whoever asks.
+    let company = Window::product("company");
+    budget.block(&company, now).await.unwrap();
+    let later = now + time::Duration::seconds(30);
+    assert_eq!(
+        budget.try_take(std::slice::from_ref(&company), Priority::First, later).await.unwrap(),
+        Taken::WaitUntil(now + time::Duration::seconds(60))
+    );
+}
+
+#[tokio::test]
+async fn one_budget_in_memory() {
+    one_budget_for_everyone(std::sync::Arc::new(perch::memory::MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_budget_in_dynamodb() {
+    let stack = perch_tests::TestStack::start().await;
+    one_budget_for_everyone(stack.app.store.clone()).await;
+}

@@ -9,8 +9,10 @@
 //! - [`webhook`]: Finch webhooks, verified and applied;
 //! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
 //! - [`rotation`]: moving tokens to a new KMS key;
-//! - [`operators`]: an operator's listing, view and disconnects (`perch-admin`).
+//! - [`operators`]: an operator's listing, view and disconnects (`perch-admin`);
+//! - [`budget`]: one Finch rate budget shared by every invocation.
 
+pub mod budget;
 pub mod callback;
 pub mod lifecycle;
 pub mod operators;

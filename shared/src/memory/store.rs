@@ -37,6 +37,8 @@ struct Tables {
     parked: HashMap<ConnectionId, ParkedStatus>,
     /// Employer claims: which connection stands for an employer key.
     employers: HashMap<String, ConnectionId>,
+    /// Finch's rate windows, by name.
+    windows: HashMap<String, crate::store::WindowLog>,
     /// Operations told to fail, and how many more times.
     faults: HashMap<&'static str, u32>,
 }
@@ -598,5 +600,25 @@ impl EventIds for MemoryStore {
     async fn unmark_event(&self, id: &EventId) -> Result<(), Error> {
         self.enter("unmark_event")?.events.remove(id);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::store::BudgetWindows for MemoryStore {
+    async fn read_windows(&self, names: &[&str]) -> Result<Vec<crate::store::WindowLog>, Error> {
+        let t = self.tables();
+        Ok(names.iter().map(|n| t.windows.get(*n).cloned().unwrap_or_default()).collect())
+    }
+
+    async fn write_windows(&self, windows: &[(&str, &crate::store::WindowLog)]) -> Result<bool, Error> {
+        let mut t = self.tables();
+        let current = |name: &str| t.windows.get(name).map_or(0, |w| w.version);
+        if windows.iter().any(|(name, log)| current(name) + 1 != log.version) {
+            return Ok(false);
+        }
+        for (name, log) in windows {
+            t.windows.insert((*name).to_owned(), (*log).clone());
+        }
+        Ok(true)
     }
 }

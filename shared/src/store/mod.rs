@@ -288,6 +288,31 @@ pub trait EventIds: Send + Sync {
     async fn unmark_event(&self, id: &EventId) -> Result<(), Error>;
 }
 
+// --- Finch's rate windows (`BUDGET#<window>`) -------------------------------------------
+
+/// One of Finch's rate windows as stored: what was taken, by second, and for how long Finch
+/// refused (see [`crate::flows::budget`]). `version` is what a write is conditional on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowLog {
+    pub version: u64,
+    /// `(unix second, requests taken in it)`, oldest first.
+    pub taken: Vec<(i64, u32)>,
+    /// Unix second until which Finch refused (its 429 for this window).
+    pub blocked_until: Option<i64>,
+}
+
+/// Finch's rate windows, shared by every invocation that calls Finch.
+#[async_trait]
+pub trait BudgetWindows: Send + Sync {
+    /// Reads windows by name, strongly consistent (a window never used reads as the default).
+    async fn read_windows(&self, names: &[&str]) -> Result<Vec<WindowLog>, Error>;
+
+    /// Writes every `(name, log)` at once if each is still at the version it was read at
+    /// (`log.version - 1`); `Ok(false)` when another invocation wrote first, and nothing was
+    /// written.
+    async fn write_windows(&self, windows: &[(&str, &WindowLog)]) -> Result<bool, Error>;
+}
+
 // --- What each function may do ----------------------------------------------------------
 
 macro_rules! function_store {
@@ -327,5 +352,6 @@ function_store!(
 );
 function_store!(
     /// Every operation: what an adapter implements and [`crate::app::AppState`] holds.
-    Store: SessionStore, ReauthStore, CallbackStore, DisconnectStore, WebhookStore, SweepStore, ReplaceTokens
+    Store: SessionStore, ReauthStore, CallbackStore, DisconnectStore, WebhookStore, SweepStore, ReplaceTokens,
+        BudgetWindows
 );

@@ -9,6 +9,7 @@
 //! | `EVENT#<finch-event-id>` | a webhook event already handled | 7 days |
 //! | `PUSH#<connection_id>` | a status pushed before the connection was stored | 1 hour |
 //! | `EMPLOYER#<customer>#<provider>#<company>#<entity-set hash>` | the one connection of an employer | until that connection is disconnected |
+//! | `BUDGET#<window>` | what was taken from one of Finch's rate windows, by second | kept (a few small items) |
 //!
 //! A customer's connections are found through the `by_customer` index (`gsi1pk =
 //! CUST#<customer>`, `gsi1sk = <created_at>#<connection_id>`), never by a scan.
@@ -57,6 +58,12 @@ pub mod kind {
     pub const EVENT: &str = "event";
     pub const PARKED: &str = "parked_status";
     pub const EMPLOYER: &str = "employer";
+    pub const BUDGET: &str = "budget";
+}
+
+/// A Finch rate window's item.
+pub fn budget(name: &str) -> String {
+    format!("BUDGET#{name}")
 }
 
 const CONNECTION: &str = "CONN#";

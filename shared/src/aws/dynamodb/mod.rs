@@ -11,6 +11,7 @@
 //! `attribute_not_exists` or replaced only at the `version` it was read at. The index projects
 //! only the listing attributes, so whoever reads it cannot see a ciphertext at all.
 
+mod budget;
 mod claims;
 mod codes;
 mod connections;
