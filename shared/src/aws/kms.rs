@@ -18,9 +18,10 @@ use crate::crypto::{EncryptedToken, KeyMigration, TokenCipher, context};
 use crate::domain::{AccessToken, ConnectionId, CustomerId, Error};
 use crate::lazy::Lazy;
 
-/// The encryption context as KMS takes it (see [`context`]).
-fn bound_to(connection: &ConnectionId, customer: &CustomerId) -> HashMap<String, String> {
-    context(connection, customer).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+/// An encryption context as KMS takes it (a token's: [`context`]; a data key's:
+/// [`records::context`]).
+fn as_kms(ctx: [(&'static str, String); 3]) -> HashMap<String, String> {
+    ctx.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// Encrypts under one KMS key; decrypts under whichever key a ciphertext names.
@@ -52,7 +53,7 @@ impl TokenCipher for KmsCipher {
             .encryption_algorithm(EncryptionAlgorithmSpec::SymmetricDefault)
             .plaintext(Blob::new(token.expose_secret().as_bytes()));
         let out = req
-            .set_encryption_context(Some(bound_to(connection, customer)))
+            .set_encryption_context(Some(as_kms(context(connection, customer))))
             .send()
             .await
             .map_err(super::error("kms", "Encrypt"))?;
@@ -77,7 +78,7 @@ impl TokenCipher for KmsCipher {
             // Naming the key makes KMS refuse a ciphertext produced under any other key.
             .key_id(&token.key_id)
             .ciphertext_blob(Blob::new(token.ciphertext.clone()))
-            .set_encryption_context(Some(bound_to(connection, customer)))
+            .set_encryption_context(Some(as_kms(context(connection, customer))))
             .send()
             .await
             .map_err(|e| match e.as_service_error() {
@@ -118,8 +119,8 @@ impl KeyMigration for KmsCipher {
             .ciphertext_blob(Blob::new(token.ciphertext.clone()))
             .source_key_id(&token.key_id)
             .destination_key_id(to_key)
-            .set_source_encryption_context(Some(bound_to(connection, customer)))
-            .set_destination_encryption_context(Some(bound_to(connection, customer)))
+            .set_source_encryption_context(Some(as_kms(context(connection, customer))))
+            .set_destination_encryption_context(Some(as_kms(context(connection, customer))))
             .send()
             .await
             .map_err(super::error("kms", "ReEncrypt"))?;
@@ -129,11 +130,6 @@ impl KeyMigration for KmsCipher {
             key_id: out.key_id.unwrap_or_else(|| to_key.to_owned()),
         })
     }
-}
-
-/// The records' data-key context as KMS takes it (see [`crate::crypto::records::context`]).
-fn records_bound_to(connection: &ConnectionId, customer: &CustomerId) -> HashMap<String, String> {
-    records::context(connection, customer).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// Connections' data keys (`GenerateDataKey`, AES-256) under the same key as the tokens, with
@@ -152,7 +148,7 @@ impl DataKeys for KmsCipher {
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(DataKeySpec::Aes256)
-            .set_encryption_context(Some(records_bound_to(connection, customer)))
+            .set_encryption_context(Some(as_kms(records::context(connection, customer))))
             .send()
             .await
             .map_err(super::error("kms", "GenerateDataKey"))?;
@@ -183,7 +179,7 @@ impl DataKeys for KmsCipher {
             .decrypt()
             .key_id(&wrapped.key_id)
             .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
-            .set_encryption_context(Some(records_bound_to(connection, customer)))
+            .set_encryption_context(Some(as_kms(records::context(connection, customer))))
             .send()
             .await
             .map_err(super::error("kms", "Decrypt"))?;
