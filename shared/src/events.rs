@@ -11,6 +11,10 @@
 //!               "source": "webhook", "observed_at": "2026-11-23T19:42:15.521162Z" } }
 //! ```
 //!
+//! A sync of a connection's data that completes or fails is published the same way, as
+//! `Connection Sync Completed` / `Connection Sync Failed` ([`SyncFinished`]): ids, the state,
+//! counts of records added, updated and removed, never a record.
+//!
 //! `source` says who noticed ([`ChangeSource`]). The status is committed before the event is
 //! sent; a publish failure is logged with the whole detail (so nothing is silently lost) and
 //! does not undo the change.
@@ -26,8 +30,11 @@ use crate::store::ConnectionRecord;
 
 /// The `Source` of Perch's events.
 pub const SOURCE: &str = "perch";
-/// The `DetailType` of Perch's events.
+/// The `DetailType` of Perch's status events.
 pub const DETAIL_TYPE: &str = "Connection Status Changed";
+/// The `DetailType` of a sync that completed, and of one that failed.
+pub const SYNC_COMPLETED: &str = "Connection Sync Completed";
+pub const SYNC_FAILED: &str = "Connection Sync Failed";
 
 /// Who noticed a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,6 +50,8 @@ pub enum ChangeSource {
     Webhook,
     /// Perch disconnected it.
     Disconnect,
+    /// A data sync's request was refused (401).
+    DataSync,
 }
 
 impl ChangeSource {
@@ -53,6 +62,7 @@ impl ChangeSource {
             Self::StatusCheck => "status_check",
             Self::Webhook => "webhook",
             Self::Disconnect => "disconnect",
+            Self::DataSync => "data_sync",
         }
     }
 }
@@ -106,8 +116,8 @@ impl StatusChanged {
 /// Where events go besides the log.
 #[async_trait]
 pub trait EventSink: Send + Sync {
-    /// Delivers one event's JSON detail about `resource` (the connection id).
-    async fn put(&self, detail: &str, resource: &str) -> Result<(), Error>;
+    /// Delivers one event of `detail_type`, its JSON detail about `resource` (the connection id).
+    async fn put(&self, detail_type: &str, detail: &str, resource: &str) -> Result<(), Error>;
 }
 
 /// Publishes status changes: to the log always, to the sink when there is one.
@@ -143,8 +153,55 @@ impl<E: EventSink> EventPublisher<E> {
                 return;
             }
         };
-        if let Err(e) = sink.put(&detail, change.connection_id.as_str()).await {
+        if let Err(e) = sink.put(DETAIL_TYPE, &detail, change.connection_id.as_str()).await {
             tracing::error!(%detail, error = %e.chain(), "status event not published");
+        }
+    }
+}
+
+/// A sync run of one entity that finished: completed, or failed (with the state that says why).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncFinished {
+    pub connection_id: ConnectionId,
+    pub customer_id: CustomerId,
+    pub entity_id: EntityId,
+    /// The entity's sync state after the run (`current`, `missing_scope`, `error`, …).
+    pub state: &'static str,
+    /// A failure's reason code (never data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub added: u64,
+    pub updated: u64,
+    pub removed: u64,
+    /// `Finch-Data-Retrieved` of the snapshot synced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_retrieved: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+}
+
+impl<E: EventSink> EventPublisher<E> {
+    /// Publishes a finished sync (`completed` says which detail type); never fails the caller.
+    pub async fn publish_sync(&self, completed: bool, done: &SyncFinished) {
+        tracing::info!(
+            connection_id = %done.connection_id,
+            entity_id = %done.entity_id,
+            state = done.state,
+            reason = done.reason.as_deref().unwrap_or("-"),
+            added = done.added,
+            updated = done.updated,
+            removed = done.removed,
+            "connection sync finished"
+        );
+        let Some(sink) = &self.sink else { return };
+        let kind = if completed { SYNC_COMPLETED } else { SYNC_FAILED };
+        match serde_json::to_string(done) {
+            Ok(detail) => {
+                if let Err(e) = sink.put(kind, &detail, done.connection_id.as_str()).await {
+                    tracing::error!(%detail, error = %e.chain(), "sync event not published");
+                }
+            }
+            Err(e) => tracing::error!(connection_id = %done.connection_id, error = %e, "sync event not serialisable"),
         }
     }
 }

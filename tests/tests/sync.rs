@@ -232,3 +232,307 @@ async fn one_budget_in_dynamodb() {
     let stack = perch_tests::TestStack::start().await;
     one_budget_for_everyone(stack.app.store.clone()).await;
 }
+
+// --- The sync engine, in process: memory store, in-process Finch --------------------------
+
+mod engine {
+    use std::time::Duration;
+
+    use perch::domain::{ConnectionId, CustomerId, EntityId};
+    use perch::flows::sync::view::{self, ChangesPage};
+    use perch::flows::sync::{RunOutcome, SyncSettings, SyncWork, Trigger, run};
+    use perch::memory::MemorySyncQueue;
+    use perch_tests::fast::Fast;
+    use serde_json::{Value, json};
+    use tokio::time::Instant;
+
+    pub const ORG: &[&str] = &["company", "directory", "individual", "employment"];
+
+    /// A Perch with one connection of `customer` granted `products`, its id and entity.
+    pub async fn connected(products: &[&str], env: &[(&str, &str)]) -> (Fast, ConnectionId, EntityId) {
+        let f = Fast::start_with(env).await;
+        let s = f.session("acme", json!({ "products": products })).await.expect("session");
+        let (code, state) = f.login(&s.connect_url).await;
+        let out = f.redirect_callback(&code, state.as_deref()).await.expect("callback");
+        let id = out.connection.connection_id.clone();
+        let rec = f.mem.store.connections().into_iter().find(|r| r.connection_id == id).expect("stored");
+        let entity = rec.entities[0].id.clone();
+        (f, id, entity)
+    }
+
+    pub fn settings(env: &[(&str, &str)]) -> SyncSettings {
+        SyncSettings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())).unwrap()
+    }
+
+    pub fn acme() -> CustomerId {
+        Fast::customer("acme")
+    }
+
+    pub async fn sync(f: &Fast, s: &SyncSettings, id: &ConnectionId, trigger: Trigger) -> RunOutcome {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        run(&f.app, s, &SyncWork::new(id.clone(), trigger), deadline).await.expect("run")
+    }
+
+    pub async fn state(f: &Fast, id: &ConnectionId) -> Value {
+        let v = view::sync_view(&f.app, &acme(), id.as_str()).await.expect("view");
+        serde_json::to_value(&v).unwrap()["entities"][0].clone()
+    }
+
+    pub async fn feed(f: &Fast, id: &ConnectionId, cursor: Option<&str>) -> ChangesPage {
+        view::changes(&f.app, &acme(), id.as_str(), cursor, 1_000).await.expect("changes")
+    }
+
+    /// Every personal value of the emulator's people for `entity`: none may reach a log.
+    pub fn assert_no_pii_logged(f: &Fast, entity: &EntityId) {
+        let people: Vec<finch_emulator::people::Person> = {
+            let mut w = f.finch.shared.world();
+            let r = w.roster(entity.as_str()).clone();
+            r.numbers().filter_map(|n| r.person(n)).collect()
+        };
+        assert!(!people.is_empty());
+        let logs = perch_tests::captured_logs();
+        for p in &people {
+            for value in
+                [&p.ssn, &p.dob, &p.work_email, &p.personal_email, &p.phone, &format!("\"amount\":{}", p.income_cents)]
+            {
+                assert!(!logs.contains(value.as_str()), "personal data of person {} reached the logs", p.number);
+            }
+        }
+    }
+
+    /// Queue messages a run would send, for tests that play the worker.
+    pub fn queue() -> MemorySyncQueue {
+        MemorySyncQueue::default()
+    }
+}
+
+use engine::*;
+use perch::domain::sync::{ChangeOp, RecordKind};
+use perch::flows::sync::view;
+use perch::flows::sync::{RunOutcome, Trigger};
+use perch_tests::fast::Fast;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_first_sync_stores_every_record_sealed_and_the_feed_and_view_serve_them() {
+    let (f, id, entity) = connected(ORG, &[]).await;
+    let s = settings(&[]);
+    let calls = |f: &Fast| {
+        ["/employer/company", "/employer/directory"]
+            .map(|p| f.finch_calls("GET", p))
+            .into_iter()
+            .chain(["/employer/individual", "/employer/employment"].map(|p| f.finch_calls("POST", p)))
+            .collect::<Vec<_>>()
+    };
+    let before = calls(&f);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    // Four Finch calls for twenty people: the minimum the caps allow.
+    let made: Vec<usize> = calls(&f).iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(made, [1, 1, 1, 1]);
+    let st = state(&f, &id).await;
+    assert_eq!(st["state"], "current", "{st}");
+    assert_eq!(st["last_success"]["counts"], json!({"added": 61, "updated": 0, "removed": 0, "unchanged": 0}));
+    assert!(st["last_success"]["data_retrieved"].is_string() && st["last_success"]["finch_request_ids"][0].is_string());
+    assert!(st["next_attempt_at"].is_string(), "the next refresh is scheduled");
+
+    let page = feed(&f, &id, None).await;
+    assert_eq!(page.changes.len(), 61);
+    assert!(!page.has_more);
+    assert!(page.changes.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    assert!(page.changes.iter().all(|c| c.op == ChangeOp::Added && c.record.is_some()));
+    let people = view::employees(&f.app, &acme(), id.as_str(), None, 8).await.unwrap();
+    assert_eq!(people.employees.len(), 8);
+    assert!(people.has_more);
+    let mut all = people.employees.len();
+    let mut cursor = people.next_cursor;
+    while let Some(c) = cursor {
+        let p = view::employees(&f.app, &acme(), id.as_str(), Some(&c), 8).await.unwrap();
+        all += p.employees.len();
+        assert!(p.employees.iter().all(|e| e.individual.is_some() && e.employment.is_some()));
+        cursor = p.next_cursor;
+    }
+    assert_eq!(all, 20, "every person, joined");
+
+    // At rest: sealed. No record holds a name or an SSN in the clear.
+    let person = f.finch.shared.world().roster(entity.as_str()).person(1).unwrap();
+    let stored = f.mem.store.stored_record(&id, RecordKind::Individual, &entity, &person.id).unwrap();
+    assert!(!String::from_utf8_lossy(&stored.sealed).contains(&person.last_name));
+    let events = f.mem.events.typed(perch::events::SYNC_COMPLETED);
+    assert_eq!((events.len(), events[0]["added"].as_u64()), (1, Some(61)));
+    assert!(!events[0].to_string().contains(&person.last_name), "events carry counts, never data");
+    assert!(f.finch.violations().is_empty(), "{:?}", f.finch.violations());
+    assert_no_pii_logged(&f, &entity);
+}
+
+#[tokio::test]
+async fn a_refresh_writes_only_what_changed_and_a_failed_pass_removes_nothing() {
+    let (f, id, entity) = connected(ORG, &[]).await;
+    let s = settings(&[("SYNC_DIRECTORY_PAGE", "7")]);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    let first = feed(&f, &id, None).await;
+    assert_eq!(first.changes.len(), 61);
+
+    // At the employer: one raise, one person gone from the provider, one hire.
+    let (changed, gone) = {
+        let mut w = f.finch.shared.world();
+        let r = w.roster(entity.as_str());
+        let changed = r.person(2).unwrap().id;
+        let gone = r.person(3).unwrap().id;
+        let mut patch = finch_emulator::people::Patch::default();
+        patch.employment.insert("title".into(), json!("Principal Engineer"));
+        r.change(2, patch);
+        r.removed.insert(3);
+        r.hire();
+        (changed, gone)
+    };
+    // A pass that fails after its first page: nothing is removed, nothing is lost.
+    f.mem.store.fail_next("save_seen", 1);
+    assert_eq!(sync(&f, &s, &id, Trigger::Requested).await, RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("error"), Some("storage_unavailable")), "{st}");
+    let partial = feed(&f, &id, Some(&first.next_cursor)).await;
+    assert!(partial.changes.iter().all(|c| c.op != ChangeOp::Removed), "no removal from a partial pass");
+    assert!(f.mem.store.stored_record(&id, RecordKind::Directory, &entity, &gone).is_some(), "still readable");
+    assert_eq!(f.mem.events.typed(perch::events::SYNC_FAILED).len(), 1);
+
+    // The retry resumes and completes: the changes, exactly, and the removal at the end.
+    assert_eq!(sync(&f, &s, &id, Trigger::Scheduled).await, RunOutcome::Finished);
+    let after = feed(&f, &id, Some(&partial.next_cursor)).await;
+    let all: Vec<_> = partial.changes.iter().chain(after.changes.iter()).collect();
+    let ops = |op: ChangeOp| all.iter().filter(|c| c.op == op).map(|c| (c.kind, c.id.clone())).collect::<Vec<_>>();
+    assert_eq!(ops(ChangeOp::Updated), vec![(RecordKind::Employment, changed.clone())], "the raise, once");
+    assert_eq!(ops(ChangeOp::Added).len(), 3, "the hire's three records");
+    let removed = ops(ChangeOp::Removed);
+    assert_eq!(removed.len(), 3, "{removed:?}");
+    assert!(removed.iter().all(|(_, i)| *i == gone));
+    assert!(all.iter().filter(|c| c.op == ChangeOp::Removed).all(|c| c.record.is_none()));
+    assert_eq!(state(&f, &id).await["state"], "current");
+
+    // Nothing changed since: a run writes nothing.
+    assert_eq!(sync(&f, &s, &id, Trigger::Requested).await, RunOutcome::Finished);
+    assert!(feed(&f, &id, Some(&after.next_cursor)).await.changes.is_empty());
+    assert_eq!(state(&f, &id).await["last_success"]["counts"]["unchanged"], 61);
+}
+
+#[tokio::test]
+async fn a_run_paused_by_the_budget_resumes_where_it_stopped() {
+    // Two requests a minute per product, a second left of margin: the third directory page
+    // must wait a minute, longer than the run may.
+    let env = [("SYNC_DIRECTORY_PAGE", "7"), ("FINCH_PRODUCT_LIMIT", "2"), ("SYNC_DEADLINE_MARGIN_SECONDS", "1")];
+    let (f, id, _) = connected(ORG, &[]).await;
+    let s = settings(&env);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let out = perch::flows::sync::run(
+        &f.app,
+        &s,
+        &perch::flows::sync::SyncWork::new(id.clone(), Trigger::Connected),
+        deadline,
+    )
+    .await
+    .unwrap();
+    let RunOutcome::Continue { work, delay } = out else { panic!("paused: {out:?}") };
+    assert_eq!(work.trigger, Trigger::Resume);
+    assert!(delay > Duration::from_secs(30) && delay <= Duration::from_secs(62), "until the window rolls: {delay:?}");
+    let st = state(&f, &id).await;
+    assert_eq!((st["state"].as_str(), st["progress"]["people_listed"].as_u64()), (Some("syncing"), Some(14)), "{st}");
+    assert_eq!(f.finch_calls("GET", "/employer/directory"), 2);
+
+    f.app.clock.advance(time::Duration::seconds(62));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    assert_eq!(perch::flows::sync::run(&f.app, &s, &work, deadline).await.unwrap(), RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!(st["state"], "current", "{st}");
+    assert_eq!(st["last_success"]["counts"]["added"], 61, "each record once across both invocations");
+    assert_eq!(f.finch_calls("GET", "/employer/directory"), 3, "no page fetched twice");
+    assert!(feed(&f, &id, None).await.changes.iter().all(|c| c.op == ChangeOp::Added));
+}
+
+#[tokio::test]
+async fn finch_not_ready_keeps_its_reason_and_a_refused_product_is_missing() {
+    let (f, id, entity) = connected(&["company", "directory", "individual"], &[]).await;
+    let s = settings(&[]);
+    f.finch.shared.world().data_phases.insert(id.as_str().to_owned(), ("accountant_setup_pending".into(), None));
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!(
+        (st["state"].as_str(), st["reason"].as_str()),
+        (Some("waiting_for_finch"), Some("accountant_setup_pending"))
+    );
+    assert_eq!(st["attempts"], 1);
+    assert!(feed(&f, &id, None).await.changes.is_empty());
+
+    f.finch.shared.world().data_phases.remove(id.as_str());
+    assert_eq!(sync(&f, &s, &id, Trigger::Scheduled).await, RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!((st["state"].as_str(), st["products"].clone()), (Some("missing_scope"), json!(["employment"])), "{st}");
+    assert_eq!(f.finch_calls("POST", "/employer/employment"), 0, "a product never granted is never asked");
+    let people = view::employees(&f.app, &acme(), id.as_str(), None, 100).await.unwrap();
+    assert_eq!(people.employees.len(), 20);
+    assert!(people.employees.iter().all(|e| e.individual.is_some() && e.employment.is_none()));
+    assert_no_pii_logged(&f, &entity);
+}
+
+#[tokio::test]
+async fn a_401_stops_the_run_and_marks_the_connection() {
+    let (f, id, _) = connected(ORG, &[]).await;
+    let s = settings(&[]);
+    f.finch.shared.world().connections.get_mut(id.as_str()).unwrap().status = "reauth".into();
+    assert_eq!(sync(&f, &s, &id, Trigger::Requested).await, RunOutcome::Finished);
+    assert_eq!(state(&f, &id).await["state"], "needs_reauth");
+    let rec = f.mem.store.connections().into_iter().find(|r| r.connection_id == id).unwrap();
+    assert_eq!(rec.status.as_str(), "reauth");
+    assert!(f.events().iter().any(|(source, _, status)| source == "data_sync" && status == "reauth"));
+    let failed = f.mem.events.typed(perch::events::SYNC_FAILED);
+    assert_eq!(failed[0]["reason"], "needs_reauth");
+    let q = queue();
+    let refused = view::request_sync(&f.app, &q, &acme(), id.as_str()).await.unwrap_err();
+    assert!(matches!(refused, perch::Error::Conflict { code: "connection_not_syncable", .. }), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_app_asks_once_while_a_run_is_due_and_sees_only_its_own_connections() {
+    let (f, id, _) = connected(ORG, &[]).await;
+    let q = queue();
+    let asked = view::request_sync(&f.app, &q, &acme(), id.as_str()).await.unwrap();
+    assert!(asked.queued);
+    let again = view::request_sync(&f.app, &q, &acme(), id.as_str()).await.unwrap();
+    assert!(!again.queued, "idempotent while a run is queued");
+    let sent = q.drain();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.trigger, Trigger::Requested);
+
+    let other = Fast::customer("globex");
+    for e in [
+        view::sync_view(&f.app, &other, id.as_str()).await.map(drop).unwrap_err(),
+        view::changes(&f.app, &other, id.as_str(), None, 10).await.map(drop).unwrap_err(),
+        view::employees(&f.app, &other, id.as_str(), None, 10).await.map(drop).unwrap_err(),
+        view::request_sync(&f.app, &q, &other, id.as_str()).await.map(drop).unwrap_err(),
+    ] {
+        assert!(matches!(e, perch::Error::NotFound("connection")), "{e:?}");
+    }
+    assert!(q.sent().is_empty());
+    let bad = view::changes(&f.app, &acme(), id.as_str(), Some("bm90LWEtY3Vyc29y"), 10).await.unwrap_err();
+    assert!(matches!(bad, perch::Error::Invalid { code: "invalid_cursor", .. }));
+}
+
+#[tokio::test]
+async fn the_schedule_sends_what_is_due_once_and_an_unchanged_snapshot_costs_nothing() {
+    let (f, id, _) = connected(ORG, &[]).await;
+    let s = settings(&[]);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    let q = queue();
+    let now = f.app.clock.now();
+    assert_eq!(perch::flows::sync::plan_due(&f.app, &q, now, 100).await.unwrap(), 0, "not due for a day");
+    f.app.clock.advance(time::Duration::hours(25));
+    let later = f.app.clock.now();
+    assert_eq!(perch::flows::sync::plan_due(&f.app, &q, later, 100).await.unwrap(), 1);
+    assert_eq!(perch::flows::sync::plan_due(&f.app, &q, later, 100).await.unwrap(), 0, "planned once");
+    let (work, _) = q.drain().remove(0);
+    assert_eq!(work.trigger, Trigger::Scheduled);
+
+    // The status sweep saw the same `last_successful_sync` as the run pulled: no Finch call.
+    let before = f.finch.requests().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    assert_eq!(perch::flows::sync::run(&f.app, &s, &work, deadline).await.unwrap(), RunOutcome::Finished);
+    assert_eq!(f.finch.requests().len(), before, "the same snapshot is not pulled twice");
+}

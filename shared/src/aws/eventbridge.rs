@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::domain::Error;
-use crate::events::{DETAIL_TYPE, EventSink, SOURCE};
+use crate::events::{EventSink, SOURCE};
 use crate::lazy::Lazy;
 
 /// One bus (`EVENT_BUS_NAME`).
@@ -21,11 +21,11 @@ impl EventBridgeSink {
 
 #[async_trait]
 impl EventSink for EventBridgeSink {
-    async fn put(&self, detail: &str, resource: &str) -> Result<(), Error> {
+    async fn put(&self, detail_type: &str, detail: &str, resource: &str) -> Result<(), Error> {
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
             .source(SOURCE)
-            .detail_type(DETAIL_TYPE)
+            .detail_type(detail_type)
             .detail(detail)
             .resources(resource)
             .build();

@@ -20,6 +20,9 @@ pub use env::{ConfigError, Env};
 pub struct Config {
     /// `TABLE_NAME`: the DynamoDB table holding connections, claims, states and code markers.
     pub table_name: String,
+    /// `RECORDS_TABLE_NAME` (optional): the table of synced data (records, feed, sync states);
+    /// only the functions that sync or serve data have it.
+    pub records_table_name: Option<String>,
     /// `KMS_KEY_ID`: key id, ARN or alias that encrypts access tokens.
     pub kms_key_id: String,
     /// `FINCH_SECRET_ID`: Secrets Manager id of `{client_id, client_secret, webhook_secret, state_key}`.
@@ -59,6 +62,7 @@ impl Config {
         let finch_api_url = env.optional("FINCH_API_URL").unwrap_or_else(|| "https://api.tryfinch.com".to_owned());
         Ok(Self {
             table_name: env.required("TABLE_NAME")?,
+            records_table_name: env.optional("RECORDS_TABLE_NAME"),
             kms_key_id: env.required("KMS_KEY_ID")?,
             finch_secret_id: env.required("FINCH_SECRET_ID")?,
             finch_api_url: env.url("FINCH_API_URL", &finch_api_url)?,

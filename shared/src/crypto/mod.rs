@@ -84,8 +84,8 @@ pub trait KeyMigration: Send + Sync {
 }
 
 /// Both halves: what an adapter implements and [`crate::app::AppState`] holds.
-pub trait Cipher: TokenCipher + KeyMigration {}
-impl<T: TokenCipher + KeyMigration + ?Sized> Cipher for T {}
+pub trait Cipher: TokenCipher + KeyMigration + records::DataKeys {}
+impl<T: TokenCipher + KeyMigration + records::DataKeys + ?Sized> Cipher for T {}
 
 /// The key a code exchange's single-use marker is stored under: keyed, so a table dump cannot
 /// be used to confirm a guessed code.

@@ -58,7 +58,7 @@ impl ReauthRequest {
 }
 
 /// The caller's connection, or 404 — for a foreign, unknown or malformed id alike.
-async fn owned_connection(
+pub(crate) async fn owned_connection(
     store: &dyn ReadConnection,
     customer: &CustomerId,
     raw_id: &str,

@@ -10,7 +10,8 @@
 //! - [`sweep`]: the paced, fanned-out `/introspect` status sweep;
 //! - [`rotation`]: moving tokens to a new KMS key;
 //! - [`operators`]: an operator's listing, view and disconnects (`perch-admin`);
-//! - [`budget`]: one Finch rate budget shared by every invocation.
+//! - [`budget`]: one Finch rate budget shared by every invocation;
+//! - [`sync`]: the employer's data, synced into Perch's store; the feed and the joined view.
 
 pub mod budget;
 pub mod callback;
@@ -19,4 +20,5 @@ pub mod operators;
 pub mod rotation;
 pub mod session;
 pub mod sweep;
+pub mod sync;
 pub mod webhook;

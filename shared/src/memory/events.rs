@@ -11,21 +11,26 @@ use crate::events::EventSink;
 /// Keeps every event's detail, in order.
 #[derive(Default)]
 pub struct RecordingSink {
-    events: Mutex<Vec<serde_json::Value>>,
+    events: Mutex<Vec<(String, serde_json::Value)>>,
 }
 
 impl RecordingSink {
     /// The details published so far.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        lock(&self.events).clone()
+        self.typed(crate::events::DETAIL_TYPE)
+    }
+
+    /// The details of one detail type published so far.
+    pub fn typed(&self, detail_type: &str) -> Vec<serde_json::Value> {
+        lock(&self.events).iter().filter(|(t, _)| t == detail_type).map(|(_, v)| v.clone()).collect()
     }
 }
 
 #[async_trait]
 impl EventSink for RecordingSink {
-    async fn put(&self, detail: &str, _resource: &str) -> Result<(), Error> {
+    async fn put(&self, detail_type: &str, detail: &str, _resource: &str) -> Result<(), Error> {
         let v = serde_json::from_str(detail).map_err(|e| Error::internal_from("event detail is not JSON", e))?;
-        lock(&self.events).push(v);
+        lock(&self.events).push((detail_type.to_owned(), v));
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! error branches.
 
 mod cipher;
+mod data;
 mod events;
 mod queue;
 mod secret;
@@ -15,7 +16,7 @@ mod store;
 
 pub use cipher::MemoryCipher;
 pub use events::RecordingSink;
-pub use queue::MemoryQueue;
+pub use queue::{MemoryQueue, MemorySyncQueue};
 pub use secret::StaticSecret;
 pub use store::MemoryStore;
 

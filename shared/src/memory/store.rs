@@ -28,8 +28,8 @@ struct Marker {
 }
 
 #[derive(Default)]
-struct Tables {
-    connections: BTreeMap<ConnectionId, ConnectionRecord>,
+pub(super) struct Tables {
+    pub(super) connections: BTreeMap<ConnectionId, ConnectionRecord>,
     claims: HashMap<FinchCustomerId, CustomerId>,
     states: HashMap<StateId, PendingFlow>,
     codes: HashMap<CodeHash, Marker>,
@@ -41,6 +41,8 @@ struct Tables {
     windows: HashMap<String, crate::store::WindowLog>,
     /// Operations told to fail, and how many more times.
     faults: HashMap<&'static str, u32>,
+    /// The records table.
+    pub(super) data: super::data::DataTables,
 }
 
 /// The in-memory store (see [`super`]).
@@ -54,7 +56,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+    pub(super) fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -90,7 +92,7 @@ impl MemoryStore {
     }
 
     /// The tables, unless `operation` was told to fail now.
-    fn enter(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, Tables>, Error> {
+    pub(super) fn enter(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, Tables>, Error> {
         let mut t = self.tables();
         if let Some(left) = t.faults.get_mut(operation)
             && *left > 0

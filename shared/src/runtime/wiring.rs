@@ -80,7 +80,10 @@ impl AppState<Aws> {
         let kms = lazy(sdk, aws_sdk_kms::Client::new);
         let secrets_manager = lazy(sdk, aws_sdk_secretsmanager::Client::new);
         let eventbridge = lazy(sdk, aws_sdk_eventbridge::Client::new);
-        let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone()));
+        let store = Arc::new(
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone())
+                .with_records(config.records_table_name.clone()),
+        );
         let cipher = Arc::new(KmsCipher::new(kms.clone(), config.kms_key_id.clone()));
         let secrets = SecretCache::new(
             Arc::new(SecretsManagerSource::new(secrets_manager.clone(), config.finch_secret_id.clone())),

@@ -26,6 +26,7 @@
 //! replaced only at the `version` it was read at. A lost race is reported, never silently
 //! applied.
 
+pub mod data;
 mod records;
 
 use async_trait::async_trait;
@@ -351,7 +352,17 @@ function_store!(
     SweepStore: CheckConnections
 );
 function_store!(
+    /// sync-worker: the connection (and its status on a 401), the budget, and the records
+    /// table: key and lease, records and feed, states, the schedule, the purge.
+    SyncWorkerStore: ReadConnection, CheckConnections, BudgetWindows, data::DataKeyItems, data::RecordWrites,
+        data::RecordReads, data::SyncStates, data::DueSyncs, data::PurgeData
+);
+function_store!(
+    /// connection-data: the connection (ownership), its key, states, records and feed.
+    DataReadStore: ReadConnection, data::DataKeyItems, data::RecordReads, data::SyncStates
+);
+function_store!(
     /// Every operation: what an adapter implements and [`crate::app::AppState`] holds.
     Store: SessionStore, ReauthStore, CallbackStore, DisconnectStore, WebhookStore, SweepStore, ReplaceTokens,
-        BudgetWindows
+        BudgetWindows, SyncWorkerStore, DataReadStore
 );

@@ -15,6 +15,7 @@ mod budget;
 mod claims;
 mod codes;
 mod connections;
+pub mod data;
 mod events;
 pub mod item;
 pub mod keys;
@@ -35,11 +36,19 @@ use crate::domain::Error;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// The records table ([`data`]), for the functions that sync or serve data.
+    records: Option<String>,
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+        Self { client, table, records: None }
+    }
+
+    /// The same store with the records table (`RECORDS_TABLE_NAME`).
+    pub fn with_records(mut self, records: Option<String>) -> Self {
+        self.records = records;
+        self
     }
 
     /// Opens the HTTPS connection to DynamoDB, for init to pay its handshakes instead of the

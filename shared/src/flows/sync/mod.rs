@@ -1,0 +1,218 @@
+//! Perch Sync: the employer's organization data in Perch's store, kept current within Finch's
+//! limits, and served to the app as a change feed and a joined view.
+//!
+//! **Never a pass-through** (DATA.md §7.1). Finch allows the whole application 20 requests a
+//! minute per product, answers 202 for hours or days after a connection is made, and refreshes
+//! its own copy once a day at most; API Gateway cuts at 30 s. So the app reads Perch's store,
+//! and sync workers (SQS-fed Lambda invocations) fill it: [`run`].
+//!
+//! **A run** is one connection, entity by entity (`entity_ids` takes one value): the company,
+//! then the directory page by page (`limit` up to 10,000, following `paging.count`), and for
+//! each page one `/employer/individual` and one `/employment` batch of the page's ids (the cap
+//! is 10,000 ids, the page's size). Each record is canonicalised, hashed under the
+//! connection's key, compared to the stored hash, and written only if it changed: one
+//! transaction holds a record and its feed entry ([`crate::store::data`]). After the last page
+//! a *complete* pass removes what the directory no longer lists; a partial, failed or refused
+//! one removes nothing. Near the Lambda deadline the run saves a checkpoint (the next offset;
+//! each page's ids are kept) and hands the rest back to the queue: memory is one page and the
+//! hashes of one entity, whatever the company's size.
+//!
+//! **What stops a run**, and the state it leaves ([`SyncStatus`]): Finch's 202 (waiting, its
+//! reason kept, retried with backoff across a 14-day first sync); a 401 (needs reauth, and the
+//! connection's own status with its event); a 403 for one product (missing scope for that
+//! product, the rest syncs); a 429 (the budget's window is blocked until it rolls, the run
+//! resumes after); anything else (error, with a reason code, retried later, resuming from the
+//! checkpoint). The previous records stay readable throughout.
+//!
+//! **One budget.** Every Finch request first takes one from its product's window and the IP's
+//! ([`crate::flows::budget`]). First syncs (no previous success) use the reserve; refreshes do
+//! not.
+//!
+//! **Triggers** ([`SyncWork`]): a new or re-authenticated connection, the schedule
+//! ([`plan_due`]: each entity's `next_attempt_at` — a retry, or Finch's next refresh, daily or
+//! weekly — read from a sparse index), Finch's data webhooks, and the app's
+//! `POST /connections/{id}/sync`. A scheduled refresh whose `/introspect`
+//! `last_successful_sync` (kept on the connection by the status sweep) is the snapshot already
+//! pulled costs no Finch request at all.
+
+mod run;
+pub mod view;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use run::{RunOutcome, run};
+
+use crate::app::{Adapters, AppState};
+use crate::config::Env;
+use crate::config::env::ConfigError;
+use crate::domain::sync::SyncRecord;
+use crate::domain::{ConnectionId, EntityId, Error};
+use crate::store::ConnectionRecord;
+use crate::store::data::{DueSyncs, SyncStates};
+
+/// Why a run was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A connection was made or re-authenticated.
+    Connected,
+    /// The schedule found it due.
+    Scheduled,
+    /// A Finch data webhook named it.
+    Webhook,
+    /// The app asked (`POST /connections/{id}/sync`).
+    Requested,
+    /// The rest of a run the deadline cut, or one a 429 paused.
+    Resume,
+    /// The connection was disconnected: delete what is left of its data.
+    Purge,
+}
+
+/// One message on the sync queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncWork {
+    pub connection_id: ConnectionId,
+    pub trigger: Trigger,
+    /// The entities to sync; every live one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<EntityId>>,
+    /// A continuation's run: it holds the connection's lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+impl SyncWork {
+    pub fn new(connection_id: ConnectionId, trigger: Trigger) -> Self {
+        Self { connection_id, trigger, entities: None, run_id: None }
+    }
+}
+
+/// Where sync work goes: SQS deployed, memory in tests.
+#[async_trait]
+pub trait SyncQueue: Send + Sync {
+    /// Sends `work`, delivered after `delay` (SQS allows up to 15 minutes).
+    async fn send(&self, work: &[SyncWork], delay: Duration) -> Result<(), Error>;
+}
+
+/// The sync's settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// `SYNC_DIRECTORY_PAGE` (default and maximum 10,000, Finch's cap): ids per directory page,
+    /// and so per individual and employment batch.
+    pub page_size: u64,
+    /// `FINCH_IP_BUDGET` (default 900): requests per 5 minutes this egress IP may send,
+    /// below Finch's 1,000 (whose breach costs an hour).
+    pub ip_budget: u32,
+    /// `FINCH_PRODUCT_LIMIT` (default 20, Finch's): requests per minute per product for the
+    /// whole application; payment and pay statements get 60 % of it (Finch's 12).
+    pub product_limit: u32,
+    /// `SYNC_DEADLINE_MARGIN_SECONDS` (default 60): a run checkpoints when less than this is
+    /// left before the Lambda deadline (a Finch call may take that long).
+    pub deadline_margin: Duration,
+    /// `SYNC_QUEUE_URL`: the sync queue (continuations, scheduled work).
+    pub queue_url: Option<String>,
+}
+
+impl SyncSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok()).inspect_err(ConfigError::log)
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        Ok(Self {
+            page_size: env.number("SYNC_DIRECTORY_PAGE", 10_000, 1, crate::finch::MAX_DIRECTORY_PAGE)?,
+            ip_budget: env.int("FINCH_IP_BUDGET", 900, 1, 1_000)?,
+            product_limit: env.int("FINCH_PRODUCT_LIMIT", 20, 1, 10_000)?,
+            deadline_margin: Duration::from_secs(env.number("SYNC_DEADLINE_MARGIN_SECONDS", 60, 1, 600)?),
+            queue_url: env.optional("SYNC_QUEUE_URL"),
+        })
+    }
+
+    /// The window of a data product.
+    pub fn product_window(&self, product: &str) -> crate::flows::budget::Window {
+        let mut w = crate::flows::budget::Window::product(product);
+        w.limit = if w.limit == 12 { (self.product_limit * 3 / 5).max(1) } else { self.product_limit };
+        w.reserve = w.limit / 4;
+        w
+    }
+
+    /// This egress IP's window.
+    pub fn ip_window(&self) -> crate::flows::budget::Window {
+        crate::flows::budget::Window::ip("default", self.ip_budget)
+    }
+}
+
+/// Marks every live entity of a new (or re-authenticated) connection queued and due now, so
+/// the schedule runs it even if the queue message is lost. Best-effort: the connection is
+/// made whatever this does.
+pub async fn mark_queued(store: &dyn SyncStates, rec: &ConnectionRecord, now: OffsetDateTime) -> Result<(), Error> {
+    let states = store.sync_states(&rec.connection_id).await?;
+    for e in rec.live_entities() {
+        let (mut record, version) = match states.iter().find(|s| s.entity == e.id) {
+            Some(s) => (s.record.clone(), s.version),
+            None => (SyncRecord::queued(now), 0),
+        };
+        record.requested_at = Some(now);
+        record.next_attempt_at = Some(now);
+        record.updated_at = now;
+        // A lost race means another writer (a worker) holds the newest state: it is due anyway.
+        store.write_sync(&rec.connection_id, &e.id, &record, version).await?;
+    }
+    Ok(())
+}
+
+/// How long a planned entity is left to its queued run before the schedule sends it again
+/// (a run that died, a message lost).
+pub const PLANNED_FOR: time::Duration = time::Duration::minutes(30);
+
+/// The schedule's turn: sends every entity due by `now` to the queue, one message per
+/// connection, at most `limit` connections, and moves each planned entity's next attempt
+/// [`PLANNED_FOR`] ahead so the next turn does not send it again while it waits in the queue
+/// (its run sets the real next attempt). The number of connections sent.
+pub async fn plan_due<A: Adapters>(
+    app: &AppState<A>,
+    queue: &dyn SyncQueue,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<usize, Error> {
+    let store = app.store.as_ref();
+    let mut start: Option<String> = None;
+    let mut work: Vec<SyncWork> = Vec::new();
+    let mut planned = Vec::new();
+    loop {
+        let (due, next) = DueSyncs::due_syncs(store, now, start.as_deref(), 100).await?;
+        for d in due {
+            let entity = d.item.entity.clone();
+            if let Some(w) = work.iter_mut().find(|w| w.connection_id == d.connection) {
+                w.entities.get_or_insert_with(Vec::new).push(entity);
+            } else if work.len() < limit {
+                work.push(SyncWork {
+                    connection_id: d.connection.clone(),
+                    trigger: Trigger::Scheduled,
+                    entities: Some(vec![entity]),
+                    run_id: None,
+                });
+            } else {
+                continue;
+            }
+            planned.push(d);
+        }
+        start = next;
+        if start.is_none() || work.len() >= limit {
+            break;
+        }
+    }
+    queue.send(&work, Duration::ZERO).await?;
+    for d in planned {
+        let mut record = d.item.record;
+        record.next_attempt_at = Some(now + PLANNED_FOR);
+        // A lost race: a worker wrote a newer state, with its own next attempt.
+        SyncStates::write_sync(store, &d.connection, &d.item.entity, &record, d.item.version).await?;
+    }
+    Ok(work.len())
+}

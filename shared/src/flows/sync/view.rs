@@ -1,0 +1,386 @@
+//! What the app reads: a connection's sync state, its change feed and its people, from Perch's
+//! store only (never Finch inline), each for the caller's own connections only.
+//!
+//! **Pages stay small.** A change-feed page holds at most [`MAX_CHANGES`] entries and an
+//! employee page [`MAX_EMPLOYEES`] people: a person's three records are a few kilobytes, so a
+//! full page is a fraction of Lambda's 6 MB response limit.
+//!
+//! **Cursors** are opaque to the app and carry only a position (a feed sequence, or the last
+//! person's entity and id), never data; a cursor Perch did not issue is a 400. The feed's
+//! `next_cursor` is always given: with `has_more: false` it is where to poll from next.
+//!
+//! **Records** are opened under the connection's data key, unwrapped by KMS once per request.
+//! A feed entry is served with the record's *current* version (a record changed twice since
+//! the cursor shows its latest twice); a removed record has none.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use super::{SyncQueue, SyncWork, Trigger, mark_queued};
+use crate::app::{Adapters, AppState};
+use crate::crypto::records::{DataKey, DataKeys, RecordId};
+use crate::domain::sync::{ChangeOp, Counts, LastSuccess, RecordKind, SyncStatus};
+use crate::domain::{ConnectionId, CustomerId, EntityId, Error};
+use crate::flows::lifecycle::owned_connection;
+use crate::store::data::StoredRecord;
+use crate::store::{ConnectionRecord, DataReadStore};
+
+/// Most entries in one page of the feed, and the default.
+pub const MAX_CHANGES: usize = 1_000;
+pub const DEFAULT_CHANGES: usize = 100;
+/// Most people in one page of the joined view, and the default.
+pub const MAX_EMPLOYEES: usize = 500;
+pub const DEFAULT_EMPLOYEES: usize = 100;
+
+/// One entity's sync, as the app sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntitySync {
+    pub entity_id: EntityId,
+    #[serde(flatten)]
+    pub status: SyncStatus,
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub requested_at: Option<OffsetDateTime>,
+    /// The run in progress (or paused by the deadline or a rate limit).
+    pub progress: Option<Progress>,
+    pub last_success: Option<LastSuccess>,
+}
+
+/// How far a run has come.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    pub directory_pages: u32,
+    pub people_listed: u64,
+    pub counts: Counts,
+}
+
+/// `GET /connections/{id}/sync`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncView {
+    pub connection_id: ConnectionId,
+    pub entities: Vec<EntitySync>,
+}
+
+/// The caller's connection, live (a disconnected one has no data left).
+async fn live_connection(
+    store: &dyn DataReadStore,
+    customer: &CustomerId,
+    raw_id: &str,
+) -> Result<ConnectionRecord, Error> {
+    let rec = owned_connection(store, customer, raw_id).await?;
+    if rec.is_disconnecting_or_gone() {
+        return Err(Error::conflict(
+            "connection_disconnected",
+            "This connection was disconnected: its data was deleted.",
+        ));
+    }
+    Ok(rec)
+}
+
+/// The sync state of each of the connection's entities.
+pub async fn sync_view<A: Adapters>(app: &AppState<A>, customer: &CustomerId, raw_id: &str) -> Result<SyncView, Error> {
+    let store: &dyn DataReadStore = app.store.as_ref();
+    let rec = live_connection(store, customer, raw_id).await?;
+    view_of(store, &rec).await
+}
+
+async fn view_of(store: &dyn DataReadStore, rec: &ConnectionRecord) -> Result<SyncView, Error> {
+    let mut states: HashMap<EntityId, _> =
+        store.sync_states(&rec.connection_id).await?.into_iter().map(|s| (s.entity.clone(), s.record)).collect();
+    let entities = rec
+        .live_entities()
+        .map(|e| match states.remove(&e.id) {
+            Some(r) => EntitySync {
+                entity_id: e.id.clone(),
+                status: r.status,
+                attempts: r.attempts,
+                next_attempt_at: r.next_attempt_at,
+                requested_at: r.requested_at,
+                progress: r.run.map(|c| Progress {
+                    started_at: c.started_at,
+                    directory_pages: c.pages,
+                    people_listed: c.directory_offset,
+                    counts: c.counts,
+                }),
+                last_success: r.last_success,
+            },
+            None => EntitySync {
+                entity_id: e.id.clone(),
+                status: SyncStatus::NotStarted,
+                attempts: 0,
+                next_attempt_at: None,
+                requested_at: None,
+                progress: None,
+                last_success: None,
+            },
+        })
+        .collect();
+    Ok(SyncView { connection_id: rec.connection_id.clone(), entities })
+}
+
+/// `POST /connections/{id}/sync`'s answer: the state, and whether this call queued a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncRequested {
+    /// `false` when a run was already queued or running: the call changed nothing.
+    pub queued: bool,
+    #[serde(flatten)]
+    pub view: SyncView,
+}
+
+/// Asks for a run now, unless one is queued or running (idempotent while it is).
+pub async fn request_sync<A: Adapters>(
+    app: &AppState<A>,
+    queue: &dyn SyncQueue,
+    customer: &CustomerId,
+    raw_id: &str,
+) -> Result<SyncRequested, Error> {
+    let store: &dyn DataReadStore = app.store.as_ref();
+    let rec = live_connection(store, customer, raw_id).await?;
+    if !rec.is_live_at_finch() || rec.status == crate::domain::ConnectionStatus::Reauth {
+        return Err(Error::conflict(
+            "connection_not_syncable",
+            "Finch does not accept this connection's token now (reauthentication needed, or disconnected at Finch).",
+        ));
+    }
+    let now = app.clock.now();
+    let running = store
+        .read_key(&rec.connection_id)
+        .await?
+        .is_some_and(|k| k.run.is_some() && k.lease_until.is_some_and(|u| u > now));
+    let states = store.sync_states(&rec.connection_id).await?;
+    let queued = states.iter().any(|s| {
+        s.record.status == SyncStatus::Queued && s.record.requested_at.is_some_and(|at| now - at < super::PLANNED_FOR)
+    });
+    if running || queued {
+        return Ok(SyncRequested { queued: false, view: view_of(store, &rec).await? });
+    }
+    mark_queued(store, &rec, now).await?;
+    queue.send(&[SyncWork::new(rec.connection_id.clone(), Trigger::Requested)], std::time::Duration::ZERO).await?;
+    let mut view = view_of(store, &rec).await?;
+    for e in &mut view.entities {
+        if e.status == SyncStatus::NotStarted {
+            e.status = SyncStatus::Queued;
+        }
+    }
+    Ok(SyncRequested { queued: true, view })
+}
+
+/// One entry of a feed page.
+#[derive(Debug, Serialize)]
+pub struct Change {
+    pub seq: u64,
+    pub entity_id: EntityId,
+    pub kind: RecordKind,
+    /// The individual's id (a company's is `company`).
+    pub id: String,
+    pub op: ChangeOp,
+    #[serde(with = "time::serde::rfc3339")]
+    pub changed_at: OffsetDateTime,
+    /// The record as it is now; absent once removed.
+    pub record: Option<Box<RawValue>>,
+}
+
+/// `GET /connections/{id}/changes`.
+#[derive(Debug, Serialize)]
+pub struct ChangesPage {
+    pub changes: Vec<Change>,
+    pub next_cursor: String,
+    pub has_more: bool,
+}
+
+fn bad_cursor() -> Error {
+    Error::invalid("invalid_cursor", "The cursor is not one Perch issued for this list.")
+}
+
+fn feed_cursor(seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("f1:{seq}"))
+}
+
+fn parse_feed_cursor(c: &str) -> Result<u64, Error> {
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad_cursor())?;
+    let text = std::str::from_utf8(&raw).map_err(|_| bad_cursor())?;
+    text.strip_prefix("f1:").and_then(|n| n.parse().ok()).ok_or_else(bad_cursor)
+}
+
+fn people_cursor(entity: &EntityId, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("p1:{}\n{id}", entity.as_str()))
+}
+
+fn parse_people_cursor(c: &str) -> Result<(EntityId, String), Error> {
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad_cursor())?;
+    let text = std::str::from_utf8(&raw).map_err(|_| bad_cursor())?;
+    let (entity, id) = text.strip_prefix("p1:").and_then(|t| t.split_once('\n')).ok_or_else(bad_cursor)?;
+    Ok((EntityId::parse(entity).map_err(|_| bad_cursor())?, id.to_owned()))
+}
+
+/// The page size asked for: `default` when absent, 1 to `max`.
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, Error> {
+    match raw {
+        None => Ok(default),
+        Some(v) => {
+            v.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                Error::invalid("invalid_limit", format!("limit must be a whole number from 1 to {max}."))
+            })
+        }
+    }
+}
+
+/// The connection's data key, unwrapped; `None` when it has none (nothing synced yet).
+async fn data_key<A: Adapters>(app: &AppState<A>, rec: &ConnectionRecord) -> Result<Option<DataKey>, Error> {
+    let store: &dyn DataReadStore = app.store.as_ref();
+    match store.read_key(&rec.connection_id).await? {
+        Some(k) => Ok(Some(app.cipher.unwrap(&k.wrapped, &rec.connection_id, &rec.customer).await?)),
+        None => Ok(None),
+    }
+}
+
+fn open(key: &DataKey, rec: &ConnectionRecord, r: &StoredRecord) -> Result<Box<RawValue>, Error> {
+    let rid = RecordId { connection: &rec.connection_id, entity: r.entity.as_str(), kind: r.kind.as_str(), id: &r.id };
+    let plain = key.open(rid, &r.sealed)?;
+    let text = String::from_utf8(plain).map_err(|_| Error::internal("a stored record is not UTF-8"))?;
+    RawValue::from_string(text).map_err(|e| Error::internal_from("a stored record is not JSON", e))
+}
+
+/// A page of the connection's changes after `cursor` (from the first without one).
+pub async fn changes<A: Adapters>(
+    app: &AppState<A>,
+    customer: &CustomerId,
+    raw_id: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<ChangesPage, Error> {
+    let store: &dyn DataReadStore = app.store.as_ref();
+    let after = cursor.map(parse_feed_cursor).transpose()?.unwrap_or(0);
+    let rec = live_connection(store, customer, raw_id).await?;
+    let mut entries = store.feed(&rec.connection_id, after, limit + 1).await?;
+    let has_more = entries.len() > limit;
+    entries.truncate(limit);
+    let next_cursor = feed_cursor(entries.last().map_or(after, |e| e.seq));
+    let wanted: Vec<(RecordKind, EntityId, String)> = entries
+        .iter()
+        .filter(|e| e.op != ChangeOp::Removed)
+        .map(|e| (e.kind, e.entity.clone(), e.id.clone()))
+        .collect();
+    let mut current: HashMap<(RecordKind, EntityId, String), StoredRecord> = HashMap::new();
+    for chunk in wanted.chunks(100) {
+        for r in store.records(&rec.connection_id, chunk).await? {
+            current.insert((r.kind, r.entity.clone(), r.id.clone()), r);
+        }
+    }
+    let key = if current.is_empty() { None } else { data_key(app, &rec).await? };
+    let mut changes = Vec::with_capacity(entries.len());
+    for e in entries {
+        let record = match (&key, current.get(&(e.kind, e.entity.clone(), e.id.clone()))) {
+            (Some(k), Some(r)) if e.op != ChangeOp::Removed => Some(open(k, &rec, r)?),
+            _ => None,
+        };
+        changes.push(Change {
+            seq: e.seq,
+            entity_id: e.entity,
+            kind: e.kind,
+            id: e.id,
+            op: e.op,
+            changed_at: e.at,
+            record,
+        });
+    }
+    Ok(ChangesPage { changes, next_cursor, has_more })
+}
+
+/// One person of the joined view: directory, individual and employment by `individual_id`.
+#[derive(Debug, Serialize)]
+pub struct Employee {
+    pub entity_id: EntityId,
+    pub individual_id: String,
+    pub directory: Box<RawValue>,
+    pub individual: Option<Box<RawValue>>,
+    pub employment: Option<Box<RawValue>>,
+}
+
+/// `GET /connections/{id}/employees`.
+#[derive(Debug, Serialize)]
+pub struct EmployeesPage {
+    pub employees: Vec<Employee>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// A page of the connection's people, as last synced, in (entity, id) order.
+pub async fn employees<A: Adapters>(
+    app: &AppState<A>,
+    customer: &CustomerId,
+    raw_id: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<EmployeesPage, Error> {
+    let store: &dyn DataReadStore = app.store.as_ref();
+    let after = cursor.map(parse_people_cursor).transpose()?;
+    let rec = live_connection(store, customer, raw_id).await?;
+    let mut people = store
+        .records_page(
+            &rec.connection_id,
+            RecordKind::Directory,
+            after.as_ref().map(|(e, id)| (e, id.as_str())),
+            limit + 1,
+        )
+        .await?;
+    let has_more = people.len() > limit;
+    people.truncate(limit);
+    let next_cursor = has_more.then(|| people.last().map(|p| people_cursor(&p.entity, &p.id))).flatten();
+    let mut wanted = Vec::with_capacity(people.len() * 2);
+    for p in &people {
+        wanted.push((RecordKind::Individual, p.entity.clone(), p.id.clone()));
+        wanted.push((RecordKind::Employment, p.entity.clone(), p.id.clone()));
+    }
+    let mut joined: HashMap<(RecordKind, EntityId, String), StoredRecord> = HashMap::new();
+    for chunk in wanted.chunks(100) {
+        for r in store.records(&rec.connection_id, chunk).await? {
+            joined.insert((r.kind, r.entity.clone(), r.id.clone()), r);
+        }
+    }
+    let key = if people.is_empty() { None } else { data_key(app, &rec).await? };
+    let Some(key) = key else { return Ok(EmployeesPage { employees: Vec::new(), next_cursor: None, has_more: false }) };
+    let mut employees = Vec::with_capacity(people.len());
+    for p in people {
+        let mut part =
+            |kind| joined.remove(&(kind, p.entity.clone(), p.id.clone())).map(|r| open(&key, &rec, &r)).transpose();
+        let individual = part(RecordKind::Individual)?;
+        let employment = part(RecordKind::Employment)?;
+        employees.push(Employee {
+            directory: open(&key, &rec, &p)?,
+            entity_id: p.entity,
+            individual_id: p.id,
+            individual,
+            employment,
+        });
+    }
+    Ok(EmployeesPage { employees, next_cursor, has_more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        assert_eq!(parse_feed_cursor(&feed_cursor(42)).unwrap(), 42);
+        let e = EntityId::parse("0b6f3c9e-8f6e-4a51-9d0a-2a3f5c7e9b10").unwrap();
+        assert_eq!(parse_people_cursor(&people_cursor(&e, "p-1")).unwrap(), (e.clone(), "p-1".to_owned()));
+        for bad in ["", "!!", &URL_SAFE_NO_PAD.encode("f1:x"), &people_cursor(&e, "p"), &URL_SAFE_NO_PAD.encode("p1:x")]
+        {
+            assert!(parse_feed_cursor(bad).is_err(), "{bad}");
+        }
+        assert!(parse_people_cursor(&feed_cursor(1)).is_err());
+        assert_eq!(page_limit(None, 100, 500).unwrap(), 100);
+        assert!(page_limit(Some("0"), 100, 500).is_err() && page_limit(Some("501"), 100, 500).is_err());
+    }
+}
