@@ -164,11 +164,13 @@ start_finch_and_perch() {
 
     export AWS_ENDPOINT_URL="$aws" AWS_REGION=us-east-1 \
            AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
-    export TABLE_NAME="$name" KMS_KEY_ID="alias/$name" FINCH_SECRET_ID="$name/finch" \
+    # The sync queue's URL as the emulator names it (bootstrap creates the queue and checks it).
+    export TABLE_NAME="$name" RECORDS_TABLE_NAME="$name-records" SYNC_QUEUE_URL="$aws/123456789012/$name-sync" \
+           KMS_KEY_ID="alias/$name" FINCH_SECRET_ID="$name/finch" \
            FINCH_API_URL="http://127.0.0.1:$finch_port" \
            FINCH_REDIRECT_URI="http://127.0.0.1:$port/connect/callback" \
            APP_RETURN_URL="http://127.0.0.1:$port/" PORT="$port" PERCH_WEB_DIR="$ROOT/web"
-    say "creating the table, KMS key and Finch secret"
+    say "creating the tables, KMS key, Finch secret and sync queue"
     "$ROOT/target/debug/perch-local" bootstrap
     "$ROOT/target/debug/perch-local" > "$STATE/$name.log" 2>&1 &
     echo $! > "$STATE/$name.pid"

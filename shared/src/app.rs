@@ -19,6 +19,7 @@ use crate::crypto::Cipher;
 use crate::domain::Clock;
 use crate::events::{EventPublisher, EventSink};
 use crate::finch::FinchClient;
+use crate::queue::SyncQueue;
 use crate::secrets::{SecretCache, SecretSource};
 use crate::store::Store;
 
@@ -28,6 +29,8 @@ pub trait Adapters: Send + Sync + 'static {
     type Cipher: Cipher + 'static;
     type Secrets: SecretSource + 'static;
     type Events: EventSink + 'static;
+    /// The sync queue (SQS deployed).
+    type Queue: SyncQueue + 'static;
 }
 
 /// Shared configuration and ports for one Lambda container (or one local server, or one test).
@@ -38,6 +41,8 @@ pub struct AppState<A: Adapters> {
     pub secrets: SecretCache<A::Secrets>,
     pub finch: FinchClient,
     pub events: EventPublisher<A::Events>,
+    /// Where sync work goes (`SYNC_QUEUE_URL`); `None` where the function starts no sync.
+    pub sync_queue: Option<Arc<A::Queue>>,
     /// The time flows decide by (the system's; tests may move it).
     pub clock: Clock,
 }
@@ -52,6 +57,6 @@ impl<A: Adapters> AppState<A> {
         events: EventPublisher<A::Events>,
     ) -> Self {
         let finch = FinchClient::new(config.finch_api_url.clone(), config.finch_timeout, config.finch_max_retries);
-        Self { config, store, cipher, secrets, finch, events, clock: Clock::system() }
+        Self { config, store, cipher, secrets, finch, events, sync_queue: None, clock: Clock::system() }
     }
 }

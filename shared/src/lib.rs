@@ -9,7 +9,8 @@
 //! 2. [`config`]: typed settings from the environment;
 //! 3. the ports and their records — [`store`] (narrow traits mirroring each function's IAM
 //!    policy), [`crypto`] (token cipher, states, code hashes), [`secrets`] (the Finch secret,
-//!    cached), [`events`] (status changes) — and [`finch`], the Finch API client;
+//!    cached), [`events`] (status changes), [`queue`] (sync work) — and [`finch`], the Finch API
+//!    client;
 //! 4. [`app`]: the [`AppState`] every flow is handed: configuration and ports, generic over
 //!    one implementation of each ([`app::Adapters`]);
 //! 5. [`flows`]: sessions, the callback, re-authentication and disconnection, webhooks, the
@@ -30,6 +31,7 @@ pub mod config;
 pub mod crypto;
 pub mod events;
 pub mod finch;
+pub mod queue;
 pub mod secrets;
 pub mod store;
 

@@ -91,6 +91,7 @@ impl Fast {
         let secrets = perch::secrets::SecretCache::new(self.mem.secret.clone(), config.secret_cache_ttl);
         let events = perch::events::EventPublisher::new(Some(self.mem.events.clone()));
         let mut app = AppState::new(config, self.mem.store.clone(), self.mem.cipher.clone(), secrets, events);
+        app.sync_queue = Some(self.mem.sync_queue.clone());
         app.clock = self.app.clock.clone();
         app
     }

@@ -119,6 +119,8 @@ pub struct TestStack {
     /// client_secret, state_key, webhook_secret: checked against the logs on drop.
     secret_values: Vec<String>,
     server: tokio::task::JoinHandle<()>,
+    /// The sync settings of `start_syncing` (its queue is the stack's own).
+    sync: Option<perch::flows::sync::SyncSettings>,
 }
 
 impl Drop for TestStack {
@@ -144,6 +146,8 @@ impl Drop for TestStack {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Aws {
     Direct,
+    /// Direct, with a sync queue of its own (`run_sync_queue` plays the worker).
+    DirectSyncing,
     Proxy,
     ProxyPerFunction,
 }
@@ -177,6 +181,12 @@ impl TestStack {
     /// A stack whose test binary captures no logs (for measurements).
     pub async fn start_quiet() -> Self {
         Self::build(|_| {}, false, Aws::Direct).await
+    }
+
+    /// A stack that syncs data: its own sync queue, handed to the sync worker when the test
+    /// says (`run_sync_queue`); `tweak` may change the environment (the sync settings too).
+    pub async fn start_syncing(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
+        Self::build(tweak, true, Aws::DirectSyncing).await
     }
 
     /// A stack whose functions reach AWS through a fault-injecting proxy (`stack.aws`).
@@ -215,12 +225,17 @@ impl TestStack {
                 .expect("start the Finch emulator");
         let emu = finch_emulator::EmulatorConfig::default();
         let table = format!("perch-test-{run}");
+        let records = format!("perch-test-records-{run}");
+        let syncing = matches!(aws_mode, Aws::DirectSyncing);
+        let queue = format!("perch-test-sync-{run}");
         let alias = format!("alias/perch-test-{run}");
         let secret = format!("perch/test/{run}");
         let created = perch_local::bootstrap::bootstrap(
             &sdk,
             &perch_local::bootstrap::Names {
                 table: &table,
+                records_table: Some(&records),
+                sync_queue: syncing.then_some(queue.as_str()),
                 key_alias: &alias,
                 secret_id: &secret,
                 client_id: &emu.client_id,
@@ -235,6 +250,7 @@ impl TestStack {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let mut env: HashMap<&'static str, String> = HashMap::from([
             ("TABLE_NAME", table.clone()),
+            ("RECORDS_TABLE_NAME", records.clone()),
             ("KMS_KEY_ID", alias.clone()),
             ("FINCH_SECRET_ID", secret.clone()),
             ("FINCH_API_URL", finch.base_url.clone()),
@@ -242,9 +258,12 @@ impl TestStack {
             ("APP_RETURN_URL", APP_RETURN_URL.to_owned()),
             ("FINCH_TIMEOUT_MS", "3000".to_owned()),
         ]);
+        if let Some(url) = &created.sync_queue_url {
+            env.insert("SYNC_QUEUE_URL", url.clone());
+        }
         tweak(&mut env);
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-        let aws = if aws_mode == Aws::Direct {
+        let aws = if matches!(aws_mode, Aws::Direct | Aws::DirectSyncing) {
             None
         } else {
             let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| moto_url());
@@ -276,6 +295,8 @@ impl TestStack {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
+        let sync = syncing
+            .then(|| perch::flows::sync::SyncSettings::from_lookup(|k| env.get(k).cloned()).expect("sync settings"));
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
         let mut stack = Self {
             finch,
@@ -292,9 +313,44 @@ impl TestStack {
             captures_logs: capture_logs,
             secret_values: Vec::new(),
             server,
+            sync,
         };
         stack.secret_values = stack.secret_values().await;
         stack
+    }
+
+    /// Plays Lambda's SQS event source for the sync worker (`start_syncing`): every message on
+    /// the stack's sync queue is handed to `sync-worker`'s handler, until none is left (a
+    /// message delayed for later is not waited for). How many were handled.
+    pub async fn run_sync_queue(&self) -> usize {
+        let settings = self.sync.as_ref().expect("a stack started with start_syncing");
+        let url = self.config.sync_queue_url.as_deref().expect("SYNC_QUEUE_URL");
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+        let mut handled = 0;
+        loop {
+            let n = perch_local::worker::poll_once(&self.app, settings, &sqs, url, 0).await.expect("sync queue");
+            if n == 0 {
+                return handled;
+            }
+            handled += n;
+        }
+    }
+
+    /// How many items the records table holds for a connection.
+    pub async fn records_items(&self, connection_id: &str) -> i32 {
+        self.ddb
+            .query()
+            .table_name(self.config.records_table_name.as_deref().expect("RECORDS_TABLE_NAME"))
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("C#{connection_id}")),
+            )
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await
+            .expect("Query")
+            .count()
     }
 
     /// A development JWT for `customer`.

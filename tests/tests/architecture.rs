@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("crypto", 3),
     ("secrets", 3),
     ("events", 3),
+    ("queue", 3),
     ("finch", 3),
     ("app", 4),
     ("flows", 5),

@@ -21,7 +21,7 @@ fn valid() -> HashMap<&'static str, &'static str> {
     ])
 }
 
-/// Every variable `Config` and `SweepSettings` ask for, and those without which `Config` fails.
+/// Every variable `Config`, `SweepSettings` and `SyncSettings` ask for, and those without which `Config` fails.
 fn loader_variables() -> (BTreeSet<String>, BTreeSet<String>) {
     let asked = RefCell::new(BTreeSet::new());
     let env = valid();
@@ -31,6 +31,7 @@ fn loader_variables() -> (BTreeSet<String>, BTreeSet<String>) {
     };
     Config::from_lookup(lookup).expect("the valid environment loads");
     SweepSettings::from_lookup(lookup).expect("sweep defaults load");
+    perch::flows::sync::SyncSettings::from_lookup(lookup).expect("sync defaults load");
     let required = env
         .keys()
         .filter(|k| Config::from_lookup(|q| if q == **k { None } else { env.get(q).map(|v| (*v).to_owned()) }).is_err())
@@ -43,13 +44,18 @@ fn loader_variables() -> (BTreeSet<String>, BTreeSet<String>) {
 fn direct_reads() -> BTreeSet<String> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let re = regex::Regex::new(r#"\bvar\("([A-Z0-9_]+)"\)"#).unwrap();
-    ["shared/src/runtime/telemetry.rs", "infra/local/src/main.rs", "infra/local/src/lib.rs"]
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();
-            re.captures_iter(&text).map(|c| c[1].to_owned()).collect::<Vec<_>>()
-        })
-        .collect()
+    [
+        "shared/src/runtime/telemetry.rs",
+        "infra/local/src/main.rs",
+        "infra/local/src/lib.rs",
+        "infra/local/src/worker.rs",
+    ]
+    .iter()
+    .flat_map(|f| {
+        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();
+        re.captures_iter(&text).map(|c| c[1].to_owned()).collect::<Vec<_>>()
+    })
+    .collect()
 }
 
 /// The README's configuration rows: each name → its "where" column.

@@ -41,7 +41,7 @@ fn the_document_names_exactly_the_served_routes() {
 
 #[tokio::test]
 async fn every_route_answers_as_documented() {
-    let stack = TestStack::start().await;
+    let stack = TestStack::start_syncing(|_| {}).await;
     stack.enable_webhooks().await;
     let mut c = Checker { spec: spec(), checked: 0, problems: Vec::new() };
     let acme = stack.token("acme");
@@ -112,6 +112,26 @@ async fn every_route_answers_as_documented() {
     let r = stack.post_json(&path, Some(&acme), &json!({"minutes_to_expire": 0})).await;
     assert_eq!(c.check("POST", &path, r).await.0, 400);
 
+    // Sync: 200, 202, 404 (another customer's); changes and employees: 200, 400, 404.
+    let path = format!("/connections/{id}/sync");
+    let r = stack.get(&path, Some(&acme)).await;
+    assert_eq!(c.check("GET", &path, r).await.0, 200);
+    let r = stack.post_json(&path, Some(&acme), &json!({})).await;
+    assert_eq!(c.check("POST", &path, r).await.0, 202);
+    let r = stack.get(&path, Some(&globex)).await;
+    assert_eq!(c.check("GET", &path, r).await.0, 404);
+    let r = stack.post_json(&path, Some(&globex), &json!({})).await;
+    assert_eq!(c.check("POST", &path, r).await.0, 404);
+    for list in ["changes", "employees"] {
+        let path = format!("/connections/{id}/{list}");
+        let r = stack.get(&format!("{path}?limit=2"), Some(&acme)).await;
+        assert_eq!(c.check("GET", &path, r).await.0, 200, "{list}");
+        let r = stack.get(&format!("{path}?cursor=forged"), Some(&acme)).await;
+        assert_eq!(c.check("GET", &path, r).await.0, 400, "{list}");
+        let r = stack.get(&path, Some(&globex)).await;
+        assert_eq!(c.check("GET", &path, r).await.0, 404, "{list}");
+    }
+
     // Webhooks: 200, 401, 400.
     let flipped = stack.flip(&id, "reauth").await;
     assert_eq!(flipped["webhook_status"], 200);
@@ -154,5 +174,5 @@ async fn every_route_answers_as_documented() {
     assert_eq!(c.check("DELETE", &path, r).await.0, 404);
 
     assert!(c.problems.is_empty(), "{:#?}", c.problems);
-    assert_eq!(c.checked, 24);
+    assert_eq!(c.checked, 34);
 }

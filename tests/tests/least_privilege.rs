@@ -20,13 +20,12 @@ use perch_tests::aws_faults::{AwsCall, AwsFault};
 use serde_json::{Value, json};
 
 const CHECK: &str = "check-connection-status";
+const SYNC: &str = "sync-worker";
 
 /// Operations the source can call that no function does: `perch-admin reencrypt` runs the KMS
 /// ones with an operator's credentials (README "Operations"); `perch-local bootstrap` creates
-/// the table locally (the template creates it on AWS). `GenerateDataKey` makes the records'
-/// data keys (`crypto::records`), which no function stores yet: the sync worker of issue 16
-/// will, and its role then gets it (and this list loses it).
-const NOT_BY_FUNCTIONS: &[&str] = &["ReEncrypt", "DescribeKey", "CreateTable", "UpdateTimeToLive", "GenerateDataKey"];
+/// the tables locally (the template creates them on AWS).
+const NOT_BY_FUNCTIONS: &[&str] = &["ReEncrypt", "DescribeKey", "CreateTable", "UpdateTimeToLive"];
 
 // --- template.yaml -------------------------------------------------------------------------
 
@@ -118,6 +117,13 @@ fn iam_requests(call: &AwsCall, names: &Names) -> Vec<IamRequest> {
                     plain(format!("dynamodb:{action}"), names.logical(inner["TableName"].as_str().unwrap()))
                 })
                 .collect(),
+            // One request per table, authorized as the batch operation on each.
+            "BatchWriteItem" | "BatchGetItem" => b["RequestItems"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|table| plain(format!("dynamodb:{op}"), names.logical(table)))
+                .collect(),
             _ => {
                 let mut resource = names.logical(b["TableName"].as_str().unwrap());
                 if let Some(index) = b["IndexName"].as_str() {
@@ -189,18 +195,52 @@ fn platform(statement: &Statement) -> bool {
 
 // --- the scenario --------------------------------------------------------------------------
 
-fn lambda_event(payload: Value) -> lambda_runtime::LambdaEvent<check_connection_status::Invocation> {
+fn lambda_event<T: serde::de::DeserializeOwned>(payload: Value) -> lambda_runtime::LambdaEvent<T> {
+    lambda_event_within(payload, 60)
+}
+
+fn lambda_event_within<T: serde::de::DeserializeOwned>(payload: Value, secs: u64) -> lambda_runtime::LambdaEvent<T> {
     let mut ctx = lambda_runtime::Context::default();
-    ctx.deadline = (std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+    ctx.deadline = (std::time::SystemTime::now() + std::time::Duration::from_secs(secs))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
     lambda_runtime::LambdaEvent::new(serde_json::from_value(payload).unwrap(), ctx)
 }
 
+/// Plays SQS for the sync worker: every message on the queue, handed over until none is left
+/// (or for one receive only, `once`), each invocation given `secs` before its deadline. The
+/// messages handled.
+async fn drain(
+    worker: &sync_worker::Worker<'_, perch::aws::Aws>,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    secs: u64,
+    once: bool,
+) -> usize {
+    let mut handled = 0;
+    loop {
+        let got = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
+        if got.messages().is_empty() {
+            return handled;
+        }
+        let records: Vec<Value> =
+            got.messages().iter().map(|m| json!({"messageId": m.message_id(), "body": m.body()})).collect();
+        let out = sync_worker::handle(worker, lambda_event_within(json!({ "Records": records }), secs)).await.unwrap();
+        assert_eq!(out["batchItemFailures"], json!([]), "sync work failed");
+        for m in got.messages() {
+            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+        handled += got.messages().len();
+        if once {
+            return handled;
+        }
+    }
+}
+
 /// Drives every function through every path that reaches AWS; returns the stack (whose proxy
-/// holds the calls) and the sweep queue's URL.
-async fn run_scenario() -> (TestStack, String) {
+/// holds the calls) and the sweep and sync queues' URLs.
+async fn run_scenario() -> (TestStack, String, String) {
     let sdk = perch_tests::sdk_config().await;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let bus = format!("perch-status-{run}");
@@ -208,8 +248,11 @@ async fn run_scenario() -> (TestStack, String) {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue = sqs.create_queue().queue_name(format!("perch-sweep-{run}")).send().await.unwrap();
     let queue_url = queue.queue_url().unwrap().to_owned();
+    let sync_queue = sqs.create_queue().queue_name(format!("perch-sync-{run}")).send().await.unwrap();
+    let sync_url = sync_queue.queue_url().unwrap().to_owned();
     let stack = TestStack::start_with_identities(|env| {
         env.insert("EVENT_BUS_NAME", bus.clone());
+        env.insert("SYNC_QUEUE_URL", sync_url.clone());
     })
     .await;
     stack.enable_webhooks().await;
@@ -254,6 +297,63 @@ async fn run_scenario() -> (TestStack, String) {
     // list-connections.
     assert_eq!(stack.list("acme").await.len(), 1);
 
+    // sync-worker, connection-sync, connection-data: each callback above marked its entities
+    // due and queued a first sync. Acme's employer has 300 people (enough for disconnect to
+    // hand part of the purge to the worker); globex's token is refused when its run starts.
+    let sync_sdk = stack.sdk_as(SYNC).await;
+    let mut sync_app = perch::AppState::on_aws(stack.config.clone(), &sync_sdk, &[]).unwrap();
+    sync_app.clock = stack.app.clock.clone();
+    sync_app.prewarm().await;
+    let entity = stack.record(&id).await.entities[0].id.as_str().to_owned();
+    let globex = stack.list("globex").await[0]["connection_id"].as_str().unwrap().to_owned();
+    {
+        let mut w = stack.finch.shared.world();
+        w.rosters
+            .insert(entity.clone(), finch_emulator::people::Roster::new(finch_emulator::people::seed_of(&entity), 300));
+        w.connections.get_mut(&globex).unwrap().status = "reauth".into();
+    }
+    let settings = |margin: &str| {
+        perch::flows::sync::SyncSettings::from_lookup(|k| {
+            (k == "SYNC_DEADLINE_MARGIN_SECONDS").then(|| margin.to_owned())
+        })
+        .unwrap()
+    };
+    // The schedule finds them due; a run cut by its deadline hands the rest back to the queue;
+    // then every run completes (globex's ends in needs_reauth, and its connection says so).
+    let scheduled = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let worker = sync_worker::Worker { app: &sync_app, settings: settings("60") };
+    assert!(sync_worker::handle(&worker, lambda_event(scheduled)).await.unwrap()["planned"].as_u64().unwrap() >= 2);
+    assert!(drain(&worker, &sqs, &sync_url, 30, true).await >= 4);
+    let worker = sync_worker::Worker { app: &sync_app, settings: settings("5") };
+    drain(&worker, &sqs, &sync_url, 300, false).await;
+    assert_eq!(stack.stored_status(&globex).await, "reauth", "a 401 in a sync marks the connection");
+    // A person leaves; the app asks for a sync; the worker removes them.
+    stack.finch.shared.world().roster(&entity).removed.insert(7);
+    let acme = stack.token("acme");
+    let r = stack.post_json(&format!("/connections/{id}/sync"), Some(&acme), &json!({})).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(drain(&worker, &sqs, &sync_url, 300, false).await, 1);
+    let st: Value = stack.get(&format!("/connections/{id}/sync"), Some(&acme)).await.json().await.unwrap();
+    assert_eq!(st["entities"][0]["last_success"]["counts"]["removed"], 1, "{st}");
+    for path in ["changes", "employees"] {
+        let r = stack.get(&format!("/connections/{id}/{path}?limit=5"), Some(&acme)).await;
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // A data webhook queues a run of its entity.
+    let person = stack.finch.shared.world().roster(&entity).person(3).unwrap().id;
+    let changed: Value = stack
+        .http
+        .post(format!("{}/_emulator/connections/{id}/people", stack.finch.base_url))
+        .json(&json!({"action": "change", "individual_id": person, "fields": {"title": "Chief Cat Herder"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(changed["webhook_statuses"].as_array().unwrap().iter().all(|s| s == 200), "{changed}");
+    assert!(drain(&worker, &sqs, &sync_url, 300, false).await >= 1);
+
     // finch-webhook: applied, then a failure half-way that un-records the event for Finch's retry.
     assert_eq!(stack.flip(&id, "reauth").await["webhook_status"], 200);
     let aws = stack.aws.as_ref().unwrap();
@@ -283,24 +383,37 @@ async fn run_scenario() -> (TestStack, String) {
     // Finch's side changes without a webhook, for the sweep to find (and announce).
     stack.finch.shared.world().connections.get_mut(&id).unwrap().status = "reauth".into();
     let scheduled = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-    let planned = check_connection_status::handle(&sweeper, lambda_event(scheduled)).await.unwrap();
+    let planned =
+        check_connection_status::handle(&sweeper, lambda_event::<check_connection_status::Invocation>(scheduled))
+            .await
+            .unwrap();
     assert_eq!(planned["planned"], 1);
     let got = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).send().await.unwrap();
     let records: Vec<Value> =
         got.messages().iter().map(|m| json!({"messageId": m.message_id(), "body": m.body()})).collect();
-    let out = check_connection_status::handle(&sweeper, lambda_event(json!({ "Records": records }))).await.unwrap();
+    let out = check_connection_status::handle(
+        &sweeper,
+        lambda_event::<check_connection_status::Invocation>(json!({ "Records": records })),
+    )
+    .await
+    .unwrap();
     assert_eq!(out["batchItemFailures"], json!([]));
     assert_eq!(stack.stored_status(&id).await, "reauth", "the sweep saw the change");
 
-    // disconnect.
+    // disconnect: the data key shredded, part of the data deleted, the rest handed to the
+    // worker, which deletes it.
     let r = stack.http.delete(format!("{}/connections/{id}", stack.base)).bearer_auth(stack.token("acme")).send().await;
     assert_eq!(r.unwrap().status(), 204);
-    (stack, queue_url)
+    drain(&worker, &sqs, &sync_url, 300, false).await;
+    let left = stack.records_items(&id).await;
+    assert_eq!(left, 0, "nothing of a disconnected connection's data is left");
+    drop(worker);
+    (stack, queue_url, sync_url)
 }
 
 #[tokio::test]
 async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
-    let (stack, queue_url) = run_scenario().await;
+    let (stack, queue_url, sync_url) = run_scenario().await;
     let config = &stack.config;
     let names = Names(HashMap::from([
         (config.table_name.clone(), "ConnectionsTable"),
@@ -309,6 +422,8 @@ async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
         (config.finch_secret_id.clone(), "FinchSecret"),
         (config.event_bus_name.clone().unwrap(), "StatusEventBus"),
         (queue_url, "SweepQueue"),
+        (config.records_table_name.clone().unwrap(), "RecordsTable"),
+        (sync_url, "SyncQueue"),
     ]));
     let mut seen: BTreeMap<String, BTreeSet<IamRequest>> = BTreeMap::new();
     for call in stack.aws.as_ref().unwrap().calls() {
@@ -317,7 +432,7 @@ async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
         }
     }
     let roles = roles(&perch_tests::template());
-    assert_eq!(roles.len(), 7, "every function has a role");
+    assert_eq!(roles.len(), 10, "every function has a role");
     let mut problems = Vec::new();
     for (function, statements) in &roles {
         let requests = seen.remove(&perch_tests::access_key_id(function)).unwrap_or_default();
@@ -351,7 +466,11 @@ async fn every_function_is_granted_exactly_the_aws_calls_it_makes() {
         assert_eq!(logs[0].resources.len(), 1, "{function}");
         assert!(logs[0].resources[0].ends_with("Logs"), "{function} logs to {:?}", logs[0].resources);
         let polls = statements.iter().any(|s| platform(s) && s.actions.iter().any(|a| a.starts_with("sqs:")));
-        assert_eq!(polls, function == CHECK, "{function}: SQS polling is the sweep's alone");
+        assert_eq!(
+            polls,
+            function == CHECK || function == SYNC,
+            "{function}: SQS polling is the sweep's and the sync worker's alone"
+        );
     }
     assert!(seen.is_empty(), "calls signed by no function of the template: {seen:?}");
     assert!(problems.is_empty(), "least privilege:\n  {}", problems.join("\n  "));
@@ -367,6 +486,9 @@ fn declared_services(function: &str) -> &'static [Service] {
         "disconnect" => disconnect::SERVICES,
         "finch-webhook" => finch_webhook::SERVICES,
         CHECK => check_connection_status::SERVICES,
+        SYNC => sync_worker::SERVICES,
+        "connection-sync" => connection_sync::SERVICES,
+        "connection-data" => connection_data::SERVICES,
         other => panic!("no SERVICES known for {other}"),
     }
 }
@@ -376,13 +498,15 @@ fn declared_services(function: &str) -> &'static [Service] {
 /// time spent for nothing, one fewer would land on a first request.
 #[tokio::test]
 async fn each_function_builds_in_init_the_clients_it_calls() {
-    let (stack, _) = run_scenario().await;
+    let (stack, _, _) = run_scenario().await;
     let mut called: BTreeMap<String, BTreeSet<Service>> = BTreeMap::new();
     for call in stack.aws.as_ref().unwrap().calls() {
         let service = match call.target.split_once('.').map(|(s, _)| s) {
             Some("TrentService") => Service::Kms,
             Some("secretsmanager") => Service::SecretsManager,
             Some("AWSEvents") => Service::EventBridge,
+            // The sweep's SQS client is its own (`main.rs`), not the sync queue's.
+            Some("AmazonSQS") if call.principal != perch_tests::access_key_id(CHECK) => Service::Sqs,
             _ => continue,
         };
         called.entry(call.principal.clone()).or_default().insert(service);
@@ -424,7 +548,7 @@ async fn the_scenario_exercises_every_aws_operation_the_source_can_call() {
         in_source.contains("PutItem") && in_source.contains("SendMessageBatch"),
         "the scan finds calls: {in_source:?}"
     );
-    let (stack, _) = run_scenario().await;
+    let (stack, _, _) = run_scenario().await;
     let called: BTreeSet<String> = stack
         .aws
         .as_ref()

@@ -241,7 +241,6 @@ mod engine {
     use perch::domain::{ConnectionId, CustomerId, EntityId};
     use perch::flows::sync::view::{self, ChangesPage};
     use perch::flows::sync::{RunOutcome, SyncSettings, SyncWork, Trigger, run};
-    use perch::memory::MemorySyncQueue;
     use perch_tests::fast::Fast;
     use serde_json::{Value, json};
     use tokio::time::Instant;
@@ -298,11 +297,6 @@ mod engine {
                 assert!(!logs.contains(value.as_str()), "personal data of person {} reached the logs", p.number);
             }
         }
-    }
-
-    /// Queue messages a run would send, for tests that play the worker.
-    pub fn queue() -> MemorySyncQueue {
-        MemorySyncQueue::default()
     }
 }
 
@@ -484,18 +478,25 @@ async fn a_401_stops_the_run_and_marks_the_connection() {
     assert!(f.events().iter().any(|(source, _, status)| source == "data_sync" && status == "reauth"));
     let failed = f.mem.events.typed(perch::events::SYNC_FAILED);
     assert_eq!(failed[0]["reason"], "needs_reauth");
-    let q = queue();
-    let refused = view::request_sync(&f.app, &q, &acme(), id.as_str()).await.unwrap_err();
+    let refused = view::request_sync(&f.app, &acme(), id.as_str()).await.unwrap_err();
     assert!(matches!(refused, perch::Error::Conflict { code: "connection_not_syncable", .. }), "{refused:?}");
 }
 
 #[tokio::test]
 async fn the_app_asks_once_while_a_run_is_due_and_sees_only_its_own_connections() {
     let (f, id, _) = connected(ORG, &[]).await;
-    let q = queue();
-    let asked = view::request_sync(&f.app, &q, &acme(), id.as_str()).await.unwrap();
+    let q = &f.mem.sync_queue;
+    let first = q.drain();
+    assert_eq!((first.len(), first[0].0.trigger), (1, Trigger::Connected), "the callback queued the first sync");
+    // A first sync queued moments ago counts as queued: the app's ask changes nothing.
+    let asked = view::request_sync(&f.app, &acme(), id.as_str()).await.unwrap();
+    assert!(!asked.queued);
+    assert_eq!(serde_json::to_value(&asked).unwrap()["entities"][0]["state"], "queued");
+    // Once it ran, the app may ask again: once.
+    assert_eq!(sync(&f, &settings(&[]), &id, Trigger::Connected).await, RunOutcome::Finished);
+    let asked = view::request_sync(&f.app, &acme(), id.as_str()).await.unwrap();
     assert!(asked.queued);
-    let again = view::request_sync(&f.app, &q, &acme(), id.as_str()).await.unwrap();
+    let again = view::request_sync(&f.app, &acme(), id.as_str()).await.unwrap();
     assert!(!again.queued, "idempotent while a run is queued");
     let sent = q.drain();
     assert_eq!(sent.len(), 1);
@@ -506,7 +507,7 @@ async fn the_app_asks_once_while_a_run_is_due_and_sees_only_its_own_connections(
         view::sync_view(&f.app, &other, id.as_str()).await.map(drop).unwrap_err(),
         view::changes(&f.app, &other, id.as_str(), None, 10).await.map(drop).unwrap_err(),
         view::employees(&f.app, &other, id.as_str(), None, 10).await.map(drop).unwrap_err(),
-        view::request_sync(&f.app, &q, &other, id.as_str()).await.map(drop).unwrap_err(),
+        view::request_sync(&f.app, &other, id.as_str()).await.map(drop).unwrap_err(),
     ] {
         assert!(matches!(e, perch::Error::NotFound("connection")), "{e:?}");
     }
@@ -520,7 +521,7 @@ async fn the_schedule_sends_what_is_due_once_and_an_unchanged_snapshot_costs_not
     let (f, id, _) = connected(ORG, &[]).await;
     let s = settings(&[]);
     assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
-    let q = queue();
+    let q = perch::memory::MemorySyncQueue::default();
     let now = f.app.clock.now();
     assert_eq!(perch::flows::sync::plan_due(&f.app, &q, now, 100).await.unwrap(), 0, "not due for a day");
     f.app.clock.advance(time::Duration::hours(25));
@@ -535,4 +536,132 @@ async fn the_schedule_sends_what_is_due_once_and_an_unchanged_snapshot_costs_not
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     assert_eq!(perch::flows::sync::run(&f.app, &s, &work, deadline).await.unwrap(), RunOutcome::Finished);
     assert_eq!(f.finch.requests().len(), before, "the same snapshot is not pulled twice");
+}
+
+#[tokio::test]
+async fn data_webhooks_queue_a_run_of_their_entity_and_disconnect_shreds_the_data() {
+    let (f, id, entity) = connected(ORG, &[]).await;
+    let s = settings(&[]);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    f.mem.sync_queue.drain();
+    let at = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (event_type, expected) in [
+        ("individual.updated", "sync_queued"),
+        ("job.initial_data_sync_org.succeeded", "sync_queued"),
+        ("company.updated", "refresh_requested"),
+        ("payment.created", "ignored"),
+    ] {
+        let body = json!({"connection_id": id.as_str(), "entity_id": entity.as_str(), "company_id": "c",
+            "account_id": "a", "event_type": event_type, "data": {"individual_id": "p-1"}});
+        let (eid, ts, sig, bytes) = f.webhook(&body, at);
+        let out = perch::flows::webhook::handle(&f.app, Some(&eid), Some(&ts), Some(&sig), &bytes).await.unwrap();
+        assert_eq!(serde_json::to_value(out.status).unwrap(), expected, "{event_type}");
+    }
+    let sent = f.mem.sync_queue.drain();
+    assert_eq!(sent.len(), 3, "individual, the org sync job, company.updated");
+    assert!(sent.iter().all(|(w, _)| w.trigger == Trigger::Webhook && w.entities == Some(vec![entity.clone()])));
+
+    assert!(f.mem.store.data_items(&id) > 60);
+    let done = perch::flows::lifecycle::disconnect(&f.app, &acme(), id.as_str()).await.unwrap();
+    assert_eq!(done, perch::flows::lifecycle::Disconnected::Now);
+    // The key went first (every record unreadable), then the items: 60-odd fit inline.
+    assert_eq!(f.mem.store.data_items(&id), 0, "nothing of the connection's data is left");
+    let gone = view::changes(&f.app, &acme(), id.as_str(), None, 10).await.unwrap_err();
+    assert!(matches!(gone, perch::Error::Conflict { code: "connection_disconnected", .. }));
+    // A worker still holding the message finds nothing to write to.
+    assert_eq!(sync(&f, &s, &id, Trigger::Webhook).await, RunOutcome::Gone);
+    assert_eq!(f.mem.store.data_items(&id), 0);
+}
+
+#[tokio::test]
+async fn a_run_whose_key_was_shredded_midway_writes_nothing_more() {
+    let (f, id, _) = connected(ORG, &[]).await;
+    let s = settings(&[("SYNC_DIRECTORY_PAGE", "7")]);
+    // The key exists (a first run made it); then disconnect's first step shreds it while a
+    // run holds the lease: its next write is refused and it stops.
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    use perch::store::data::{DataKeyItems, PurgeData};
+    let store = f.mem.store.clone();
+    let now = f.app.clock.now();
+    assert!(matches!(
+        store.take_lease(&id, "other-run", now, now + time::Duration::minutes(5)).await.unwrap(),
+        perch::store::data::Lease::Taken(_)
+    ));
+    assert!(store.shred_key(&id).await.unwrap());
+    let write = perch::store::data::RecordWrites::apply_changes(store.as_ref(), &id, "other-run", 1_000, &[], now)
+        .await
+        .unwrap();
+    assert_eq!(write, perch::store::data::Applied::LeaseLost);
+}
+
+// --- On the stack: moto, the functions behind the local router, the worker's handler -------
+
+#[tokio::test]
+async fn on_the_stack_a_connection_syncs_a_hire_reaches_the_feed_and_disconnect_leaves_nothing() {
+    let stack = perch_tests::TestStack::start_syncing(|_| {}).await;
+    stack.enable_webhooks().await;
+    let cb = stack.callback_url_for("acme", json!({ "products": ORG })).await;
+    let back = stack.get(&cb, None).await;
+    let id = perch_tests::query(&perch_tests::location(&back), "connection_id").expect("connected");
+    assert_eq!(stack.run_sync_queue().await, 1, "the callback queued the first sync");
+    let acme = stack.token("acme");
+    let get = |path: String| {
+        let (stack, acme) = (&stack, &acme);
+        async move {
+            let r = stack.get(&path, Some(acme)).await;
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let st = get(format!("/connections/{id}/sync")).await;
+    assert_eq!(st["entities"][0]["state"], "current", "{st}");
+    assert_eq!(st["entities"][0]["last_success"]["counts"]["added"], 61);
+    let people = get(format!("/connections/{id}/employees?limit=500")).await;
+    assert_eq!(people["employees"].as_array().unwrap().len(), 20);
+    assert!(people["employees"][0]["individual"]["first_name"].is_string());
+    let feed = get(format!("/connections/{id}/changes?limit=1000")).await;
+    assert_eq!(feed["changes"].as_array().unwrap().len(), 61);
+    let cursor = feed["next_cursor"].as_str().unwrap().to_owned();
+
+    // The employer hires: Finch's three webhooks, each queueing a run; the feed shows the hire.
+    let hired: serde_json::Value = stack
+        .http
+        .post(format!("{}/_emulator/connections/{id}/people", stack.finch.base_url))
+        .json(&json!({"action": "hire"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(hired["webhook_statuses"].as_array().unwrap().iter().all(|s| s == 200), "{hired}");
+    assert!(stack.run_sync_queue().await >= 1);
+    let news = get(format!("/connections/{id}/changes?cursor={cursor}")).await;
+    let changes = news["changes"].as_array().unwrap();
+    let hire: Vec<_> = changes.iter().filter(|c| c["id"] == hired["individual_id"]).collect();
+    assert_eq!(hire.len(), 3, "the hire's directory entry, individual and employment: {news}");
+    assert!(hire.iter().all(|c| c["op"] == "added" && c["record"].is_object()));
+    // Besides, at most the company (its departments are the people's).
+    assert!(changes.iter().all(|c| c["id"] == hired["individual_id"] || c["kind"] == "company"), "{news}");
+
+    // Disconnect: the key first, then every item of the connection's data.
+    let r = stack.http.delete(format!("{}/connections/{id}", stack.base)).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    stack.run_sync_queue().await;
+    let left = stack.records_items(&id).await;
+    assert_eq!(left, 0);
+    let r = stack.get(&format!("/connections/{id}/employees"), Some(&acme)).await;
+    assert_eq!(r.status(), 409, "a disconnected connection has no data");
+    let world_entity = stack.finch.shared.world().connections[&id].account_id();
+    let people: Vec<finch_emulator::people::Person> = {
+        let mut w = stack.finch.shared.world();
+        let r = w.roster(&world_entity).clone();
+        r.numbers().filter_map(|n| r.person(n)).collect()
+    };
+    let logs = perch_tests::captured_logs();
+    for p in &people {
+        for v in [&p.ssn, &p.dob, &p.work_email, &p.phone] {
+            assert!(!logs.contains(v.as_str()), "personal data of person {} reached the logs", p.number);
+        }
+    }
 }

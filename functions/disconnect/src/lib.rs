@@ -15,7 +15,7 @@ use perch::{AppState, Error};
 
 /// The services this function calls besides DynamoDB: their clients are built in init
 /// (`AppState::build`); a test checks the list against the calls it makes.
-pub const SERVICES: &[Service] = &[Service::Kms, Service::EventBridge, Service::Finch];
+pub const SERVICES: &[Service] = &[Service::Kms, Service::EventBridge, Service::Finch, Service::Sqs];
 
 /// Handles one request; every anticipated failure is a problem response, never an `Err`.
 pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {

@@ -10,7 +10,7 @@ use perch::{AppState, Error};
 
 /// The services this function calls besides DynamoDB: their clients are built in init
 /// (`AppState::build`); a test checks the list against the calls it makes.
-pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::EventBridge];
+pub const SERVICES: &[Service] = &[Service::SecretsManager, Service::EventBridge, Service::Sqs];
 
 /// Larger than any Finch event; refuses abuse before any work.
 const MAX_WEBHOOK_BYTES: usize = 256 * 1024;

@@ -24,7 +24,8 @@ use serde::Deserialize;
 
 /// The services this function calls besides DynamoDB: their clients are built in init
 /// (`AppState::build`); a test checks the list against the calls it makes.
-pub const SERVICES: &[Service] = &[Service::Kms, Service::SecretsManager, Service::EventBridge, Service::Finch];
+pub const SERVICES: &[Service] =
+    &[Service::Kms, Service::SecretsManager, Service::EventBridge, Service::Finch, Service::Sqs];
 
 /// The embedded flow's body. Deserialised from raw strings so no value is ever echoed.
 #[derive(Deserialize)]

@@ -1,5 +1,5 @@
-//! Creates what Perch needs on an (emulated) AWS account: the table, the KMS key and the Finch
-//! secret. Idempotent: existing resources are reused. Used by `perch-local bootstrap` (the
+//! Creates what Perch needs on an (emulated) AWS account: the tables, the KMS key, the Finch
+//! secret and the sync queue. Idempotent: existing resources are reused. Used by `perch-local bootstrap` (the
 //! local stack) and by the tests, which give every test its own names.
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
@@ -10,6 +10,10 @@ use perch::Error;
 /// What to create.
 pub struct Names<'a> {
     pub table: &'a str,
+    /// The records table of synced data, if wanted.
+    pub records_table: Option<&'a str>,
+    /// The sync queue's name, if wanted.
+    pub sync_queue: Option<&'a str>,
     /// A KMS alias (`alias/…`).
     pub key_alias: &'a str,
     pub secret_id: &'a str,
@@ -23,12 +27,30 @@ pub struct Names<'a> {
 pub struct Created {
     /// The key's id (use it or the alias as `KMS_KEY_ID`).
     pub key_id: String,
+    /// The sync queue's URL (`SYNC_QUEUE_URL`), when one was asked for.
+    pub sync_queue_url: Option<String>,
 }
 
 /// Creates the table, key (with alias) and secret unless they exist.
 pub async fn bootstrap(sdk: &aws_config::SdkConfig, n: &Names<'_>) -> Result<Created, Error> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     perch::aws::dynamodb::schema::create_table(&ddb, n.table).await?;
+    if let Some(records) = n.records_table {
+        perch::aws::dynamodb::schema::create_records_table(&ddb, records).await?;
+    }
+    let sync_queue_url = match n.sync_queue {
+        Some(name) => {
+            let sqs = aws_sdk_sqs::Client::new(sdk);
+            let q = sqs
+                .create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .map_err(|e| Error::aws("sqs", "CreateQueue", false, e))?;
+            Some(q.queue_url.ok_or_else(|| Error::internal("CreateQueue returned no URL"))?)
+        }
+        None => None,
+    };
 
     let kms = aws_sdk_kms::Client::new(sdk);
     let existing =
@@ -80,5 +102,5 @@ pub async fn bootstrap(sdk: &aws_config::SdkConfig, n: &Names<'_>) -> Result<Cre
             .await
             .map_err(|e| Error::aws("secretsmanager", "CreateSecret", false, e))?;
     }
-    Ok(Created { key_id })
+    Ok(Created { key_id, sync_queue_url })
 }

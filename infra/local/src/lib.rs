@@ -13,6 +13,7 @@
 
 pub mod bootstrap;
 pub mod web;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub enum Function {
     CreateReauthSession,
     Disconnect,
     FinchWebhook,
+    ConnectionSync,
+    ConnectionData,
 }
 
 impl Function {
@@ -55,6 +58,8 @@ impl Function {
             Self::CreateReauthSession => "create-reauth-session",
             Self::Disconnect => "disconnect",
             Self::FinchWebhook => "finch-webhook",
+            Self::ConnectionSync => "connection-sync",
+            Self::ConnectionData => "connection-data",
         }
     }
 }
@@ -69,6 +74,10 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("DELETE", "/connections/{id}", Function::Disconnect, true),
     ("DELETE", "/connections/{id}/entities/{entity_id}", Function::Disconnect, true),
     ("POST", "/finch/webhooks", Function::FinchWebhook, false),
+    ("GET", "/connections/{id}/sync", Function::ConnectionSync, true),
+    ("POST", "/connections/{id}/sync", Function::ConnectionSync, true),
+    ("GET", "/connections/{id}/changes", Function::ConnectionData, true),
+    ("GET", "/connections/{id}/employees", Function::ConnectionData, true),
 ];
 
 /// Matches a concrete path against a route template, returning the path parameters.
@@ -201,6 +210,7 @@ pub fn router_per_function(
     let mut r: Router<Arc<Local>> = Router::new()
         .route("/dev/token", post(dev_token).get(dev_token_get))
         .route("/dev/sweep", post(dev_sweep))
+        .route("/dev/sync/schedule", post(dev_sync_schedule))
         .route("/dev/config", get(dev_config));
     for &(path, file, content_type) in web::FILES {
         r = r.route(
@@ -252,6 +262,15 @@ async fn dev_sweep(State(s): State<Arc<Local>>) -> Response {
         )
         .into_response(),
         Err(e) => perch::http::error_response(&e, None).map(|b| axum::body::Body::from(b.to_vec())),
+    }
+}
+
+/// `POST /dev/sync/schedule`: the sync schedule's turn now (deployed, EventBridge runs it every
+/// few minutes): every entity due is sent to the sync queue.
+async fn dev_sync_schedule(State(s): State<Arc<Local>>) -> Response {
+    match worker::schedule(&s.app).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": e}))).into_response(),
     }
 }
 
@@ -325,6 +344,8 @@ async fn dispatch(State(s): State<Arc<Local>>, req: Request) -> Response {
         Function::CreateReauthSession => create_reauth_session::handle(app, lreq).await,
         Function::Disconnect => disconnect::handle(app, lreq).await,
         Function::FinchWebhook => finch_webhook::handle(app, lreq).await,
+        Function::ConnectionSync => connection_sync::handle(app, lreq).await,
+        Function::ConnectionData => connection_data::handle(app, lreq).await,
     };
     from_lambda(resp)
 }

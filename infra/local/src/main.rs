@@ -24,7 +24,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.customer_claim.clone(),
     )?;
     // Locally every client is built on first use: no cold start to optimise.
-    let app = Arc::new(AppState::build(config, &[]).await?);
+    let sdk = perch::aws::sdk::sdk_config().await?;
+    let app = Arc::new(AppState::on_aws(config, &sdk, &[])?);
+    // The sync worker, fed by the sync queue and the schedule (Lambda's part, locally).
+    let settings = perch::flows::sync::SyncSettings::from_env()?;
+    let _worker =
+        perch_local::worker::spawn(Arc::clone(&app), &sdk, settings, perch_local::worker::schedule_from_env());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     println!("perch-local listening on http://{addr}");
@@ -35,9 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `perch-local bootstrap`: table, key and secret named by `TABLE_NAME`, `KMS_KEY_ID` (an
-/// alias) and `FINCH_SECRET_ID`, holding `FINCH_CLIENT_ID` / `FINCH_CLIENT_SECRET` (and
-/// `FINCH_WEBHOOK_SECRET` when set).
+/// `perch-local bootstrap`: tables, key, secret and queue named by `TABLE_NAME`,
+/// `RECORDS_TABLE_NAME`, `KMS_KEY_ID` (an alias), `FINCH_SECRET_ID` and `SYNC_QUEUE_URL` (its
+/// last segment is the queue's name), the secret holding `FINCH_CLIENT_ID` /
+/// `FINCH_CLIENT_SECRET` (and `FINCH_WEBHOOK_SECRET` when set).
 async fn bootstrap() -> Result<(), Box<dyn std::error::Error>> {
     let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} must be set for bootstrap"));
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
@@ -49,8 +55,13 @@ async fn bootstrap() -> Result<(), Box<dyn std::error::Error>> {
         var("FINCH_CLIENT_SECRET")?,
     );
     let webhook = std::env::var("FINCH_WEBHOOK_SECRET").ok();
+    let records = std::env::var("RECORDS_TABLE_NAME").ok();
+    let queue = std::env::var("SYNC_QUEUE_URL").ok();
+    let queue_name = queue.as_deref().and_then(|u| u.rsplit('/').next()).map(str::to_owned);
     let names = perch_local::bootstrap::Names {
         table: &table,
+        records_table: records.as_deref(),
+        sync_queue: queue_name.as_deref(),
         key_alias: &alias,
         secret_id: &secret,
         client_id: &id,
@@ -58,6 +69,11 @@ async fn bootstrap() -> Result<(), Box<dyn std::error::Error>> {
         webhook_secret: webhook.as_deref(),
     };
     let created = perch_local::bootstrap::bootstrap(&sdk, &names).await.map_err(|e| e.chain())?;
+    if let (Some(expected), Some(made)) = (&queue, &created.sync_queue_url)
+        && expected != made
+    {
+        return Err(format!("SYNC_QUEUE_URL is {expected}, but the emulator named the queue {made}").into());
+    }
     println!("bootstrapped table {table}, key {alias} ({}), secret {secret}", created.key_id);
     Ok(())
 }

@@ -35,6 +35,7 @@ impl Adapters for Aws {
     type Cipher = kms::KmsCipher;
     type Secrets = secrets_manager::SecretsManagerSource;
     type Events = eventbridge::EventBridgeSink;
+    type Queue = sqs::SqsSyncQueue;
 }
 
 /// Whether an AWS SDK failure is worth retrying later: transport failures, throttling and

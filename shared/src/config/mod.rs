@@ -23,6 +23,9 @@ pub struct Config {
     /// `RECORDS_TABLE_NAME` (optional): the table of synced data (records, feed, sync states);
     /// only the functions that sync or serve data have it.
     pub records_table_name: Option<String>,
+    /// `SYNC_QUEUE_URL` (optional): the sync workers' queue, for the functions that start a
+    /// sync (the callback, webhooks, the app's request, disconnect's purge, the worker itself).
+    pub sync_queue_url: Option<String>,
     /// `KMS_KEY_ID`: key id, ARN or alias that encrypts access tokens.
     pub kms_key_id: String,
     /// `FINCH_SECRET_ID`: Secrets Manager id of `{client_id, client_secret, webhook_secret, state_key}`.
@@ -63,6 +66,7 @@ impl Config {
         Ok(Self {
             table_name: env.required("TABLE_NAME")?,
             records_table_name: env.optional("RECORDS_TABLE_NAME"),
+            sync_queue_url: env.optional("SYNC_QUEUE_URL"),
             kms_key_id: env.required("KMS_KEY_ID")?,
             finch_secret_id: env.required("FINCH_SECRET_ID")?,
             finch_api_url: env.url("FINCH_API_URL", &finch_api_url)?,

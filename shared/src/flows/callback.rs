@@ -637,6 +637,7 @@ async fn save<A: Adapters>(
                 if let ConnectionState::Finch(status) = &record.status {
                     app.events.publish(&StatusChanged::of(&record, previous, status.clone(), source, now)).await;
                 }
+                crate::flows::sync::after_connect(app, store, &record).await;
                 let mut summary = record.summary();
                 if saved == SaveOutcome::Created
                     && let Some(applied) = apply_parked(app, store, id).await

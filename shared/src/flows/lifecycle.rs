@@ -202,7 +202,22 @@ async fn finish_disconnect<A: Adapters>(
         },
         None => (rec.last_finch_request_id.clone(), None),
     };
-    if !store.tombstone(id, request_id.as_deref(), note).await? {
+    let shredded = match shred_data(app, store, id).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(release) = store.release_disconnect(id).await {
+                tracing::warn!(connection_id = %id, error = %release.chain(), "disconnect lease not released; it lapses on its own");
+            }
+            return Err(e);
+        }
+    };
+    let note = match (note, shredded) {
+        (Some(n), true) => Some(format!("{n}; synced data shredded")),
+        (Some(n), false) => Some(n.to_owned()),
+        (None, true) => Some("synced data shredded".to_owned()),
+        (None, false) => None,
+    };
+    if !store.tombstone(id, request_id.as_deref(), note.as_deref()).await? {
         return Ok(Disconnected::Already);
     }
     tracing::info!(connection_id = %id, finch_request_id = ?request_id, "connection disconnected; token destroyed");
@@ -212,6 +227,30 @@ async fn finish_disconnect<A: Adapters>(
     app.events.publish(&change).await;
     Ok(Disconnected::Now)
 }
+
+/// The connection's synced data: its data key is deleted first, so every record is unreadable
+/// at once (and a sync still running can write nothing more); then its items, here while they
+/// are few, else by the sync worker. Whether there was a key.
+async fn shred_data<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn DisconnectStore,
+    id: &ConnectionId,
+) -> Result<bool, Error> {
+    let shredded = store.shred_key(id).await?;
+    if !store.purge_some(id, PURGE_INLINE).await? {
+        let work = crate::queue::SyncWork::new(id.clone(), crate::queue::Trigger::Purge);
+        match &app.sync_queue {
+            Some(q) => crate::queue::SyncQueue::send(q.as_ref(), &[work], std::time::Duration::ZERO).await?,
+            None => {
+                tracing::error!(connection_id = %id, "synced data left to delete and no SYNC_QUEUE_URL to hand it to; it is unreadable (its key is shredded)")
+            }
+        }
+    }
+    Ok(shredded)
+}
+
+/// Records-table items a disconnect deletes itself before handing the rest to the worker.
+const PURGE_INLINE: usize = 500;
 
 /// Finch's `/disconnect` with the connection's token; its request id. A 401 means the token
 /// is already revoked (disconnected at Finch before), which is the goal.

@@ -21,6 +21,11 @@
 //! the sweep is asked to read the connection's entities again (Finch may have added it), as
 //! it is for a `company.updated` and for a connection that just became `connected` without a
 //! known legal name: the webhook itself never calls Finch.
+//!
+//! **Data events** (`directory.*`, `individual.*`, `employment.*`, `company.updated`,
+//! `job.initial_data_sync_org.succeeded`) for a live connection queue a sync run of the entity
+//! they name ([`crate::flows::sync::after_webhook`]); the ids they carry are a hint, and the
+//! schedule stays the guarantee (webhooks depend on Finch's plan).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -33,6 +38,7 @@ use time::OffsetDateTime;
 use crate::app::{Adapters, AppState};
 use crate::domain::{ConnectionId, ConnectionStatus, EntityId, Error, EventId};
 use crate::events::{ChangeSource, StatusChanged};
+use crate::flows::sync;
 use crate::store::{ConnectionRecord, ParkedStatus, Pushed, WebhookStore};
 
 /// Finch's tolerance for the timestamp, in seconds, either way.
@@ -160,6 +166,9 @@ pub enum Handled {
     UnknownEntity,
     /// `company.updated`: the sweep reads the company and its entities again.
     RefreshRequested,
+    /// A data event (`directory.*`, `individual.*`, `employment.*`, `company.updated`, the first
+    /// org sync's `job.initial_data_sync_org.succeeded`): a sync run of the entity was queued.
+    SyncQueued,
 }
 
 /// What Perch did with an event (the webhook's 200 body).
@@ -173,8 +182,18 @@ pub struct Outcome {
 enum Update {
     /// `account.updated`: a status for a connection (if it names one), or one of its entities.
     Status { connection_id: Option<ConnectionId>, entity: Option<EntityId>, data: AccountUpdated },
-    /// `company.updated`: read the company again.
-    Company(ConnectionId),
+    /// `company.updated`: read the company again (and its data).
+    Company(ConnectionId, Option<EntityId>),
+    /// A data event: sync the entity again.
+    Data(ConnectionId, Option<EntityId>),
+}
+
+/// The events whose data a sync refetches (ids only in their payload: a hint).
+fn is_data_event(event_type: &str) -> bool {
+    event_type == "job.initial_data_sync_org.succeeded"
+        || ["directory.", "individual.", "employment."]
+            .iter()
+            .any(|p| event_type.strip_prefix(p).is_some_and(|rest| matches!(rest, "created" | "updated" | "deleted")))
 }
 
 /// Parses everything Perch acts on before the event is recorded, so a malformed delivery
@@ -190,22 +209,28 @@ fn parse(body: &[u8]) -> Result<(Event, Option<Update>), Error> {
             .transpose()
             .map_err(|_| Error::invalid("invalid_body", "The event's connection_id is malformed."))
     };
+    let entity = || {
+        event
+            .entity_id
+            .as_deref()
+            .map(EntityId::parse)
+            .transpose()
+            .map_err(|_| Error::invalid("invalid_body", "The event's entity_id is malformed."))
+    };
     match event.event_type.as_str() {
         "account.updated" => {
             let data: AccountUpdated = serde_json::from_value(event.data.clone().unwrap_or(serde_json::Value::Null))
                 .map_err(|_| Error::invalid("invalid_body", "account.updated carries no readable status."))?;
-            let entity = event
-                .entity_id
-                .as_deref()
-                .map(EntityId::parse)
-                .transpose()
-                .map_err(|_| Error::invalid("invalid_body", "The event's entity_id is malformed."))?;
-            let connection_id = connection_id()?;
+            let (connection_id, entity) = (connection_id()?, entity()?);
             Ok((event, Some(Update::Status { connection_id, entity, data })))
         }
         "company.updated" => {
-            let update = connection_id()?.map(Update::Company);
-            Ok((event, update))
+            let (connection_id, entity) = (connection_id()?, entity()?);
+            Ok((event, connection_id.map(|c| Update::Company(c, entity))))
+        }
+        t if is_data_event(t) => {
+            let (connection_id, entity) = (connection_id()?, entity()?);
+            Ok((event, connection_id.map(|c| Update::Data(c, entity))))
         }
         _ => Ok((event, None)),
     }
@@ -242,12 +267,24 @@ pub async fn handle<A: Adapters>(
             tracing::info!(event_id = %id, event_type = %event.event_type, connection_id = ?event.connection_id, "webhook acknowledged");
             return outcome(Handled::Ignored);
         }
-        Some(Update::Company(connection_id)) => {
+        Some(Update::Company(connection_id, entity)) => {
             let held =
                 unmarked_on_failure(store, id, store.request_refresh(&connection_id, OffsetDateTime::now_utc()).await)
                     .await?;
             tracing::info!(event_id = %id, connection_id = %connection_id, held, "company.updated: the sweep reads the company again");
+            if held {
+                unmarked_on_failure(store, id, sync::after_webhook(app, &connection_id, entity.as_ref()).await).await?;
+            }
             return outcome(if held { Handled::RefreshRequested } else { Handled::Ignored });
+        }
+        Some(Update::Data(connection_id, entity)) => {
+            // Only for a connection Perch holds, live: anything else is acknowledged and dropped.
+            let live = store.get_connection(&connection_id).await?.is_some_and(|r| r.is_live_at_finch());
+            let queued = live
+                && unmarked_on_failure(store, id, sync::after_webhook(app, &connection_id, entity.as_ref()).await)
+                    .await?;
+            tracing::info!(event_id = %id, event_type = %event.event_type, connection_id = %connection_id, queued, "data webhook");
+            return outcome(if queued { Handled::SyncQueued } else { Handled::Ignored });
         }
         Some(Update::Status { connection_id, entity, data }) => (connection_id, entity, data),
     };

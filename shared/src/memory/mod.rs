@@ -69,6 +69,7 @@ impl Adapters for Memory {
     type Cipher = MemoryCipher;
     type Secrets = StaticSecret;
     type Events = RecordingSink;
+    type Queue = MemorySyncQueue;
 }
 
 /// The memory adapters behind an [`AppState::in_memory`], for a test to arrange and inspect.
@@ -78,6 +79,8 @@ pub struct Parts {
     pub cipher: Arc<MemoryCipher>,
     pub secret: Arc<StaticSecret>,
     pub events: Arc<RecordingSink>,
+    /// The sync queue the state sends to (the test plays the worker).
+    pub sync_queue: Arc<MemorySyncQueue>,
 }
 
 impl AppState<Memory> {
@@ -89,15 +92,17 @@ impl AppState<Memory> {
             cipher: Arc::new(MemoryCipher::new(config.kms_key_id.clone())?),
             secret: Arc::new(StaticSecret::new(secret_json)),
             events: Arc::new(RecordingSink::default()),
+            sync_queue: Arc::new(MemorySyncQueue::default()),
         };
         let secrets = SecretCache::new(a.secret.clone(), config.secret_cache_ttl);
-        let app = AppState::new(
+        let mut app = AppState::new(
             config,
             a.store.clone(),
             a.cipher.clone(),
             secrets,
             EventPublisher::new(Some(a.events.clone())),
         );
+        app.sync_queue = Some(a.sync_queue.clone());
         Ok((app, a))
     }
 }

@@ -31,23 +31,23 @@ impl WorkQueue for MemoryQueue {
 /// The sync queue, recorded instead of sent: each message with its delay.
 #[derive(Default)]
 pub struct MemorySyncQueue {
-    sent: Mutex<Vec<(crate::flows::sync::SyncWork, std::time::Duration)>>,
+    sent: Mutex<Vec<(crate::queue::SyncWork, std::time::Duration)>>,
 }
 
 impl MemorySyncQueue {
-    pub fn sent(&self) -> Vec<(crate::flows::sync::SyncWork, std::time::Duration)> {
+    pub fn sent(&self) -> Vec<(crate::queue::SyncWork, std::time::Duration)> {
         lock(&self.sent).clone()
     }
 
     /// Takes every message sent so far (a test's worker consuming the queue).
-    pub fn drain(&self) -> Vec<(crate::flows::sync::SyncWork, std::time::Duration)> {
+    pub fn drain(&self) -> Vec<(crate::queue::SyncWork, std::time::Duration)> {
         std::mem::take(&mut *lock(&self.sent))
     }
 }
 
 #[async_trait]
-impl crate::flows::sync::SyncQueue for MemorySyncQueue {
-    async fn send(&self, work: &[crate::flows::sync::SyncWork], delay: std::time::Duration) -> Result<(), Error> {
+impl crate::queue::SyncQueue for MemorySyncQueue {
+    async fn send(&self, work: &[crate::queue::SyncWork], delay: std::time::Duration) -> Result<(), Error> {
         lock(&self.sent).extend(work.iter().map(|w| (w.clone(), delay)));
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::aws::dynamodb::DynamoStore;
 use crate::aws::eventbridge::EventBridgeSink;
 use crate::aws::kms::KmsCipher;
 use crate::aws::secrets_manager::SecretsManagerSource;
+use crate::aws::sqs::SqsSyncQueue;
 use crate::config::Config;
 use crate::domain::Error;
 use crate::events::EventPublisher;
@@ -45,6 +46,8 @@ pub enum Service {
     EventBridge,
     /// Finch's HTTP client (its TLS roots are parsed when it is built).
     Finch,
+    /// SQS, for the sync queue (`SYNC_QUEUE_URL`).
+    Sqs,
 }
 
 impl AppState<Aws> {
@@ -91,7 +94,12 @@ impl AppState<Aws> {
         );
         let sink = config.event_bus_name.clone().map(|bus| Arc::new(EventBridgeSink::new(eventbridge.clone(), bus)));
         let events_on = sink.is_some();
-        let app = Self::new(config, store, cipher, secrets, EventPublisher::new(sink));
+        let queue = config
+            .sync_queue_url
+            .clone()
+            .map(|url| Arc::new(SqsSyncQueue::new(lazy(sdk, aws_sdk_sqs::Client::new), url)));
+        let mut app = Self::new(config, store, cipher, secrets, EventPublisher::new(sink));
+        app.sync_queue = queue;
         for service in services {
             match service {
                 Service::Kms => {
@@ -106,6 +114,11 @@ impl AppState<Aws> {
                 }
                 Service::EventBridge => {}
                 Service::Finch => app.finch.prewarm()?,
+                Service::Sqs => {
+                    if let Some(q) = &app.sync_queue {
+                        q.prewarm();
+                    }
+                }
             }
         }
         Ok(app)

@@ -334,18 +334,19 @@ function_store!(
 );
 function_store!(
     /// oauth-callback: consumes the state, guards the code, stores the connection (and applies
-    /// a status Finch pushed meanwhile).
+    /// a status Finch pushed meanwhile), and marks its first sync due.
     CallbackStore: ReadConnection, ConsumeState, FinchCustomerOwner, CodeExchanges, SaveConnection,
-        TakeParkedStatus, ApplyPushedStatus
+        TakeParkedStatus, ApplyPushedStatus, data::SyncStates
 );
 function_store!(
-    /// disconnect: the connection, then its two writes.
-    DisconnectStore: ReadConnection, DisconnectSteps
+    /// disconnect: the connection, its two writes, and the shredding of its synced data.
+    DisconnectStore: ReadConnection, DisconnectSteps, data::PurgeData
 );
 function_store!(
     /// finch-webhook: event ids, pushed statuses (parked when the connection is not stored yet),
+    /// whether a connection is held (a data event queues its sync),
     /// refresh requests.
-    WebhookStore: EventIds, ApplyPushedStatus, ApplyPushedEntityStatus, ParkStatus, RequestRefresh
+    WebhookStore: EventIds, ApplyPushedStatus, ApplyPushedEntityStatus, ParkStatus, RequestRefresh, ReadConnection
 );
 function_store!(
     /// check-connection-status: scans and checks.

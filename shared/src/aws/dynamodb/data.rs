@@ -476,6 +476,10 @@ impl RecordReads for DynamoStore {
         keys: &[(RecordKind, EntityId, String)],
     ) -> Result<Vec<StoredRecord>, Error> {
         let table = self.records_table()?.to_owned();
+        // BatchGetItem refuses a request that names one key twice.
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             let mut wanted: Vec<_> = chunk.iter().map(|(k, e, id)| key_of(connection, record_sk(*k, e, id))).collect();

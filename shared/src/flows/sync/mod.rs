@@ -40,63 +40,18 @@ pub mod view;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::queue::{SyncQueue, SyncWork, Trigger};
 pub use run::{RunOutcome, run};
 
 use crate::app::{Adapters, AppState};
 use crate::config::Env;
 use crate::config::env::ConfigError;
-use crate::domain::sync::SyncRecord;
+use crate::domain::sync::{SyncRecord, SyncStatus};
 use crate::domain::{ConnectionId, EntityId, Error};
 use crate::store::ConnectionRecord;
 use crate::store::data::{DueSyncs, SyncStates};
-
-/// Why a run was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// A connection was made or re-authenticated.
-    Connected,
-    /// The schedule found it due.
-    Scheduled,
-    /// A Finch data webhook named it.
-    Webhook,
-    /// The app asked (`POST /connections/{id}/sync`).
-    Requested,
-    /// The rest of a run the deadline cut, or one a 429 paused.
-    Resume,
-    /// The connection was disconnected: delete what is left of its data.
-    Purge,
-}
-
-/// One message on the sync queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncWork {
-    pub connection_id: ConnectionId,
-    pub trigger: Trigger,
-    /// The entities to sync; every live one when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entities: Option<Vec<EntityId>>,
-    /// A continuation's run: it holds the connection's lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-}
-
-impl SyncWork {
-    pub fn new(connection_id: ConnectionId, trigger: Trigger) -> Self {
-        Self { connection_id, trigger, entities: None, run_id: None }
-    }
-}
-
-/// Where sync work goes: SQS deployed, memory in tests.
-#[async_trait]
-pub trait SyncQueue: Send + Sync {
-    /// Sends `work`, delivered after `delay` (SQS allows up to 15 minutes).
-    async fn send(&self, work: &[SyncWork], delay: Duration) -> Result<(), Error>;
-}
 
 /// The sync's settings, from the environment.
 #[derive(Debug, Clone)]
@@ -160,10 +115,51 @@ pub async fn mark_queued(store: &dyn SyncStates, rec: &ConnectionRecord, now: Of
         record.requested_at = Some(now);
         record.next_attempt_at = Some(now);
         record.updated_at = now;
+        // A run in progress keeps its state (it runs again when it ends: `requested_at`);
+        // anything else is now queued, its last success kept.
+        if record.status != SyncStatus::Syncing {
+            record.status = SyncStatus::Queued;
+        }
         // A lost race means another writer (a worker) holds the newest state: it is due anyway.
         store.write_sync(&rec.connection_id, &e.id, &record, version).await?;
     }
     Ok(())
+}
+
+/// After a connection is made or re-authenticated: its entities are marked due now and a run
+/// is queued. Best-effort — the connection is made whatever happens here — and a lost message
+/// is made up for by the schedule, which finds the entities due.
+pub async fn after_connect<A: Adapters>(app: &AppState<A>, store: &dyn SyncStates, rec: &ConnectionRecord) {
+    let Some(queue) = &app.sync_queue else { return };
+    let now = app.clock.now();
+    if let Err(e) = mark_queued(store, rec, now).await {
+        tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "first sync not marked due; the queued run still starts it");
+    }
+    let work = SyncWork::new(rec.connection_id.clone(), Trigger::Connected);
+    if let Err(e) = queue.send(&[work], Duration::ZERO).await {
+        tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), "first sync not queued; the schedule starts it");
+    }
+}
+
+/// A Finch data webhook (`directory.*`, `individual.*`, `employment.*`, `company.updated`,
+/// `job.initial_data_sync_org.succeeded`) for a connection Perch holds: a run of the entity it
+/// names (every entity without one). The ids it carries are a hint only: a run refetches the
+/// entity in batches — the same four calls for one changed person as for all — and only a
+/// whole pass can tell who left.
+pub async fn after_webhook<A: Adapters>(
+    app: &AppState<A>,
+    connection: &ConnectionId,
+    entity: Option<&EntityId>,
+) -> Result<bool, Error> {
+    let Some(queue) = &app.sync_queue else { return Ok(false) };
+    let work = SyncWork {
+        connection_id: connection.clone(),
+        trigger: Trigger::Webhook,
+        entities: entity.map(|e| vec![e.clone()]),
+        run_id: None,
+    };
+    queue.send(&[work], Duration::ZERO).await?;
+    Ok(true)
 }
 
 /// How long a planned entity is left to its queued run before the schedule sends it again

@@ -416,7 +416,8 @@ impl<'a, A: Adapters> Runner<'a, A> {
         self.removals(p).await
     }
 
-    /// One directory page: its entries, then the individuals and employments of its ids.
+    /// One directory page: its entries, then the individuals and employments of its ids. Each
+    /// kind is written before the next is asked for: memory holds one answer at a time.
     async fn page(&mut self, p: &mut Pass<'_>, page: DirectoryPage) -> Result<(), Stop> {
         let mut ids = Vec::with_capacity(page.individuals.len());
         let mut changes = Vec::new();
@@ -427,6 +428,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             ids.push(id);
         }
         drop(page);
+        self.apply(p, std::mem::take(&mut changes)).await?;
         for (kind, ask) in
             [(RecordKind::Individual, Ask::Individuals(&ids)), (RecordKind::Employment, Ask::Employments(&ids))]
         {
@@ -452,8 +454,8 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 Some(_) => return Err(Error::internal("a batch call answered another shape").into()),
                 None => refused(p, kind),
             }
+            self.apply(p, std::mem::take(&mut changes)).await?;
         }
-        self.apply(p, changes).await?;
         let page_no = p.checkpoint().pages;
         let run = p.checkpoint().run_id.clone();
         self.store.save_seen(&self.rec.connection_id, &run, p.entity, page_no, &ids).await?;
@@ -585,6 +587,13 @@ impl<'a, A: Adapters> Runner<'a, A> {
                     // Finch's application window for the product, or the IP's: blocked for a
                     // full period, for every invocation (its advice: wait for it to roll).
                     let window = if f.is_finch_code("finch_application_rl") { &windows[0] } else { &windows[1] };
+                    tracing::warn!(
+                        connection_id = %self.rec.connection_id,
+                        product,
+                        finch_code = f.finch_code.as_deref().unwrap_or("-"),
+                        finch_request_id = f.request_id.as_deref().unwrap_or("-"),
+                        "Finch refused a sync request with 429; its window is blocked until it rolls"
+                    );
                     let now = self.now();
                     Budget::new(self.store).block(window, now).await?;
                     let until = now + window.period;

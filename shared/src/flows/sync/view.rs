@@ -139,10 +139,10 @@ pub struct SyncRequested {
 /// Asks for a run now, unless one is queued or running (idempotent while it is).
 pub async fn request_sync<A: Adapters>(
     app: &AppState<A>,
-    queue: &dyn SyncQueue,
     customer: &CustomerId,
     raw_id: &str,
 ) -> Result<SyncRequested, Error> {
+    let queue = app.sync_queue.as_deref().ok_or_else(|| Error::internal("SYNC_QUEUE_URL is not set"))?;
     let store: &dyn DataReadStore = app.store.as_ref();
     let rec = live_connection(store, customer, raw_id).await?;
     if !rec.is_live_at_finch() || rec.status == crate::domain::ConnectionStatus::Reauth {

@@ -1,0 +1,70 @@
+//! The connection's synced data, from Perch's store (never Finch inline):
+//!
+//! - `GET /connections/{id}/changes?cursor&limit` — the change feed in order: each record
+//!   added, updated or removed since `cursor`, with its current version; `next_cursor` and
+//!   `has_more`. Without a cursor, from the beginning.
+//! - `GET /connections/{id}/employees?cursor&limit` — the people as last synced: directory,
+//!   individual and employment joined by `individual_id`, paged.
+//!
+//! Pages stay far inside Lambda's 6 MB response (see `perch::flows::sync::view`). Another
+//! customer's connection is a 404; a cursor Perch did not issue a 400.
+
+use lambda_http::{Body, Request, Response};
+use perch::app::Adapters;
+use perch::flows::sync::view::{self, DEFAULT_CHANGES, DEFAULT_EMPLOYEES, MAX_CHANGES, MAX_EMPLOYEES, page_limit};
+use perch::http::{customer_from_claims, error_response, json_response, path_param, query_param, request_id};
+use perch::runtime::Service;
+use perch::{AppState, Error};
+
+/// The services this function calls besides DynamoDB: their clients are built in init
+/// (`AppState::build`); a test checks the list against the calls it makes.
+pub const SERVICES: &[Service] = &[Service::Kms];
+
+/// Handles one request; every anticipated failure is a problem response, never an `Err`.
+pub async fn handle<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
+    let span = perch::http::request_span(&req);
+    span.run(respond(app, req)).await
+}
+
+async fn respond<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body> {
+    let answer = async {
+        let customer = customer_from_claims(&req, &app.config.customer_claim)?;
+        let id = path_param(&req, "id", "connection")?;
+        perch::http::RequestSpan::record_connection(id);
+        let cursor = query_param(&req, "cursor")?;
+        let limit = query_param(&req, "limit")?;
+        if req.uri().path().ends_with("/employees") {
+            let limit = page_limit(limit.as_deref(), DEFAULT_EMPLOYEES, MAX_EMPLOYEES)?;
+            Ok::<_, Error>(json_response(200, &view::employees(app, &customer, id, cursor.as_deref(), limit).await?))
+        } else {
+            let limit = page_limit(limit.as_deref(), DEFAULT_CHANGES, MAX_CHANGES)?;
+            Ok(json_response(200, &view::changes(app, &customer, id, cursor.as_deref(), limit).await?))
+        }
+    };
+    answer.await.unwrap_or_else(|e| error_response(&e, request_id(&req)))
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::http::Method;
+    use perch::http::testing::{api_request, json, with_path, with_query};
+    use perch::memory::{sample_config, sample_secret};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn foreign_ids_are_404_and_bad_queries_400() {
+        let config = sample_config("http://127.0.0.1:9").unwrap();
+        let (app, _) = AppState::in_memory(config, sample_secret("client", "secret").unwrap()).unwrap();
+        for path in ["/connections/c-1/changes", "/connections/c-1/employees"] {
+            let req = with_path(api_request(Method::GET, path, None, Some("acme")), &[("id", "c-1")]);
+            let r = handle(&app, req).await;
+            assert_eq!((r.status().as_u16(), json(&r)["code"].as_str()), (404, Some("not_found")), "{path}");
+            for (k, bad) in [("limit", "0"), ("limit", "100000"), ("cursor", "forged")] {
+                let req = with_path(api_request(Method::GET, path, None, Some("acme")), &[("id", "c-1")]);
+                let r = handle(&app, with_query(req, &[(k, bad)])).await;
+                assert_eq!(r.status().as_u16(), 400, "{path} {k}={bad}");
+            }
+        }
+    }
+}

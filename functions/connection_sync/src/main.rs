@@ -1,0 +1,9 @@
+use lambda_http::{run, service_fn};
+use perch::{AppState, Config};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    perch::runtime::telemetry::init();
+    let app = AppState::build(Config::from_env()?, connection_sync::SERVICES).await?;
+    run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(connection_sync::handle(&app, req).await) })).await
+}
