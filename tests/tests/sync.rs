@@ -665,3 +665,70 @@ async fn on_the_stack_a_connection_syncs_a_hire_reaches_the_feed_and_disconnect_
         }
     }
 }
+
+#[tokio::test]
+async fn finch_not_ready_or_unreadable_midway_leaves_the_snapshot_and_removes_nothing() {
+    let (f, id, entity) = connected(ORG, &[]).await;
+    let s = settings(&[]);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    let after_first = feed(&f, &id, None).await.next_cursor;
+    let gone = {
+        let mut w = f.finch.shared.world();
+        let r = w.roster(entity.as_str());
+        let id = r.person(3).unwrap().id;
+        r.removed.insert(3);
+        id
+    };
+    let kept = |f: &Fast| f.mem.store.stored_record(&id, RecordKind::Individual, &entity, &gone).is_some();
+
+    // A 202 after the directory and the individuals: waiting, nothing removed.
+    f.inject(json!({"path": "/employer/employment", "status": 202, "times": 1}));
+    assert_eq!(sync(&f, &s, &id, Trigger::Requested).await, RunOutcome::Finished);
+    assert_eq!(state(&f, &id).await["state"], "waiting_for_finch");
+    assert!(kept(&f), "a partial pass removes nothing");
+    // A body Perch cannot read: an error with its reason, nothing removed.
+    f.inject(json!({"path": "/employer/individual", "status": 200, "times": 1}));
+    assert_eq!(sync(&f, &s, &id, Trigger::Requested).await, RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("error"), Some("finch_malformed_reply")), "{st}");
+    assert!(kept(&f));
+    let feed_so_far = feed(&f, &id, Some(&after_first)).await;
+    assert!(feed_so_far.changes.iter().all(|c| c.op != ChangeOp::Removed), "no phantom removal");
+
+    // Finch answers again: the complete pass removes the person, once.
+    assert_eq!(sync(&f, &s, &id, Trigger::Scheduled).await, RunOutcome::Finished);
+    assert_eq!(state(&f, &id).await["state"], "current");
+    let removed: Vec<_> =
+        feed(&f, &id, Some(&after_first)).await.changes.into_iter().filter(|c| c.op == ChangeOp::Removed).collect();
+    assert_eq!(removed.len(), 3);
+    assert!(removed.iter().all(|c| c.id == gone) && !kept(&f));
+}
+
+#[tokio::test]
+async fn someone_who_leaves_between_the_directory_and_the_batch_keeps_their_records_until_a_pass_confirms_it() {
+    let (f, id, entity) = connected(ORG, &[]).await;
+    let s = settings(&[]);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    let cursor = feed(&f, &id, None).await.next_cursor;
+    let leaver = f.finch.shared.world().roster(entity.as_str()).person(4).unwrap().id;
+    // The individuals' request waits at a gate while the person leaves the provider.
+    f.inject(json!({"path": "/employer/individual", "hold": "batch", "times": 1}));
+    let meanwhile = async {
+        f.finch.shared.holds().arrived("batch").await;
+        f.finch.shared.world().roster(entity.as_str()).removed.insert(4);
+        f.finch.shared.holds().release("batch");
+    };
+    let (out, ()) = tokio::join!(sync(&f, &s, &id, Trigger::Requested), meanwhile);
+    assert_eq!(out, RunOutcome::Finished);
+    assert_eq!(state(&f, &id).await["state"], "current", "a 404 item is not a failed run");
+    let changes = feed(&f, &id, Some(&cursor)).await.changes;
+    assert!(changes.is_empty(), "the listed person's records are kept as they were: {changes:?}");
+    for kind in [RecordKind::Directory, RecordKind::Individual, RecordKind::Employment] {
+        assert!(f.mem.store.stored_record(&id, kind, &entity, &leaver).is_some(), "{kind:?}");
+    }
+    // The next pass no longer lists them: removed, all three.
+    assert_eq!(sync(&f, &s, &id, Trigger::Requested).await, RunOutcome::Finished);
+    let changes = feed(&f, &id, Some(&cursor)).await.changes;
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|c| c.op == ChangeOp::Removed && c.id == leaver));
+}
