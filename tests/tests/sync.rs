@@ -250,13 +250,19 @@ mod engine {
     /// A Perch with one connection of `customer` granted `products`, its id and entity.
     pub async fn connected(products: &[&str], env: &[(&str, &str)]) -> (Fast, ConnectionId, EntityId) {
         let f = Fast::start_with(env).await;
+        let (id, entity) = connect_on(&f, products).await;
+        (f, id, entity)
+    }
+
+    /// A connection of customer `acme` on `f`, granted `products`: its id and entity.
+    pub async fn connect_on(f: &Fast, products: &[&str]) -> (ConnectionId, EntityId) {
         let s = f.session("acme", json!({ "products": products })).await.expect("session");
         let (code, state) = f.login(&s.connect_url).await;
         let out = f.redirect_callback(&code, state.as_deref()).await.expect("callback");
         let id = out.connection.connection_id.clone();
         let rec = f.mem.store.connections().into_iter().find(|r| r.connection_id == id).expect("stored");
         let entity = rec.entities[0].id.clone();
-        (f, id, entity)
+        (id, entity)
     }
 
     pub fn settings(env: &[(&str, &str)]) -> SyncSettings {
@@ -731,4 +737,32 @@ async fn someone_who_leaves_between_the_directory_and_the_batch_keeps_their_reco
     let changes = feed(&f, &id, Some(&cursor)).await.changes;
     assert_eq!(changes.len(), 3);
     assert!(changes.iter().all(|c| c.op == ChangeOp::Removed && c.id == leaver));
+}
+
+#[tokio::test]
+async fn a_new_connection_waits_through_finchs_first_sync_then_syncs() {
+    let f = Fast::start().await;
+    // Finch's first sync of every new connection takes an hour here.
+    f.finch.shared.world().new_connection_phase = Some(("data_sync_in_progress".into(), Some(3_600)));
+    let (id, _) = connect_on(&f, ORG).await;
+    let s = settings(&[]);
+    assert_eq!(sync(&f, &s, &id, Trigger::Connected).await, RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!(
+        (st["state"].as_str(), st["reason"].as_str()),
+        (Some("waiting_for_finch"), Some("data_sync_in_progress"))
+    );
+    let at = time::OffsetDateTime::parse(
+        st["next_attempt_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = at - f.app.clock.now();
+    assert!(wait > time::Duration::minutes(4) && wait <= time::Duration::minutes(5), "retried in 5 minutes: {wait}");
+    // An hour later (Finch's clock), the data is there.
+    f.finch.shared.world().clock_offset_secs += 3_601;
+    assert_eq!(sync(&f, &s, &id, Trigger::Scheduled).await, RunOutcome::Finished);
+    let st = state(&f, &id).await;
+    assert_eq!(st["state"], "current", "{st}");
+    assert_eq!(st["attempts"], 0);
 }

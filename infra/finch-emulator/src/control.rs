@@ -13,6 +13,9 @@
 //! - `POST /_emulator/connections/{id}/data_sync {"finch_code", "seconds"?}` — the data answers
 //!   202 with that reason (for that long); `{"finch_code": null}` ends it and sends
 //!   `job.initial_data_sync_org.succeeded`;
+//! - `POST /_emulator/data_sync {"finch_code", "seconds"?}` — every connection made from now on
+//!   starts in that 202 phase (for that long; `{"finch_code": null}`: new connections have data
+//!   at once, the default);
 //! - `GET /_emulator/connections` — every connection held;
 //! - `POST /_emulator/faults {path?, method?, status?, latency_ms?, retry_after?, times?}`,
 //!   `DELETE /_emulator/faults` — inject or clear faults;
@@ -51,6 +54,7 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/connections/{id}/people", post(people))
         .route("/_emulator/connections/{id}/employees", post(employees))
         .route("/_emulator/connections/{id}/data_sync", post(data_sync))
+        .route("/_emulator/data_sync", post(new_connections_data_sync))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/clock", post(clock))
         .route("/_emulator/token_response", post(token_response))
@@ -170,6 +174,12 @@ async fn data_sync(State(s): State<Shared>, Path(id): Path<String>, Json(b): Jso
         _ => 0,
     };
     Json(json!({"finch_code": b.finch_code, "webhook_status": delivered})).into_response()
+}
+
+/// Sets the 202 phase new connections start in (see `World::new_connection_phase`).
+async fn new_connections_data_sync(State(s): State<Shared>, Json(b): Json<DataSyncBody>) -> Response {
+    s.world().new_connection_phase = b.finch_code.clone().map(|code| (code, b.seconds));
+    Json(json!({"finch_code": b.finch_code, "seconds": b.seconds})).into_response()
 }
 
 /// Flips a connection's status and, when a webhook target is set, delivers `account.updated`

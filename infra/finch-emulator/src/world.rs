@@ -278,6 +278,10 @@ pub struct World {
     /// Connections whose data is not there yet: the 202 `finch_code` they answer with, until when
     /// (for good when `None`, until the control API ends it).
     pub data_phases: HashMap<String, (String, Option<OffsetDateTime>)>,
+    /// The 202 phase every connection made from now on starts in (Finch's first sync takes
+    /// hours, an assisted one days): its `finch_code`, and for how many seconds (for good when
+    /// `None`, until the control API ends it).
+    pub new_connection_phase: Option<(String, Option<i64>)>,
 }
 
 /// Finch's sandbox default company size.
@@ -467,6 +471,10 @@ impl World {
             created_at: self.now(),
         };
         self.connections.insert(id.clone(), conn);
+        if let Some((code, secs)) = self.new_connection_phase.clone() {
+            let until = secs.map(|s| self.now() + time::Duration::seconds(s));
+            self.data_phases.insert(id.clone(), (code, until));
+        }
         id
     }
 }
