@@ -349,8 +349,8 @@ function_store!(
     WebhookStore: EventIds, ApplyPushedStatus, ApplyPushedEntityStatus, ParkStatus, RequestRefresh, ReadConnection
 );
 function_store!(
-    /// check-connection-status: scans and checks.
-    SweepStore: CheckConnections
+    /// check-connection-status: scans and checks, and Finch's windows it shares with the sync.
+    SweepStore: CheckConnections, BudgetWindows
 );
 function_store!(
     /// sync-worker: the connection (and its status on a 401), the budget, and the records

@@ -17,7 +17,47 @@ use crate::domain::{AccessToken, ConnectionStatus, Error};
 use crate::events::{ChangeSource, StatusChanged};
 use crate::finch::types::Introspection;
 use crate::finch::{FinchClient, backoff};
+use crate::flows::budget::{Budget, Priority, Taken};
 use crate::store::{ConnectionRecord, Employer, EntityRecord, Observation, SweepStore};
+
+/// Where a check's Finch requests wait: the sweep's own evenly spaced slots, then — with
+/// `SWEEP_SHARED_BUDGET` — Finch's windows shared with the sync workers ([`crate::flows::budget`]):
+/// the egress IP's, and the company product's for a company read. Status checks are
+/// first-priority callers. A budget that cannot be read (a DynamoDB outage) does not stop the
+/// sweep: its own pacing still keeps it within its share.
+pub(super) struct Gate<'a> {
+    pub pacer: &'a Pacer,
+    pub store: &'a dyn SweepStore,
+    pub settings: &'a super::SweepSettings,
+}
+
+impl Gate<'_> {
+    pub async fn acquire(&self, product: Option<&str>) {
+        self.pacer.acquire().await;
+        let windows = self.settings.shared_windows(product);
+        if windows.is_empty() {
+            return;
+        }
+        let budget = Budget::new(self.store);
+        loop {
+            let now = OffsetDateTime::now_utc();
+            match budget.try_take(&windows, Priority::First, now).await {
+                Ok(Taken::Yes) => return,
+                Ok(Taken::WaitUntil(at)) => {
+                    // The window is full (the sync workers took their share): every slot of
+                    // this invocation waits for it to roll.
+                    let wait = std::time::Duration::try_from(at - now).unwrap_or_default();
+                    self.pacer.hold_off(wait.max(std::time::Duration::from_millis(50))).await;
+                    self.pacer.acquire().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "Finch's shared budget not read; the sweep's own pacing holds");
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Retries per connection after the first attempt.
 const MAX_RETRIES: u32 = 3;
@@ -44,7 +84,7 @@ pub(super) async fn check_one<A: Adapters>(
     app: &AppState<A>,
     store: &dyn SweepStore,
     finch: &FinchClient,
-    pacer: &Pacer,
+    gate: &Gate<'_>,
     rec: &ConnectionRecord,
     counters: &Counters,
 ) -> Checked {
@@ -57,9 +97,9 @@ pub(super) async fn check_one<A: Adapters>(
             return Checked::Failed;
         }
     };
-    let Some(mut observation) = observe(finch, pacer, rec, &token, counters).await else { return Checked::Failed };
+    let Some(mut observation) = observe(finch, gate, rec, &token, counters).await else { return Checked::Failed };
     if wants_company(rec, &observation) {
-        read_company(finch, pacer, rec, &token, counters, &mut observation).await;
+        read_company(finch, gate, rec, &token, counters, &mut observation).await;
     }
     record(app, store, rec, &observation).await
 }
@@ -80,13 +120,13 @@ fn wants_company(rec: &ConnectionRecord, obs: &Observation) -> bool {
 /// leaves them as they were: the next check asks again.
 async fn read_company(
     finch: &FinchClient,
-    pacer: &Pacer,
+    gate: &Gate<'_>,
     rec: &ConnectionRecord,
     token: &AccessToken,
     counters: &Counters,
     obs: &mut Observation,
 ) {
-    pacer.acquire().await;
+    gate.acquire(Some("company")).await;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     match finch.company(token).await {
         Ok(Some(c)) => {
@@ -119,14 +159,14 @@ fn employer_of(i: &Introspection) -> Employer {
 /// connection, or `None` (logged) when it would not say.
 async fn observe(
     finch: &FinchClient,
-    pacer: &Pacer,
+    gate: &Gate<'_>,
     rec: &ConnectionRecord,
     token: &AccessToken,
     counters: &Counters,
 ) -> Option<Observation> {
     let mut attempt = 0;
     loop {
-        pacer.acquire().await;
+        gate.acquire(None).await;
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let now = OffsetDateTime::now_utc();
         let e = match finch.introspect(token).await {
@@ -187,7 +227,7 @@ async fn observe(
             tracing::warn!(connection_id = %rec.connection_id, error = %e.chain(), attempts = attempt + 1, "status check failed");
             return None;
         }
-        pacer.hold_off(wait.unwrap_or_else(|| backoff(attempt))).await;
+        gate.pacer.hold_off(wait.unwrap_or_else(|| backoff(attempt))).await;
         attempt += 1;
     }
 }

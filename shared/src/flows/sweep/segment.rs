@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::check::{Checked, Counters, check_one};
+use super::check::{Checked, Counters, Gate, check_one};
 use super::{Pacer, SegmentReport, SegmentWork, SweepSettings};
 use crate::app::{Adapters, AppState};
 use crate::domain::Error;
@@ -133,6 +133,7 @@ pub async fn run_segment<A: Adapters>(
     let store: &dyn SweepStore = &*app.store;
     let finch = &app.finch.with_max_retries(0);
     let counters = &Counters::default();
+    let gate = &Gate { pacer, store, settings };
     let scan = Scan {
         store,
         segment: i32::try_from(work.segment).map_err(|_| Error::invalid("invalid_segment", "segment out of range"))?,
@@ -152,7 +153,7 @@ pub async fn run_segment<A: Adapters>(
                 match job {
                     // Past the margin, leave the rest to the continuation.
                     Job::Check(_, tag) if past_margin(scan.deadline, scan.margin) => Done::Interrupted(tag),
-                    Job::Check(rec, _) => Done::Checked(check_one(app, store, finch, pacer, &rec, counters).await),
+                    Job::Check(rec, _) => Done::Checked(check_one(app, store, finch, gate, &rec, counters).await),
                     Job::PageRead(n) => Done::PageRead(n),
                     Job::Stopped(tag) => Done::Interrupted(tag),
                     Job::ScanFailed(e) => Done::ScanFailed(e),

@@ -25,6 +25,10 @@ pub struct SweepSettings {
     pub queue_url: Option<String>,
     /// `SWEEP_TIME_MARGIN_SECONDS` (30): stop starting work this long before the deadline.
     pub time_margin: Duration,
+    /// `SWEEP_SHARED_BUDGET` (true): take each request from Finch's windows shared with the
+    /// sync workers too (`FINCH_IP_BUDGET`, 900, for the egress IP's).
+    pub shared_budget: bool,
+    pub ip_budget: u32,
 }
 
 impl SweepSettings {
@@ -45,7 +49,19 @@ impl SweepSettings {
             in_flight: env.int("SWEEP_IN_FLIGHT", 8, 1, 256)?,
             queue_url: env.optional("SWEEP_QUEUE_URL"),
             time_margin: Duration::from_secs(env.number("SWEEP_TIME_MARGIN_SECONDS", 30, 0, u64::MAX)?),
+            shared_budget: env.flag("SWEEP_SHARED_BUDGET", true)?,
+            ip_budget: env.int("FINCH_IP_BUDGET", 900, 1, 1_000)?,
         })
+    }
+
+    /// The shared windows a request takes from: the IP's, and `product`'s when it reads one.
+    pub fn shared_windows(&self, product: Option<&str>) -> Vec<crate::flows::budget::Window> {
+        if !self.shared_budget {
+            return Vec::new();
+        }
+        let mut windows = vec![crate::flows::budget::Window::ip("default", self.ip_budget)];
+        windows.extend(product.map(crate::flows::budget::Window::product));
+        windows
     }
 
     /// The spacing between two request slots of one invocation.
