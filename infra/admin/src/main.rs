@@ -1,9 +1,10 @@
 //! `perch-admin`: operator commands (see `lib.rs` and `perch-admin --help`).
 //!
-//! Runs with the functions' environment (`TABLE_NAME`, `KMS_KEY_ID`, `FINCH_SECRET_ID`,
-//! `FINCH_API_URL`, `EVENT_BUS_NAME`, … and AWS credentials allowed what the command does:
-//! `dynamodb:Query`/`GetItem`/`UpdateItem`/`DeleteItem`, `kms:Decrypt`, `events:PutEvents`,
-//! `secretsmanager:GetSecretValue` to disconnect; `kms:ReEncrypt*`, `kms:DescribeKey`,
+//! Runs with the functions' environment (`TABLE_NAME`, `RECORDS_TABLE_NAME`, `SYNC_QUEUE_URL`,
+//! `KMS_KEY_ID`, `FINCH_SECRET_ID`, `FINCH_API_URL`, `EVENT_BUS_NAME`, … and AWS credentials
+//! allowed what the command does: `dynamodb:Query`/`GetItem`/`UpdateItem`/`DeleteItem` (and
+//! `BatchWriteItem` on the records table, whose data a disconnect shreds), `sqs:SendMessage`,
+//! `kms:Decrypt`, `events:PutEvents`, `secretsmanager:GetSecretValue` to disconnect; `kms:ReEncrypt*`, `kms:DescribeKey`,
 //! `dynamodb:Scan`/`UpdateItem` to re-encrypt). Exits 0 when everything asked was done, 1 when
 //! a run left something to retry (its report says what: run it again), 2 on a usage error.
 
