@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::Cipher;
+use crate::crypto::records::DataKeyCache;
+
+/// Data keys a container keeps unwrapped at most (a few kilobytes).
+const DATA_KEYS_HELD: usize = 256;
 use crate::domain::Clock;
 use crate::events::{EventPublisher, EventSink};
 use crate::finch::FinchClient;
@@ -45,6 +49,8 @@ pub struct AppState<A: Adapters> {
     pub sync_queue: Option<Arc<A::Queue>>,
     /// The time flows decide by (the system's; tests may move it).
     pub clock: Clock,
+    /// Connections' data keys, unwrapped, for the app's reads (see [`DataKeyCache`]).
+    pub data_keys: DataKeyCache,
 }
 
 impl<A: Adapters> AppState<A> {
@@ -57,6 +63,7 @@ impl<A: Adapters> AppState<A> {
         events: EventPublisher<A::Events>,
     ) -> Self {
         let finch = FinchClient::new(config.finch_api_url.clone(), config.finch_timeout, config.finch_max_retries);
-        Self { config, store, cipher, secrets, finch, events, sync_queue: None, clock: Clock::system() }
+        let data_keys = DataKeyCache::new(config.secret_cache_ttl, DATA_KEYS_HELD);
+        Self { config, store, cipher, secrets, finch, events, sync_queue: None, clock: Clock::system(), data_keys }
     }
 }

@@ -363,6 +363,7 @@ async fn a_first_sync_stores_every_record_sealed_and_the_feed_and_view_serve_the
         cursor = p.next_cursor;
     }
     assert_eq!(all, 20, "every person, joined");
+    assert_eq!(f.app.data_keys.len(), 1, "the data key, unwrapped once, serves the next reads");
 
     // At rest: sealed. No record holds a name or an SSN in the clear.
     let person = f.finch.shared.world().roster(entity.as_str()).person(1).unwrap();

@@ -183,6 +183,67 @@ impl DataKey {
     }
 }
 
+/// Unwrapped data keys kept for a while, so a warm container serving the app's reads calls KMS
+/// once per connection per `ttl`, not once per request (PERFORMANCE.md G3). Keyed by the
+/// connection *and* its wrapped key: a key shredded and made anew is never served from here.
+/// Bounded: past `capacity` the entry that expires first goes. The plaintext lives only in this
+/// process's memory and is zeroed when its entry is dropped.
+pub struct DataKeyCache {
+    ttl: std::time::Duration,
+    capacity: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<ConnectionId, CachedKey>>,
+}
+
+struct CachedKey {
+    wrapped: Vec<u8>,
+    key: std::sync::Arc<DataKey>,
+    until: std::time::Instant,
+}
+
+impl DataKeyCache {
+    pub fn new(ttl: std::time::Duration, capacity: usize) -> Self {
+        Self { ttl, capacity: capacity.max(1), entries: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ConnectionId, CachedKey>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The plaintext of `wrapped`, from the cache or from `keys` (then kept).
+    pub async fn get(
+        &self,
+        keys: &dyn DataKeys,
+        wrapped: &WrappedDataKey,
+        connection: &ConnectionId,
+        customer: &CustomerId,
+    ) -> Result<std::sync::Arc<DataKey>, Error> {
+        let now = std::time::Instant::now();
+        if let Some(c) = self.entries().get(connection).filter(|c| c.until > now && c.wrapped == wrapped.ciphertext) {
+            return Ok(c.key.clone());
+        }
+        let key = std::sync::Arc::new(keys.unwrap(wrapped, connection, customer).await?);
+        let mut entries = self.entries();
+        entries.retain(|_, c| c.until > now);
+        if entries.len() >= self.capacity
+            && let Some(first) = entries.iter().min_by_key(|(_, c)| c.until).map(|(id, _)| id.clone())
+        {
+            entries.remove(&first);
+        }
+        let cached = CachedKey { wrapped: wrapped.ciphertext.clone(), key: key.clone(), until: now + self.ttl };
+        entries.insert(connection.clone(), cached);
+        Ok(key)
+    }
+
+    /// How many keys are held (tests).
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +292,42 @@ mod tests {
         assert_ne!(h, key(7).content_hash(id, b"other").unwrap());
         assert_ne!(h, key(8).content_hash(id, b"same").unwrap(), "no oracle without the key");
         assert_ne!(h, key(7).content_hash(RecordId { id: "p2", ..id }, b"same").unwrap());
+    }
+
+    /// Counts unwraps; hands out the same bytes for every connection.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl DataKeys for Counting {
+        async fn generate(&self, _: &ConnectionId, _: &CustomerId) -> Result<(DataKey, WrappedDataKey), Error> {
+            Err(Error::internal("not in this test"))
+        }
+        async fn unwrap(&self, _: &WrappedDataKey, _: &ConnectionId, _: &CustomerId) -> Result<DataKey, Error> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            DataKey::from_bytes(&[9; 32])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_is_unwrapped_once_per_ttl_and_never_for_another_wrapped_key() {
+        let keys = Counting(std::sync::atomic::AtomicUsize::new(0));
+        let customer = CustomerId::parse("acme").unwrap();
+        let (a, b) = (conn(A), conn(B));
+        let w1 = WrappedDataKey { ciphertext: vec![1], key_id: "k".into() };
+        let w2 = WrappedDataKey { ciphertext: vec![2], key_id: "k".into() };
+        let cache = DataKeyCache::new(std::time::Duration::from_secs(300), 1);
+        let unwraps = || keys.0.load(std::sync::atomic::Ordering::Relaxed);
+        cache.get(&keys, &w1, &a, &customer).await.unwrap();
+        cache.get(&keys, &w1, &a, &customer).await.unwrap();
+        assert_eq!(unwraps(), 1, "served from the cache");
+        cache.get(&keys, &w2, &a, &customer).await.unwrap();
+        assert_eq!(unwraps(), 2, "a new wrapped key (shredded, made anew) is unwrapped");
+        cache.get(&keys, &w1, &b, &customer).await.unwrap();
+        assert_eq!((unwraps(), cache.len()), (3, 1), "bounded: one entry");
+        let expired = DataKeyCache::new(std::time::Duration::ZERO, 4);
+        expired.get(&keys, &w1, &a, &customer).await.unwrap();
+        expired.get(&keys, &w1, &a, &customer).await.unwrap();
+        assert_eq!(unwraps(), 5, "past its ttl, unwrapped again");
     }
 
     #[test]

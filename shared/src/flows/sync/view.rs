@@ -9,7 +9,8 @@
 //! person's entity and id), never data; a cursor Perch did not issue is a 400. The feed's
 //! `next_cursor` is always given: with `has_more: false` it is where to poll from next.
 //!
-//! **Records** are opened under the connection's data key, unwrapped by KMS once per request.
+//! **Records** are opened under the connection's data key, unwrapped by KMS and kept for
+//! `SECRET_CACHE_TTL_SECONDS` in the container ([`crate::crypto::records::DataKeyCache`]).
 //! A feed entry is served with the record's *current* version (a record changed twice since
 //! the cursor shows its latest twice); a removed record has none.
 
@@ -23,7 +24,7 @@ use time::OffsetDateTime;
 
 use super::{SyncQueue, SyncWork, Trigger, mark_queued};
 use crate::app::{Adapters, AppState};
-use crate::crypto::records::{DataKey, DataKeys, RecordId};
+use crate::crypto::records::{DataKey, RecordId};
 use crate::domain::sync::{ChangeOp, Counts, LastSuccess, RecordKind, SyncStatus};
 use crate::domain::{ConnectionId, CustomerId, EntityId, Error};
 use crate::flows::lifecycle::owned_connection;
@@ -234,11 +235,16 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize
     }
 }
 
-/// The connection's data key, unwrapped; `None` when it has none (nothing synced yet).
-async fn data_key<A: Adapters>(app: &AppState<A>, rec: &ConnectionRecord) -> Result<Option<DataKey>, Error> {
+/// The connection's data key, unwrapped (or cached); `None` when it has none (nothing synced).
+async fn data_key<A: Adapters>(
+    app: &AppState<A>,
+    rec: &ConnectionRecord,
+) -> Result<Option<std::sync::Arc<DataKey>>, Error> {
     let store: &dyn DataReadStore = app.store.as_ref();
     match store.read_key(&rec.connection_id).await? {
-        Some(k) => Ok(Some(app.cipher.unwrap(&k.wrapped, &rec.connection_id, &rec.customer).await?)),
+        Some(k) => {
+            Ok(Some(app.data_keys.get(app.cipher.as_ref(), &k.wrapped, &rec.connection_id, &rec.customer).await?))
+        }
         None => Ok(None),
     }
 }
