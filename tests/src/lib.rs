@@ -488,6 +488,20 @@ impl TestStack {
             .expect("json")
     }
 
+    /// Changes the employer's people at the emulator (`{"action": "hire"}`, `change`, …), which
+    /// delivers Finch's data webhooks when they are enabled; the emulator's answer.
+    pub async fn change_people(&self, connection_id: &str, change: &Value) -> Value {
+        self.http
+            .post(format!("{}/_emulator/connections/{connection_id}/people", self.finch.base_url))
+            .json(change)
+            .send()
+            .await
+            .expect("people")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// A connection as Perch's store reads it.
     pub async fn record(&self, id: &str) -> perch::store::ConnectionRecord {
         let id = perch::domain::ConnectionId::parse(id).expect("connection id");

@@ -344,16 +344,12 @@ async fn run_scenario() -> (TestStack, String, String) {
     }
     // A data webhook queues a run of its entity.
     let person = stack.finch.shared.world().roster(&entity).person(3).unwrap().id;
-    let changed: Value = stack
-        .http
-        .post(format!("{}/_emulator/connections/{id}/people", stack.finch.base_url))
-        .json(&json!({"action": "change", "individual_id": person, "fields": {"title": "Chief Cat Herder"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let changed = stack
+        .change_people(
+            &id,
+            &json!({"action": "change", "individual_id": person, "fields": {"title": "Chief Cat Herder"}}),
+        )
+        .await;
     assert!(changed["webhook_statuses"].as_array().unwrap().iter().all(|s| s == 200), "{changed}");
     assert!(drain(&worker, &sqs, &sync_url, 300, false).await >= 1);
 

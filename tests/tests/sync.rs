@@ -647,16 +647,7 @@ async fn on_the_stack_a_connection_syncs_a_hire_reaches_the_feed_and_disconnect_
     let cursor = feed["next_cursor"].as_str().unwrap().to_owned();
 
     // The employer hires: Finch's three webhooks, each queueing a run; the feed shows the hire.
-    let hired: serde_json::Value = stack
-        .http
-        .post(format!("{}/_emulator/connections/{id}/people", stack.finch.base_url))
-        .json(&json!({"action": "hire"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hired = stack.change_people(&id, &json!({"action": "hire"})).await;
     assert!(hired["webhook_statuses"].as_array().unwrap().iter().all(|s| s == 200), "{hired}");
     assert!(stack.run_sync_queue().await >= 1);
     let news = get(format!("/connections/{id}/changes?cursor={cursor}")).await;

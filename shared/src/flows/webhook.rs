@@ -268,23 +268,10 @@ pub async fn handle<A: Adapters>(
             return outcome(Handled::Ignored);
         }
         Some(Update::Company(connection_id, entity)) => {
-            let held =
-                unmarked_on_failure(store, id, store.request_refresh(&connection_id, OffsetDateTime::now_utc()).await)
-                    .await?;
-            tracing::info!(event_id = %id, connection_id = %connection_id, held, "company.updated: the sweep reads the company again");
-            if held {
-                unmarked_on_failure(store, id, sync::after_webhook(app, &connection_id, entity.as_ref()).await).await?;
-            }
-            return outcome(if held { Handled::RefreshRequested } else { Handled::Ignored });
+            return outcome(company_updated(app, store, id, &connection_id, entity.as_ref()).await?);
         }
         Some(Update::Data(connection_id, entity)) => {
-            // Only for a connection Perch holds, live: anything else is acknowledged and dropped.
-            let live = store.get_connection(&connection_id).await?.is_some_and(|r| r.is_live_at_finch());
-            let queued = live
-                && unmarked_on_failure(store, id, sync::after_webhook(app, &connection_id, entity.as_ref()).await)
-                    .await?;
-            tracing::info!(event_id = %id, event_type = %event.event_type, connection_id = %connection_id, queued, "data webhook");
-            return outcome(if queued { Handled::SyncQueued } else { Handled::Ignored });
+            return outcome(data_changed(app, store, id, &event.event_type, &connection_id, entity.as_ref()).await?);
         }
         Some(Update::Status { connection_id, entity, data }) => (connection_id, entity, data),
     };
@@ -320,6 +307,40 @@ pub async fn handle<A: Adapters>(
     let previous = old.status.finch().cloned();
     app.events.publish(&StatusChanged::of(&old, previous, data.status, ChangeSource::Webhook, observed_at)).await;
     outcome(Handled::Applied)
+}
+
+/// `company.updated`: the sweep reads the company again, and the entity's data is synced.
+async fn company_updated<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn WebhookStore,
+    id: &EventId,
+    connection_id: &ConnectionId,
+    entity: Option<&EntityId>,
+) -> Result<Handled, Error> {
+    let held =
+        unmarked_on_failure(store, id, store.request_refresh(connection_id, OffsetDateTime::now_utc()).await).await?;
+    tracing::info!(event_id = %id, connection_id = %connection_id, held, "company.updated: the sweep reads the company again");
+    if held {
+        unmarked_on_failure(store, id, sync::after_webhook(app, connection_id, entity).await).await?;
+    }
+    Ok(if held { Handled::RefreshRequested } else { Handled::Ignored })
+}
+
+/// A data event: a sync run of the entity, for a live connection Perch holds (anything else is
+/// acknowledged and dropped).
+async fn data_changed<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn WebhookStore,
+    id: &EventId,
+    event_type: &str,
+    connection_id: &ConnectionId,
+    entity: Option<&EntityId>,
+) -> Result<Handled, Error> {
+    let held = unmarked_on_failure(store, id, store.get_connection(connection_id).await).await?;
+    let queued = held.is_some_and(|r| r.is_live_at_finch())
+        && unmarked_on_failure(store, id, sync::after_webhook(app, connection_id, entity).await).await?;
+    tracing::info!(event_id = %id, event_type, connection_id = %connection_id, queued, "data webhook");
+    Ok(if queued { Handled::SyncQueued } else { Handled::Ignored })
 }
 
 /// `result`, after forgetting the event if it is a failure: Finch's retry then finds the event

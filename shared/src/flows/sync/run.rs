@@ -370,12 +370,12 @@ impl<'a, A: Adapters> Runner<'a, A> {
     /// The pass itself: company, directory pages, removals.
     async fn pass(&mut self, p: &mut Pass<'_>) -> Result<(), Stop> {
         self.load_hashes(p).await?;
-        if !p.checkpoint().company_done {
+        if !p.checkpoint.company_done {
             if self.granted("company") {
                 match self.call(p, Ask::Company).await? {
                     Some(Reply::Company(raw)) => {
                         let change = self.diff(p, RecordKind::Company, "company", &raw)?;
-                        self.apply(p, change.into_iter().collect()).await?;
+                        self.apply(change.into_iter().collect()).await?;
                     }
                     Some(_) => return Err(Error::internal("Finch's company call answered another shape").into()),
                     None => refused(p, RecordKind::Company),
@@ -383,7 +383,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             } else {
                 refused(p, RecordKind::Company);
             }
-            p.checkpoint_mut().company_done = true;
+            p.checkpoint.company_done = true;
         }
         if !self.granted("directory") {
             for kind in [RecordKind::Directory, RecordKind::Individual, RecordKind::Employment] {
@@ -392,7 +392,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             return Ok(());
         }
         loop {
-            let offset = p.checkpoint().directory_offset;
+            let offset = p.checkpoint.directory_offset;
             let limit = self.settings.page_size;
             let Some(Reply::Directory(page)) = self.call(p, Ask::Directory { offset, limit }).await? else {
                 for kind in [RecordKind::Directory, RecordKind::Individual, RecordKind::Employment] {
@@ -403,7 +403,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             let listed = page.individuals.len() as u64;
             let total = page.paging.count;
             self.page(p, page).await?;
-            let c = p.checkpoint_mut();
+            let c = &mut p.checkpoint;
             c.directory_offset += listed;
             c.pages += 1;
             let done = listed == 0 || total.is_none_or(|t| c.directory_offset >= t);
@@ -428,11 +428,11 @@ impl<'a, A: Adapters> Runner<'a, A> {
             ids.push(id);
         }
         drop(page);
-        self.apply(p, std::mem::take(&mut changes)).await?;
+        self.apply(std::mem::take(&mut changes)).await?;
         for (kind, ask) in
             [(RecordKind::Individual, Ask::Individuals(&ids)), (RecordKind::Employment, Ask::Employments(&ids))]
         {
-            if ids.is_empty() || p.checkpoint().missing.iter().any(|m| m == kind.product()) {
+            if ids.is_empty() || p.checkpoint.missing.iter().any(|m| m == kind.product()) {
                 continue;
             }
             if !self.granted(kind.product()) {
@@ -454,10 +454,10 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 Some(_) => return Err(Error::internal("a batch call answered another shape").into()),
                 None => refused(p, kind),
             }
-            self.apply(p, std::mem::take(&mut changes)).await?;
+            self.apply(std::mem::take(&mut changes)).await?;
         }
-        let page_no = p.checkpoint().pages;
-        let run = p.checkpoint().run_id.clone();
+        let page_no = p.checkpoint.pages;
+        let run = p.checkpoint.run_id.clone();
         self.store.save_seen(&self.rec.connection_id, &run, p.entity, page_no, &ids).await?;
         Ok(())
     }
@@ -465,14 +465,14 @@ impl<'a, A: Adapters> Runner<'a, A> {
     /// After a complete pass: what the directory no longer lists is removed, kind by kind, for
     /// the kinds whose pass was complete.
     async fn removals(&mut self, p: &mut Pass<'_>) -> Result<(), Stop> {
-        let run = p.checkpoint().run_id.clone();
+        let run = p.checkpoint.run_id.clone();
         let seen: HashSet<String> =
             self.store.load_seen(&self.rec.connection_id, &run, p.entity).await?.into_iter().collect();
         let mut gone: Vec<(RecordKind, String)> = p
             .hashes
             .keys()
             .filter(|(kind, id)| {
-                *kind != RecordKind::Company && !seen.contains(id) && !p.checkpoint().incomplete.contains(kind)
+                *kind != RecordKind::Company && !seen.contains(id) && !p.checkpoint.incomplete.contains(kind)
             })
             .cloned()
             .collect();
@@ -480,12 +480,12 @@ impl<'a, A: Adapters> Runner<'a, A> {
         let changes: Vec<RecordChange> = gone
             .into_iter()
             .map(|(kind, id)| {
-                p.checkpoint_mut().counts.count(Some(ChangeOp::Removed));
+                p.checkpoint.counts.count(Some(ChangeOp::Removed));
                 p.hashes.remove(&(kind, id.clone()));
                 RecordChange { kind, entity: p.entity.clone(), id, op: ChangeOp::Removed, content: None }
             })
             .collect();
-        self.apply(p, changes).await
+        self.apply(changes).await
     }
 
     async fn load_hashes(&self, p: &mut Pass<'_>) -> Result<(), Stop> {
@@ -527,14 +527,14 @@ impl<'a, A: Adapters> Runner<'a, A> {
             Some(_) => Some(ChangeOp::Updated),
             None => Some(ChangeOp::Added),
         };
-        p.checkpoint_mut().counts.count(op);
+        p.checkpoint.counts.count(op);
         let Some(op) = op else { return Ok(None) };
         let sealed = self.key.seal(rid, &canonical)?;
         Ok(Some(RecordChange { kind, entity: p.entity.clone(), id: id.to_owned(), op, content: Some((sealed, hash)) }))
     }
 
     /// Writes changes in transactions, each numbered from the feed's next sequence.
-    async fn apply(&mut self, _p: &mut Pass<'_>, changes: Vec<RecordChange>) -> Result<(), Stop> {
+    async fn apply(&mut self, changes: Vec<RecordChange>) -> Result<(), Stop> {
         for chunk in changes.chunks(MAX_CHANGES_PER_WRITE) {
             let at = self.now();
             match self.store.apply_changes(&self.rec.connection_id, &self.run_id, self.next_seq, chunk, at).await? {
@@ -663,25 +663,49 @@ impl<'a, A: Adapters> Runner<'a, A> {
         })
     }
 
-    /// Writes how the pass ended; `Some` for the stops the connection's run must act on.
+    /// Writes how the pass ended, and announces a completed or failed one; `Some` for the stops
+    /// the connection's run must act on.
     async fn settle(&self, mut p: Pass<'_>, result: Result<(), Stop>) -> Result<Option<Stop>, Error> {
-        let now = self.now();
-        {
-            let mut t = self.trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let c = p.checkpoint_mut();
-            c.finch_request_ids.append(&mut t.request_ids);
-            let skip = c.finch_request_ids.len().saturating_sub(KEPT_REQUEST_IDS);
-            c.finch_request_ids.drain(..skip);
-            if t.data_retrieved.is_some() {
-                c.data_retrieved = t.data_retrieved.take();
-            }
+        if let Err(Stop::LeaseLost) = result {
+            return Ok(Some(Stop::LeaseLost));
         }
-        let c = p.checkpoint.clone();
-        let r = &mut p.record;
+        let now = self.now();
+        self.fold_trace(&mut p.checkpoint);
+        let (passed_on, event) = self.conclude(&mut p.record, &p.checkpoint, p.entity, result, now);
+        p.record.updated_at = now;
+        self.save(p.entity, &mut p.record, p.version).await?;
+        if let Some((completed, reason)) = event {
+            self.announce(p.entity, &p.record, completed, reason, now).await;
+        }
+        Ok(passed_on)
+    }
+
+    /// The Finch request ids (the last few) and snapshot time the pass's calls left, into its
+    /// checkpoint.
+    fn fold_trace(&self, c: &mut Checkpoint) {
+        let mut t = self.trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.finch_request_ids.append(&mut t.request_ids);
+        let skip = c.finch_request_ids.len().saturating_sub(KEPT_REQUEST_IDS);
+        c.finch_request_ids.drain(..skip);
+        if t.data_retrieved.is_some() {
+            c.data_retrieved = t.data_retrieved.take();
+        }
+    }
+
+    /// The entity's state after the pass: status, next attempt, checkpoint kept or cleared. The
+    /// stop passed on, and the event to publish (`completed`, reason), if any.
+    #[allow(clippy::type_complexity)]
+    fn conclude(
+        &self,
+        r: &mut SyncRecord,
+        c: &Checkpoint,
+        entity: &EntityId,
+        result: Result<(), Stop>,
+        now: OffsetDateTime,
+    ) -> (Option<Stop>, Option<(bool, Option<String>)>) {
         // Kept for a continuation and a retry; cleared below when the pass is over.
         r.run = Some(c.clone());
-        let mut event: Option<(bool, Option<String>)> = None;
-        let passed_on = match result {
+        match result {
             Ok(()) => {
                 r.run = None;
                 r.status = if c.missing.is_empty() {
@@ -703,13 +727,12 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 } else {
                     now + refresh_interval(self.assisted())
                 });
-                event = Some((true, None));
-                None
+                (None, Some((true, None)))
             }
-            Err(Stop::Deadline) => Some(Stop::Deadline),
+            Err(Stop::Deadline) => (Some(Stop::Deadline), None),
             Err(Stop::RateLimited(until)) => {
                 r.next_attempt_at = Some(until);
-                Some(Stop::RateLimited(until))
+                (Some(Stop::RateLimited(until)), None)
             }
             Err(Stop::NotYet(reason)) => {
                 r.status = SyncStatus::WaitingForFinch { reason };
@@ -717,21 +740,20 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 r.attempts += 1;
                 // The next attempt starts over: Finch had nothing, or its snapshot changes.
                 r.run = None;
-                None
+                (None, None)
             }
             Err(Stop::Reauth { reauthenticate, message, request_id }) => {
                 r.status = SyncStatus::NeedsReauth;
                 r.next_attempt_at = None;
                 r.run = None;
-                event = Some((false, Some("needs_reauth".into())));
-                Some(Stop::Reauth { reauthenticate, message, request_id })
+                (Some(Stop::Reauth { reauthenticate, message, request_id }), Some((false, Some("needs_reauth".into()))))
             }
-            Err(Stop::LeaseLost) => return Ok(Some(Stop::LeaseLost)),
+            Err(Stop::LeaseLost) => (Some(Stop::LeaseLost), None),
             Err(Stop::Failed(e)) => {
                 let reason = reason_of(&e);
                 tracing::error!(
                     connection_id = %self.rec.connection_id,
-                    entity_id = %p.entity,
+                    entity_id = %entity,
                     reason,
                     error = %e.chain(),
                     "sync run failed; retried later from its checkpoint"
@@ -739,32 +761,36 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 r.status = SyncStatus::Error { reason: reason.to_owned() };
                 r.next_attempt_at = Some(now + retry_delay(Retry::Failed, r.attempts));
                 r.attempts += 1;
-                event = Some((false, Some(reason.to_owned())));
-                None
+                (None, Some((false, Some(reason.to_owned()))))
             }
-        };
-        r.updated_at = now;
-        let entity = p.entity;
-        let counts = p.record.last_success.as_ref().map(|l| l.counts).unwrap_or_default();
-        let state = p.record.status.name();
-        let data_retrieved = p.record.last_success.as_ref().and_then(|l| l.data_retrieved.clone());
-        self.save(entity, &mut p.record, p.version).await?;
-        if let Some((completed, reason)) = event {
-            let done = SyncFinished {
-                connection_id: self.rec.connection_id.clone(),
-                customer_id: self.rec.customer.clone(),
-                entity_id: entity.clone(),
-                state,
-                reason,
-                added: if completed { counts.added } else { 0 },
-                updated: if completed { counts.updated } else { 0 },
-                removed: if completed { counts.removed } else { 0 },
-                data_retrieved: if completed { data_retrieved } else { None },
-                finished_at: now,
-            };
-            self.app.events.publish_sync(completed, &done).await;
         }
-        Ok(passed_on)
+    }
+
+    /// `Connection Sync Completed` (with the last success's counts) or `… Failed` (with the
+    /// reason): ids, the state, counts; never data.
+    async fn announce(
+        &self,
+        entity: &EntityId,
+        record: &SyncRecord,
+        completed: bool,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) {
+        let last = record.last_success.as_ref().filter(|_| completed);
+        let counts = last.map(|l| l.counts).unwrap_or_default();
+        let done = SyncFinished {
+            connection_id: self.rec.connection_id.clone(),
+            customer_id: self.rec.customer.clone(),
+            entity_id: entity.clone(),
+            state: record.status.name(),
+            reason,
+            added: counts.added,
+            updated: counts.updated,
+            removed: counts.removed,
+            data_retrieved: last.and_then(|l| l.data_retrieved.clone()),
+            finished_at: now,
+        };
+        self.app.events.publish_sync(completed, &done).await;
     }
 
     /// A 401: every entity waits for the employer, and the connection says so.
@@ -814,7 +840,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
 /// A product refused (403) or never granted: reported missing, and its kind's pass is not
 /// complete (its records are never removed for it).
 fn refused(p: &mut Pass<'_>, kind: RecordKind) {
-    let c = p.checkpoint_mut();
+    let c = &mut p.checkpoint;
     if !c.missing.iter().any(|m| m == kind.product()) {
         c.missing.push(kind.product().to_owned());
     }
@@ -848,14 +874,4 @@ struct Pass<'e> {
     checkpoint: Checkpoint,
     record: SyncRecord,
     version: u64,
-}
-
-impl Pass<'_> {
-    fn checkpoint(&self) -> &Checkpoint {
-        &self.checkpoint
-    }
-
-    fn checkpoint_mut(&mut self) -> &mut Checkpoint {
-        &mut self.checkpoint
-    }
 }
