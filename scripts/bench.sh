@@ -6,6 +6,9 @@
 #   scripts/bench.sh            full run (~25 min after the builds): 30 spawns and 10,000
 #                               invocations per function, the sweeps, the arm64 artifacts' sizes
 #   scripts/bench.sh --smoke    a few minutes: 5 spawns, 50 invocations, no arm64 build
+#   scripts/bench.sh --only sync   Perch Sync alone (G12–G15; bench/src/sync.rs): a 20,000-person
+#                               full sync, serving it, the Node.js peer, 200 connections within
+#                               Finch's limits (time ×4); ~15 min
 #   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
 #                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
 #   scripts/bench.sh --cold-first   the first request after a cold start, TLS on the loopback
@@ -68,6 +71,13 @@ start_moto "$MOTO_PORT" bench-moto
 trap 'stop_pid bench-moto' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
        AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+# DynamoDB on DynamoDB Local: moto copies every table for each transaction, and a 20,000-person
+# sync writes thousands of them (bench/src/sync.rs). The functions' recorded answers come from it.
+ensure_dynamodb_local
+DDB_PORT=$(free_port)
+start_dynamodb_local "$DDB_PORT" bench-ddb 2g
+trap 'stop_pid bench-moto; stop_pid bench-ddb' EXIT
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT"
 
 say "measuring (results in target/bench/; --save writes BENCHMARKS.md)"
 export PERCH_BENCH_COMMAND="scripts/bench.sh $*" \

@@ -112,13 +112,14 @@ ensure_dynamodb_local() {
     fi
 }
 
-# Starts DynamoDB Local on port $1 (in memory), recording its pid as $2.
+# Starts DynamoDB Local on port $1 (in memory), recording its pid as $2; $3 is its Java heap
+# (default 256m: the tests' tables are small).
 start_dynamodb_local() {
-    local port=$1 name=$2
+    local port=$1 name=$2 heap=${3:-256m}
     stop_pid "$name"
     # -sharedDb: one database whatever the access key, as on AWS, where the table belongs to the
     # account, not to whoever signs (the tests sign as each function, as their roles would).
-    java -Xmx256m -Djava.library.path="$DDB_JAR_DIR/DynamoDBLocal_lib" -jar "$DDB_JAR_DIR/DynamoDBLocal.jar" \
+    java -Xmx"$heap" -Djava.library.path="$DDB_JAR_DIR/DynamoDBLocal_lib" -jar "$DDB_JAR_DIR/DynamoDBLocal.jar" \
         -inMemory -sharedDb -port "$port" -disableTelemetry > "$STATE/$name.log" 2>&1 &
     echo $! > "$STATE/$name.pid"
     wait_http "http://127.0.0.1:$port/" "$STATE/$name.log"

@@ -1,5 +1,6 @@
-// A Node.js custom runtime: the Lambda Runtime API loop, as the managed runtime runs it.
-import { handler } from './handler.mjs';
+// A Node.js custom runtime: the Lambda Runtime API loop, as the managed runtime runs it. The
+// handler's module is the first argument (default: the callback's, `./handler.mjs`).
+const { handler } = await import(process.argv[2] ?? './handler.mjs');
 
 const api = `http://${process.env.AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime`;
 

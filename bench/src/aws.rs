@@ -38,6 +38,8 @@ struct Answer {
 #[derive(Default)]
 struct Inner {
     replaying: bool,
+    /// Forwarding without keeping answers (`pass_through`): for runs whose calls never repeat.
+    forgetting: bool,
     /// Answers recorded since the last `record()`, by `x-amz-target`, in order.
     recorded: HashMap<String, Vec<Answer>>,
     /// Per invocation: how many answers of each target were replayed.
@@ -85,11 +87,15 @@ pub struct AwsEndpoint {
 }
 
 impl AwsEndpoint {
+    /// A proxy forwarding to `moto`, DynamoDB's calls to `AWS_ENDPOINT_URL_DYNAMODB` when set
+    /// (DynamoDB Local, as `scripts/bench.sh` starts it: moto copies every table for each
+    /// transaction, which a sync's thousands of them cannot wait for), and Finch's to `finch`.
     pub async fn start(moto: String, finch: String) -> std::io::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let state = Arc::new((Arc::clone(&inner), moto, finch, reqwest::Client::new()));
+        let dynamodb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| moto.clone());
+        let state = Arc::new((Arc::clone(&inner), moto, dynamodb, finch, reqwest::Client::new()));
         let app = axum::Router::new().fallback(serve).with_state(state);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -104,7 +110,15 @@ impl AwsEndpoint {
     /// Forward to moto, recording the answers from now on.
     pub fn record(&self) {
         let mut i = self.lock();
-        i.replaying = false;
+        (i.replaying, i.forgetting) = (false, false);
+        i.recorded.clear();
+    }
+
+    /// Forward to moto and keep nothing: every call counted, none replayed (a sync's writes
+    /// never repeat, so there is nothing to replay them from).
+    pub fn pass_through(&self) {
+        let mut i = self.lock();
+        (i.replaying, i.forgetting) = (false, true);
         i.recorded.clear();
     }
 
@@ -145,10 +159,10 @@ impl AwsEndpoint {
     }
 }
 
-type Shared = Arc<(Arc<Mutex<Inner>>, String, String, reqwest::Client)>;
+type Shared = Arc<(Arc<Mutex<Inner>>, String, String, String, reqwest::Client)>;
 
 async fn serve(State(s): State<Shared>, req: Request) -> Response {
-    let (inner, moto, finch, client) = &*s;
+    let (inner, moto, dynamodb, finch, client) = &*s;
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let finch_call = target.is_empty();
     let key = if finch_call { format!("finch:{} {}", req.method(), req.uri().path()) } else { target.clone() };
@@ -196,7 +210,13 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
             None => (StatusCode::INTERNAL_SERVER_ERROR, "no recorded answer").into_response(),
         };
     }
-    let base = if finch_call { finch } else { moto };
+    let base = if finch_call {
+        finch
+    } else if target.starts_with("DynamoDB") {
+        dynamodb
+    } else {
+        moto
+    };
     let url = format!("{base}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut out = client.request(parts.method.clone(), url).body(bytes);
     for (k, v) in &parts.headers {
@@ -219,7 +239,9 @@ async fn serve(State(s): State<Shared>, req: Request) -> Response {
     };
     if !finch_call {
         let mut i = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        i.recorded.entry(slot).or_default().push(answer.clone());
+        if !i.forgetting {
+            i.recorded.entry(slot).or_default().push(answer.clone());
+        }
     }
     respond(&answer)
 }

@@ -25,6 +25,7 @@ mod runtime_api;
 mod scenarios;
 mod stats;
 mod sweep;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,7 +122,11 @@ struct Subject {
 
 impl Subject {
     fn binary(opts: &Opts, name: &str) -> Self {
-        let program = opts.bin_dir.join(name);
+        Self::binary_in(&opts.bin_dir, name)
+    }
+
+    fn binary_in(dir: &Path, name: &str) -> Self {
+        let program = dir.join(name);
         Self { name: name.to_owned(), artifact: Some(program.clone()), program, args: Vec::new() }
     }
 }
@@ -131,6 +136,9 @@ impl Subject {
 struct Results {
     functions: Vec<Measured>,
     sweep: Vec<sweep::SweepRun>,
+    /// Perch Sync (G12–G15), when measured.
+    #[serde(default)]
+    sync: Option<sync::SyncResults>,
 }
 
 /// Everything measured for one binary.
@@ -177,7 +185,7 @@ async fn main() -> Result<(), BoxError> {
     let moto =
         std::env::var("AWS_ENDPOINT_URL").map_err(|_| "AWS_ENDPOINT_URL must point at moto (scripts/bench.sh)")?;
     let stack = TestStack::start_quiet().await;
-    let aws = aws::AwsEndpoint::start(moto, stack.finch.base_url.clone()).await?;
+    let aws = aws::AwsEndpoint::start(moto.clone(), stack.finch.base_url.clone()).await?;
     stack.seed(scenarios::CUSTOMER, 19).await;
     if opts.critical_path {
         let invocations = opts.invocations.min(200);
@@ -233,7 +241,12 @@ async fn main() -> Result<(), BoxError> {
     } else {
         Vec::new()
     };
-    let run = Results { functions: results, sweep };
+    let synced = if wanted("sync") {
+        Some(sync::run(opts.smoke, &opts.bin_dir, opts.peer.as_deref(), &moto).await?)
+    } else {
+        None
+    };
+    let run = Results { functions: results, sweep, sync: synced };
     let json = serde_json::to_string_pretty(&run)?;
     std::fs::write(opts.out.join("results.json"), &json)?;
     let samples: BTreeMap<&str, &Samples> = run.functions.iter().map(|m| (m.name.as_str(), &m.samples)).collect();

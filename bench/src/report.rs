@@ -145,10 +145,15 @@ pub fn markdown(r: &Results, previous: Option<&Results>, machine: &str, command:
         }
     }
 
+    if let Some(sync) = &r.sync {
+        sync_tables(&mut s, sync);
+    }
+
     let _ = writeln!(s, "\n### Targets (PERFORMANCE.md §9)\n");
     let _ = writeln!(s, "| goal | target | measured | met |");
     let _ = writeln!(s, "|---|---|---|---|");
-    for (goal, target, measured, met) in targets(r) {
+    let sync_goals = r.sync.as_ref().map(sync_targets).unwrap_or_default();
+    for (goal, target, measured, met) in targets(r).into_iter().chain(sync_goals) {
         let _ = writeln!(s, "| {goal} | {target} | {measured} | {} |", if met { "yes" } else { "**no**" });
     }
     let _ = writeln!(s, "{}", g9_row());
@@ -218,6 +223,146 @@ fn g9_row() -> String {
         f(&cf, "prewarm_init_wall_ms"),
         if ratio <= 2.0 { "yes" } else { "**no**" }
     )
+}
+
+/// CPU milliseconds per 1,000 records.
+fn per_1k(cpu_seconds: f64, records: u64) -> f64 {
+    cpu_seconds * 1e6 / records.max(1) as f64
+}
+
+fn sync_tables(s: &mut String, sync: &crate::sync::SyncResults) {
+    let _ = writeln!(s, "\n### Perch Sync: one connection's full sync\n");
+    let _ = writeln!(
+        s,
+        "| who | people | Finch calls (minimum) | by call | AWS calls | records | invocations | time | CPU | CPU per 1,000 records | peak RSS |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for f in &sync.full {
+        let by: Vec<String> = f.finch_calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let aws: u64 = f.aws_calls.values().sum();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} ({}) | {} | {aws} | {} | {} | {:.1} s | {:.2} s | {:.1} ms | {:.1} MB |",
+            f.label,
+            f.employees,
+            f.finch_total,
+            f.minimum,
+            by.join(", "),
+            f.records,
+            f.invocations,
+            f.seconds,
+            f.cpu_seconds,
+            per_1k(f.cpu_seconds, f.records),
+            mb(f.peak_rss_kib)
+        );
+    }
+    if let [perch, peer, ..] = &sync.full[..] {
+        let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "\nThe peer against Perch: {:.1}× the Finch calls, {:.1}× the CPU, {:.1}× the peak RSS.",
+            ratio(perch.finch_total as f64, peer.finch_total as f64),
+            ratio(perch.cpu_seconds, peer.cpu_seconds),
+            ratio(perch.peak_rss_kib as f64, peer.peak_rss_kib as f64)
+        );
+    }
+    if !sync.served.is_empty() {
+        let _ = writeln!(s, "\n### Perch Sync: serving it (`connection-data`)\n");
+        let _ = writeln!(s, "| route | records | pages | time | CPU | CPU per 1,000 records | peak RSS |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for v in &sync.served {
+            let _ = writeln!(
+                s,
+                "| `GET /connections/{{id}}/{}` | {} | {} | {:.1} s | {:.2} s | {:.1} ms | {:.1} MB |",
+                v.route,
+                v.records,
+                v.pages,
+                v.seconds,
+                v.cpu_seconds,
+                per_1k(v.cpu_seconds, v.records),
+                mb(v.peak_rss_kib)
+            );
+        }
+    }
+    if let Some(c) = &sync.compliance {
+        let _ = writeln!(s, "\n### Perch Sync: many connections within Finch's limits\n");
+        let _ = writeln!(
+            s,
+            "| connections | workers | Finch's product window (time ×{:.0}) | time | requests by product | 429s | share of each product's budget | connections current | CPU | peak RSS per worker |",
+            60.0 / c.product_window_s.max(1.0)
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let requests: Vec<String> = c.requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let shares: Vec<String> = c.budget_share.iter().map(|(k, v)| format!("{k} {:.0} %", v * 100.0)).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} per {:.0} s | {:.0} s | {} | {} | {} | {} | {:.2} s | {:.1} MB |",
+            c.connections,
+            c.workers,
+            c.product_limit,
+            c.product_window_s,
+            c.seconds,
+            requests.join(", "),
+            c.rate_limited,
+            shares.join(", "),
+            c.current,
+            c.cpu_seconds,
+            mb(c.peak_rss_kib)
+        );
+    }
+}
+
+/// G12–G15 from the sync runs.
+fn sync_targets(sync: &crate::sync::SyncResults) -> Vec<(String, String, String, bool)> {
+    let mut out = Vec::new();
+    let perch = sync.full.iter().find(|f| f.label.starts_with("perch"));
+    let peer = sync.full.iter().find(|f| f.label.starts_with("peer"));
+    if let Some(f) = perch {
+        out.push((
+            "G12 Finch calls for a full sync".into(),
+            "= the minimum the caps allow".into(),
+            format!("{} calls for {} people; minimum {}", f.finch_total, f.employees, f.minimum),
+            f.finch_total == f.minimum,
+        ));
+    }
+    if let Some(c) = &sync.compliance {
+        let least = c.budget_share.values().copied().fold(f64::INFINITY, f64::min);
+        let least = if least.is_finite() { least } else { 0.0 };
+        out.push((
+            "G13 sync compliance".into(),
+            "0 × 429, ≥ 90 % of each per-product budget".into(),
+            format!(
+                "{} × 429; least-used product {:.0} % ({} connections, {} workers, time ×{:.0}); {} of {} current",
+                c.rate_limited,
+                least * 100.0,
+                c.connections,
+                c.workers,
+                60.0 / c.product_window_s.max(1.0),
+                c.current,
+                c.connections
+            ),
+            c.rate_limited == 0 && least >= 0.9 && c.current == c.connections,
+        ));
+    }
+    if let Some(f) = perch {
+        out.push((
+            "G14 sync memory".into(),
+            "peak RSS ≤ 64 MB syncing a 20,000-employee company".into(),
+            format!("{:.1} MB syncing {} people", mb(f.peak_rss_kib), f.employees),
+            mb(f.peak_rss_kib) <= 64.0 && f.employees >= 20_000,
+        ));
+    }
+    if let (Some(a), Some(b)) = (perch, peer) {
+        let cpu = if a.cpu_seconds > 0.0 { b.cpu_seconds / a.cpu_seconds } else { 0.0 };
+        let rss = if a.peak_rss_kib > 0 { b.peak_rss_kib as f64 / a.peak_rss_kib as f64 } else { 0.0 };
+        out.push((
+            "G15 sync against the Node.js peer".into(),
+            "fewer Finch calls; ≥ 5× less CPU and RSS".into(),
+            format!("{} vs {} Finch calls; peer {cpu:.1}× the CPU, {rss:.1}× the RSS", a.finch_total, b.finch_total),
+            a.finch_total < b.finch_total && cpu >= 5.0 && rss >= 5.0,
+        ));
+    }
+    out
 }
 
 /// Where `scripts/bench.sh --cold-first --save` keeps its figures.

@@ -189,6 +189,11 @@ impl TestStack {
         Self::build(tweak, true, Aws::DirectSyncing).await
     }
 
+    /// [`Self::start_syncing`] without capturing logs (for measurements).
+    pub async fn start_syncing_quiet(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
+        Self::build(tweak, false, Aws::DirectSyncing).await
+    }
+
     /// A stack whose functions reach AWS through a fault-injecting proxy (`stack.aws`).
     pub async fn start_with_aws_faults() -> Self {
         Self::build(|_| {}, true, Aws::Proxy).await
@@ -273,7 +278,8 @@ impl TestStack {
             Some(proxy) => proxy_sdk(&proxy.url, HARNESS).await,
             None => sdk.clone(),
         };
-        let mut app = AppState::on_aws(config.clone(), &app_sdk, &[]).expect("app state");
+        let mut app =
+            AppState::on_aws(config.clone(), &app_sdk, &[]).expect("app state").with_sync_queue(&app_sdk, false);
         // One clock for every function of the stack, moved by the test (`stack.app.clock`).
         app.clock = perch::domain::Clock::adjustable();
         let app = Arc::new(app);
@@ -281,7 +287,8 @@ impl TestStack {
         if let (Aws::ProxyPerFunction, Some(proxy)) = (aws_mode, &aws) {
             for (_, _, function, _) in perch_local::ROUTES {
                 let sdk = proxy_sdk(&proxy.url, &access_key_id(function.binary())).await;
-                let mut state = AppState::on_aws(config.clone(), &sdk, &[]).expect("app state");
+                let mut state =
+                    AppState::on_aws(config.clone(), &sdk, &[]).expect("app state").with_sync_queue(&sdk, false);
                 // Each function's init, as `AppState::build` runs it on Lambda (its role must
                 // allow the call that opens the connection).
                 state.prewarm().await;
@@ -405,7 +412,12 @@ impl TestStack {
 
     /// A whole redirect flow; returns the connection id.
     pub async fn connect(&self, customer: &str) -> String {
-        let cb = self.callback_url_for(customer, serde_json::json!({"products": ["company", "directory"]})).await;
+        self.connect_with(customer, &["company", "directory"]).await
+    }
+
+    /// [`Self::connect`], the employer granting `products`.
+    pub async fn connect_with(&self, customer: &str, products: &[&str]) -> String {
+        let cb = self.callback_url_for(customer, serde_json::json!({ "products": products })).await;
         let r = self.get(&cb, None).await;
         assert_eq!(r.status(), 302, "callback should redirect to the app");
         let loc = url::Url::parse(&location(&r)).expect("app url");

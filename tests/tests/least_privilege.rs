@@ -304,7 +304,8 @@ async fn run_scenario() -> (TestStack, String, String) {
     // due and queued a first sync. Acme's employer has 300 people (enough for disconnect to
     // hand part of the purge to the worker); globex's token is refused when its run starts.
     let sync_sdk = stack.sdk_as(SYNC).await;
-    let mut sync_app = perch::AppState::on_aws(stack.config.clone(), &sync_sdk, &[]).unwrap();
+    let mut sync_app =
+        perch::AppState::on_aws(stack.config.clone(), &sync_sdk, &[]).unwrap().with_sync_queue(&sync_sdk, false);
     sync_app.clock = stack.app.clock.clone();
     sync_app.prewarm().await;
     let entity = stack.record(&id).await.entities[0].id.as_str().to_owned();
@@ -515,6 +516,20 @@ async fn each_function_builds_in_init_the_clients_it_calls() {
             declared_services(function).iter().copied().filter(|s| *s != Service::Finch).collect();
         let used = called.remove(&perch_tests::access_key_id(function)).unwrap_or_default();
         assert_eq!(declared, used, "{function}: SERVICES (without Finch) against the AWS services it called");
+    }
+}
+
+/// A function whose `SERVICES` name the sync queue is built by `AppState::build_sending` (the
+/// only wiring that links SQS), and no other is: `AppState::on_aws` refuses `Service::Sqs`, and
+/// a function that does not send should not carry the client in its binary (G6).
+#[test]
+fn only_the_senders_link_the_sync_queue() {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    for function in roles(&perch_tests::template()).keys().filter(|f| *f != CHECK) {
+        let main = root.join("functions").join(function.replace('-', "_")).join("src/main.rs");
+        let main = std::fs::read_to_string(&main).unwrap_or_else(|e| panic!("{}: {e}", main.display()));
+        let sends = declared_services(function).contains(&Service::Sqs);
+        assert_eq!(main.contains("AppState::build_sending("), sends, "{function}: main.rs against its SERVICES");
     }
 }
 

@@ -4,6 +4,6 @@ use perch::{AppState, Config};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     perch::runtime::telemetry::init();
-    let app = AppState::build(Config::from_env()?, oauth_callback::SERVICES).await?;
+    let app = AppState::build_sending(Config::from_env()?, oauth_callback::SERVICES).await?;
     run(service_fn(|req| async { Ok::<_, std::convert::Infallible>(oauth_callback::handle(&app, req).await) })).await
 }

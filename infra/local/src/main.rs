@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // Locally every client is built on first use: no cold start to optimise.
     let sdk = perch::aws::sdk::sdk_config().await?;
-    let app = Arc::new(AppState::on_aws(config, &sdk, &[])?);
+    let app = Arc::new(AppState::on_aws(config, &sdk, &[])?.with_sync_queue(&sdk, false));
     // The sync worker, fed by the sync queue and the schedule (Lambda's part, locally).
     let settings = perch::flows::sync::SyncSettings::from_env()?;
     let _worker =

@@ -53,6 +53,63 @@ impl Window {
     }
 }
 
+/// Finch's limits as this deployment budgets them, read once from the environment by every
+/// caller of Finch's data and status endpoints (sync workers, the sweep), so they all name the
+/// same windows the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinchLimits {
+    /// `FINCH_PRODUCT_LIMIT` (20, Finch's): requests per product window for the whole
+    /// application; payment and pay statements get 60 % of it (Finch's 12).
+    pub product_limit: u32,
+    /// `FINCH_PRODUCT_WINDOW_SECONDS` (60, Finch's rolling minute).
+    pub product_period: Duration,
+    /// `FINCH_IP_BUDGET` (900): requests per IP window this egress IP may send, below Finch's
+    /// 1,000 (whose breach costs an hour).
+    pub ip_budget: u32,
+    /// `FINCH_IP_WINDOW_SECONDS` (300, Finch's 5 minutes).
+    pub ip_period: Duration,
+}
+
+impl FinchLimits {
+    /// Reads the four settings. The windows' lengths are Finch's; they change only if Finch's
+    /// do, or to compress time in the benchmark (BENCHMARKS.md, G13).
+    pub fn from_env(
+        env: &crate::config::Env<impl Fn(&str) -> Option<String>>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            product_limit: env.int("FINCH_PRODUCT_LIMIT", 20, 1, 10_000)?,
+            product_period: Duration::from_secs(env.number("FINCH_PRODUCT_WINDOW_SECONDS", 60, 1, 3_600)?),
+            ip_budget: env.int("FINCH_IP_BUDGET", 900, 1, 1_000)?,
+            ip_period: Duration::from_secs(env.number("FINCH_IP_WINDOW_SECONDS", 300, 1, 3_600)?),
+        })
+    }
+
+    /// The window of a data product.
+    pub fn product(&self, product: &str) -> Window {
+        let mut w = Window::product(product);
+        w.limit = if w.limit == 12 { (self.product_limit * 3 / 5).max(1) } else { self.product_limit };
+        w.reserve = w.limit / 4;
+        w.period = self.product_period;
+        w
+    }
+
+    /// This egress IP's window.
+    pub fn ip(&self) -> Window {
+        Window { period: self.ip_period, ..Window::ip("default", self.ip_budget) }
+    }
+}
+
+impl Default for FinchLimits {
+    fn default() -> Self {
+        Self {
+            product_limit: 20,
+            product_period: Duration::from_secs(60),
+            ip_budget: 900,
+            ip_period: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {

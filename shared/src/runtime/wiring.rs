@@ -17,6 +17,11 @@
 //! request then connecting as it would have. Finch is not pre-warmed: it has no unauthenticated
 //! endpoint meant for this, and every request to it counts against the 1,000 per 5 minutes
 //! per IP address that the status sweep budgets for.
+//!
+//! **The sync queue is wired apart** ([`AppState::build_sending`], [`AppState::with_sync_queue`]):
+//! only the five functions that send sync work link the SQS client. Built into every
+//! function, it added 0.9 MB to each binary and pushed the largest past G6's 10 MB
+//! (BENCHMARKS.md); the linker drops what no `main` calls.
 
 use std::sync::Arc;
 
@@ -60,6 +65,30 @@ impl AppState<Aws> {
         Ok(app)
     }
 
+    /// [`Self::build`] for a function that sends sync work: also wires the sync queue
+    /// (`SYNC_QUEUE_URL`), its client built in init when `services` names [`Service::Sqs`].
+    pub async fn build_sending(config: Config, services: &[Service]) -> Result<Self, Error> {
+        let sdk = crate::aws::sdk::sdk_config().await?;
+        let rest: Vec<Service> = services.iter().copied().filter(|s| *s != Service::Sqs).collect();
+        let app = Self::on_aws(config, &sdk, &rest)?.with_sync_queue(&sdk, services.contains(&Service::Sqs));
+        app.prewarm().await;
+        Ok(app)
+    }
+
+    /// Adds the sync queue named by `SYNC_QUEUE_URL` (none when it is unset), building its
+    /// client now if `in_init`.
+    pub fn with_sync_queue(mut self, sdk: &aws_config::SdkConfig, in_init: bool) -> Self {
+        self.sync_queue = self
+            .config
+            .sync_queue_url
+            .clone()
+            .map(|url| Arc::new(SqsSyncQueue::new(lazy(sdk, aws_sdk_sqs::Client::new), url)));
+        if let (true, Some(queue)) = (in_init, &self.sync_queue) {
+            queue.prewarm();
+        }
+        self
+    }
+
     /// Opens the DynamoDB connection now (see the module's documentation), unless
     /// `PREWARM_CONNECTIONS` is `false`. Never fails: at worst the first request connects.
     pub async fn prewarm(&self) {
@@ -78,7 +107,9 @@ impl AppState<Aws> {
         }
     }
 
-    /// Builds on an already-loaded SDK configuration (tests point it at their emulator).
+    /// Builds on an already-loaded SDK configuration (tests point it at their emulator), without
+    /// the sync queue: [`Self::with_sync_queue`] adds it. Naming [`Service::Sqs`] here is a
+    /// wiring mistake, refused so a sender cannot start without its queue.
     pub fn on_aws(config: Config, sdk: &aws_config::SdkConfig, services: &[Service]) -> Result<Self, Error> {
         let kms = lazy(sdk, aws_sdk_kms::Client::new);
         let secrets_manager = lazy(sdk, aws_sdk_secretsmanager::Client::new);
@@ -94,12 +125,7 @@ impl AppState<Aws> {
         );
         let sink = config.event_bus_name.clone().map(|bus| Arc::new(EventBridgeSink::new(eventbridge.clone(), bus)));
         let events_on = sink.is_some();
-        let queue = config
-            .sync_queue_url
-            .clone()
-            .map(|url| Arc::new(SqsSyncQueue::new(lazy(sdk, aws_sdk_sqs::Client::new), url)));
-        let mut app = Self::new(config, store, cipher, secrets, EventPublisher::new(sink));
-        app.sync_queue = queue;
+        let app = Self::new(config, store, cipher, secrets, EventPublisher::new(sink));
         for service in services {
             match service {
                 Service::Kms => {
@@ -115,9 +141,11 @@ impl AppState<Aws> {
                 Service::EventBridge => {}
                 Service::Finch => app.finch.prewarm()?,
                 Service::Sqs => {
-                    if let Some(q) = &app.sync_queue {
-                        q.prewarm();
-                    }
+                    return Err(Error::Configuration(
+                        "Service::Sqs given to AppState::on_aws: a function that sends sync work is built with \
+                         AppState::build_sending"
+                            .into(),
+                    ));
                 }
             }
         }
@@ -128,4 +156,42 @@ impl AppState<Aws> {
 fn lazy<C: 'static>(sdk: &aws_config::SdkConfig, build: fn(&aws_config::SdkConfig) -> C) -> Lazy<C> {
     let sdk = sdk.clone();
     Lazy::new(move || build(&sdk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdk() -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build()
+    }
+
+    fn config(queue: Option<&str>) -> Config {
+        Config::from_lookup(|k| match k {
+            "SYNC_QUEUE_URL" => queue.map(str::to_owned),
+            "TABLE_NAME" | "FINCH_SECRET_ID" => Some("perch".into()),
+            "KMS_KEY_ID" => Some("alias/perch".into()),
+            "FINCH_API_URL" => Some("http://finch.test".into()),
+            "FINCH_REDIRECT_URI" => Some("http://perch.test/connect/callback".into()),
+            "APP_RETURN_URL" => Some("http://app.test/connections".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sync_queue_is_wired_only_on_request() {
+        let url = "http://sqs.test/123456789012/perch-sync";
+        let plain = AppState::on_aws(config(Some(url)), &sdk(), &[Service::Kms]).unwrap();
+        assert!(plain.sync_queue.is_none());
+        let refused = AppState::on_aws(config(Some(url)), &sdk(), &[Service::Sqs]).err().unwrap();
+        assert!(refused.to_string().contains("build_sending"), "{refused}");
+        let sending = AppState::on_aws(config(Some(url)), &sdk(), &[]).unwrap().with_sync_queue(&sdk(), true);
+        assert!(sending.sync_queue.is_some());
+        let unset = AppState::on_aws(config(None), &sdk(), &[]).unwrap().with_sync_queue(&sdk(), true);
+        assert!(unset.sync_queue.is_none(), "no SYNC_QUEUE_URL, no queue");
+    }
 }

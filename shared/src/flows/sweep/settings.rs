@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::{ConfigError, Env};
+use crate::flows::budget::FinchLimits;
 
 /// How the sweep runs; read from the environment at cold start.
 #[derive(Debug, Clone)]
@@ -26,9 +27,9 @@ pub struct SweepSettings {
     /// `SWEEP_TIME_MARGIN_SECONDS` (30): stop starting work this long before the deadline.
     pub time_margin: Duration,
     /// `SWEEP_SHARED_BUDGET` (true): take each request from Finch's windows shared with the
-    /// sync workers too (`FINCH_IP_BUDGET`, 900, for the egress IP's).
+    /// sync workers too (`FINCH_IP_BUDGET`, 900, for the egress IP's; see [`FinchLimits`]).
     pub shared_budget: bool,
-    pub ip_budget: u32,
+    pub limits: FinchLimits,
 }
 
 impl SweepSettings {
@@ -50,7 +51,7 @@ impl SweepSettings {
             queue_url: env.optional("SWEEP_QUEUE_URL"),
             time_margin: Duration::from_secs(env.number("SWEEP_TIME_MARGIN_SECONDS", 30, 0, u64::MAX)?),
             shared_budget: env.flag("SWEEP_SHARED_BUDGET", true)?,
-            ip_budget: env.int("FINCH_IP_BUDGET", 900, 1, 1_000)?,
+            limits: FinchLimits::from_env(&env)?,
         })
     }
 
@@ -59,8 +60,8 @@ impl SweepSettings {
         if !self.shared_budget {
             return Vec::new();
         }
-        let mut windows = vec![crate::flows::budget::Window::ip("default", self.ip_budget)];
-        windows.extend(product.map(crate::flows::budget::Window::product));
+        let mut windows = vec![self.limits.ip()];
+        windows.extend(product.map(|p| self.limits.product(p)));
         windows
     }
 

@@ -50,6 +50,7 @@ use crate::config::Env;
 use crate::config::env::ConfigError;
 use crate::domain::sync::{SyncRecord, SyncStatus};
 use crate::domain::{ConnectionId, EntityId, Error};
+use crate::flows::budget::FinchLimits;
 use crate::store::ConnectionRecord;
 use crate::store::data::{DueSyncs, SyncStates};
 
@@ -59,12 +60,8 @@ pub struct SyncSettings {
     /// `SYNC_DIRECTORY_PAGE` (default and maximum 10,000, Finch's cap): ids per directory page,
     /// and so per individual and employment batch.
     pub page_size: u64,
-    /// `FINCH_IP_BUDGET` (default 900): requests per 5 minutes this egress IP may send,
-    /// below Finch's 1,000 (whose breach costs an hour).
-    pub ip_budget: u32,
-    /// `FINCH_PRODUCT_LIMIT` (default 20, Finch's): requests per minute per product for the
-    /// whole application; payment and pay statements get 60 % of it (Finch's 12).
-    pub product_limit: u32,
+    /// Finch's windows (`FINCH_PRODUCT_LIMIT`, `FINCH_IP_BUDGET`, …), shared with the sweep.
+    pub limits: FinchLimits,
     /// `SYNC_DEADLINE_MARGIN_SECONDS` (default 60): a run checkpoints when less than this is
     /// left before the Lambda deadline (a Finch call may take that long).
     pub deadline_margin: Duration,
@@ -81,8 +78,7 @@ impl SyncSettings {
         let env = Env(get);
         Ok(Self {
             page_size: env.number("SYNC_DIRECTORY_PAGE", 10_000, 1, crate::finch::MAX_DIRECTORY_PAGE)?,
-            ip_budget: env.int("FINCH_IP_BUDGET", 900, 1, 1_000)?,
-            product_limit: env.int("FINCH_PRODUCT_LIMIT", 20, 1, 10_000)?,
+            limits: FinchLimits::from_env(&env)?,
             deadline_margin: Duration::from_secs(env.number("SYNC_DEADLINE_MARGIN_SECONDS", 60, 1, 600)?),
             queue_url: env.optional("SYNC_QUEUE_URL"),
         })
@@ -90,15 +86,12 @@ impl SyncSettings {
 
     /// The window of a data product.
     pub fn product_window(&self, product: &str) -> crate::flows::budget::Window {
-        let mut w = crate::flows::budget::Window::product(product);
-        w.limit = if w.limit == 12 { (self.product_limit * 3 / 5).max(1) } else { self.product_limit };
-        w.reserve = w.limit / 4;
-        w
+        self.limits.product(product)
     }
 
     /// This egress IP's window.
     pub fn ip_window(&self) -> crate::flows::budget::Window {
-        crate::flows::budget::Window::ip("default", self.ip_budget)
+        self.limits.ip()
     }
 }
 
