@@ -26,12 +26,23 @@ pub struct AwsFault {
     /// The AWS error code, e.g. `ThrottlingException`.
     pub error_type: String,
     pub times: u32,
+    /// Matching requests let through before the fault starts (a fault in the middle of a run).
+    pub after: u32,
+    /// Only requests whose body contains this (one kind of write among a target's).
+    pub body_contains: Option<String>,
 }
 
 impl AwsFault {
     /// A fault that outlasts the SDK's own retries (3 attempts in standard mode).
     pub fn outage(target: &str, status: u16, error_type: &str) -> Self {
-        Self { target: target.to_owned(), status, error_type: error_type.to_owned(), times: 3 }
+        Self {
+            target: target.to_owned(),
+            status,
+            error_type: error_type.to_owned(),
+            times: 3,
+            after: 0,
+            body_contains: None,
+        }
     }
 }
 
@@ -113,7 +124,18 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         let mut i = inner.lock().unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         i.calls.push(AwsCall { principal, target: target.clone(), body });
-        let hit = i.faults.iter().position(|f| target.starts_with(&f.target) && f.times > 0);
+        let text = String::from_utf8_lossy(&bytes);
+        let hit = i.faults.iter().position(|f| {
+            target.starts_with(&f.target)
+                && f.times > 0
+                && f.body_contains.as_deref().is_none_or(|part| text.contains(part))
+        });
+        let hit = hit.filter(|idx| {
+            let f = &mut i.faults[*idx];
+            let through = f.after > 0;
+            f.after = f.after.saturating_sub(1);
+            !through
+        });
         hit.map(|idx| {
             i.faults[idx].times -= 1;
             i.injected += 1;

@@ -149,6 +149,8 @@ enum Aws {
     /// Direct, with a sync queue of its own (`run_sync_queue` plays the worker).
     DirectSyncing,
     Proxy,
+    /// Through the fault-injecting proxy, with a sync queue of its own.
+    ProxySyncing,
     ProxyPerFunction,
 }
 
@@ -194,6 +196,11 @@ impl TestStack {
         Self::build(tweak, false, Aws::DirectSyncing).await
     }
 
+    /// [`Self::start_syncing`] through the fault-injecting proxy (`stack.aws`).
+    pub async fn start_syncing_with_aws_faults(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
+        Self::build(tweak, true, Aws::ProxySyncing).await
+    }
+
     /// A stack whose functions reach AWS through a fault-injecting proxy (`stack.aws`).
     pub async fn start_with_aws_faults() -> Self {
         Self::build(|_| {}, true, Aws::Proxy).await
@@ -231,7 +238,7 @@ impl TestStack {
         let emu = finch_emulator::EmulatorConfig::default();
         let table = format!("perch-test-{run}");
         let records = format!("perch-test-records-{run}");
-        let syncing = matches!(aws_mode, Aws::DirectSyncing);
+        let syncing = matches!(aws_mode, Aws::DirectSyncing | Aws::ProxySyncing);
         let queue = format!("perch-test-sync-{run}");
         let alias = format!("alias/perch-test-{run}");
         let secret = format!("perch/test/{run}");
@@ -371,6 +378,13 @@ impl TestStack {
             r = r.bearer_auth(t);
         }
         r.send().await.expect("POST")
+    }
+
+    /// `GET path` with `token`, asserting 200; its JSON.
+    pub async fn get_ok(&self, token: &str, path: String) -> Value {
+        let r = self.get(&path, Some(token)).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.expect("json")
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {

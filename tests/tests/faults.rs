@@ -102,12 +102,7 @@ async fn dynamodb_throttling_at_each_step_is_a_clear_503_and_retries_complete() 
     let (s, _) = code_of(stack.get("/connections", Some(&token)).await).await;
     assert_eq!(s, 503);
     let delete = || stack.http.delete(format!("{}/connections/{id}", stack.base)).bearer_auth(&token).send();
-    aws.inject(AwsFault {
-        target: "DynamoDB_20120810.UpdateItem".into(),
-        status: 500,
-        error_type: "InternalServerError".into(),
-        times: 3,
-    });
+    aws.inject(AwsFault::outage("DynamoDB_20120810.UpdateItem", 500, "InternalServerError"));
     // The first UpdateItem (mark disconnecting) fails; nothing was sent to Finch.
     assert_eq!(delete().await.unwrap().status(), 503);
     assert_eq!(stack.finch_calls("POST", "/disconnect"), 0);

@@ -628,21 +628,13 @@ async fn on_the_stack_a_connection_syncs_a_hire_reaches_the_feed_and_disconnect_
     let id = perch_tests::query(&perch_tests::location(&back), "connection_id").expect("connected");
     assert_eq!(stack.run_sync_queue().await, 1, "the callback queued the first sync");
     let acme = stack.token("acme");
-    let get = |path: String| {
-        let (stack, acme) = (&stack, &acme);
-        async move {
-            let r = stack.get(&path, Some(acme)).await;
-            assert_eq!(r.status(), 200, "{path}");
-            r.json::<serde_json::Value>().await.unwrap()
-        }
-    };
-    let st = get(format!("/connections/{id}/sync")).await;
+    let st = stack.get_ok(&acme, format!("/connections/{id}/sync")).await;
     assert_eq!(st["entities"][0]["state"], "current", "{st}");
     assert_eq!(st["entities"][0]["last_success"]["counts"]["added"], 61);
-    let people = get(format!("/connections/{id}/employees?limit=500")).await;
+    let people = stack.get_ok(&acme, format!("/connections/{id}/employees?limit=500")).await;
     assert_eq!(people["employees"].as_array().unwrap().len(), 20);
     assert!(people["employees"][0]["individual"]["first_name"].is_string());
-    let feed = get(format!("/connections/{id}/changes?limit=1000")).await;
+    let feed = stack.get_ok(&acme, format!("/connections/{id}/changes?limit=1000")).await;
     assert_eq!(feed["changes"].as_array().unwrap().len(), 61);
     let cursor = feed["next_cursor"].as_str().unwrap().to_owned();
 
@@ -650,7 +642,7 @@ async fn on_the_stack_a_connection_syncs_a_hire_reaches_the_feed_and_disconnect_
     let hired = stack.change_people(&id, &json!({"action": "hire"})).await;
     assert!(hired["webhook_statuses"].as_array().unwrap().iter().all(|s| s == 200), "{hired}");
     assert!(stack.run_sync_queue().await >= 1);
-    let news = get(format!("/connections/{id}/changes?cursor={cursor}")).await;
+    let news = stack.get_ok(&acme, format!("/connections/{id}/changes?cursor={cursor}")).await;
     let changes = news["changes"].as_array().unwrap();
     let hire: Vec<_> = changes.iter().filter(|c| c["id"] == hired["individual_id"]).collect();
     assert_eq!(hire.len(), 3, "the hire's directory entry, individual and employment: {news}");
@@ -793,4 +785,108 @@ async fn the_sweep_and_the_sync_take_from_the_same_finch_windows() {
     assert_eq!(taken as usize, 4 + checks, "the sync's four requests and the sweep's, in one window");
     let company = f.mem.store.read_windows(&["product:company"]).await.unwrap().remove(0);
     assert!(company.taken.iter().map(|(_, n)| n).sum::<u32>() >= 1);
+}
+
+/// AWS failing in the middle of a run (the SDK's own retries exhausted): the run stops with a
+/// reason, what it had written stays consistent and readable, nothing is removed, and the next
+/// run completes from there. A refresh that fails leaves the previous snapshot as it was.
+#[tokio::test]
+async fn dynamodb_and_kms_failing_mid_run_leave_a_clear_state_and_a_consistent_snapshot() {
+    use perch_tests::aws_faults::AwsFault;
+    use serde_json::Value;
+    let stack = perch_tests::TestStack::start_syncing_with_aws_faults(|env| {
+        env.insert("FINCH_TIMEOUT_MS", "30000".into());
+        // Pages of 40: a pass of 100 people is several pages and several transactions.
+        env.insert("SYNC_DIRECTORY_PAGE", "40".into());
+    })
+    .await;
+    let aws = stack.aws.as_ref().unwrap();
+    stack.finch.shared.world().default_employees = Some(100);
+    let id = stack.connect_with("acme", ORG).await;
+    let acme = stack.token("acme");
+    let people = |v: &Value| v["employees"].as_array().map_or(0, Vec::len);
+    let all_three = |v: &Value| {
+        v["employees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["directory"].is_object() && p["individual"].is_object() && p["employment"].is_object())
+    };
+
+    // KMS refuses to make the connection's data key: nothing written, the reason said.
+    aws.inject(AwsFault::outage("TrentService.GenerateDataKey", 500, "KMSInternalException"));
+    stack.run_sync_queue().await;
+    let st = stack.get_ok(&acme, format!("/connections/{id}/sync")).await;
+    assert_eq!(
+        (st["entities"][0]["state"].as_str(), st["entities"][0]["reason"].as_str()),
+        (Some("error"), Some("key_unavailable")),
+        "{st}"
+    );
+    assert_eq!(people(&stack.get_ok(&acme, format!("/connections/{id}/employees?limit=500")).await), 0);
+
+    // DynamoDB refuses the run's second write of records and their feed entries: the first
+    // stays, whole.
+    aws.clear();
+    let records_write = || AwsFault {
+        body_contains: Some("CH#".into()),
+        ..AwsFault::outage("DynamoDB_20120810.TransactWriteItems", 500, "InternalServerError")
+    };
+    aws.inject(AwsFault { after: 1, ..records_write() });
+    let r = stack.post_json(&format!("/connections/{id}/sync"), Some(&acme), &json!({})).await;
+    assert_eq!(r.status(), 202);
+    stack.run_sync_queue().await;
+    assert!(aws.injected() >= 3, "the fault was met");
+    let st = stack.get_ok(&acme, format!("/connections/{id}/sync")).await;
+    assert_eq!(
+        (st["entities"][0]["state"].as_str(), st["entities"][0]["reason"].as_str()),
+        (Some("error"), Some("storage_unavailable")),
+        "{st}"
+    );
+    let feed = stack.get_ok(&acme, format!("/connections/{id}/changes?limit=1000")).await;
+    let partial = feed["changes"].as_array().unwrap().len();
+    assert!(partial > 0 && partial < 301, "one transaction's changes, no more: {partial}");
+    assert!(feed["changes"].as_array().unwrap().iter().all(|c| c["op"] == "added"));
+
+    // Cleared: the next run completes; the feed is every record once, nothing removed.
+    aws.clear();
+    let r = stack.post_json(&format!("/connections/{id}/sync"), Some(&acme), &json!({})).await;
+    assert_eq!(r.status(), 202);
+    stack.run_sync_queue().await;
+    let st = stack.get_ok(&acme, format!("/connections/{id}/sync")).await;
+    assert_eq!(st["entities"][0]["state"], "current", "{st}");
+    let view = stack.get_ok(&acme, format!("/connections/{id}/employees?limit=500")).await;
+    assert_eq!(people(&view), 100);
+    assert!(all_three(&view));
+    let feed = stack.get_ok(&acme, format!("/connections/{id}/changes?limit=1000")).await;
+    let changes = feed["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 301, "the company and 100 people's three records, each added once");
+    assert!(changes.iter().all(|c| c["op"] == "added"));
+    let cursor = feed["next_cursor"].as_str().unwrap().to_owned();
+
+    // A refresh (someone leaves, someone is hired) cut by DynamoDB at its first write: the
+    // previous snapshot is whole and the feed has nothing new.
+    let gone = view["employees"][0]["individual_id"].as_str().unwrap().to_owned();
+    stack.change_people(&id, &json!({"action": "remove", "individual_id": gone})).await;
+    stack.change_people(&id, &json!({"action": "hire"})).await;
+    aws.inject(records_write());
+    let r = stack.post_json(&format!("/connections/{id}/sync"), Some(&acme), &json!({})).await;
+    assert!(r.status() == 202 || r.status() == 200, "{}", r.status());
+    stack.run_sync_queue().await;
+    let st = stack.get_ok(&acme, format!("/connections/{id}/sync")).await;
+    assert_eq!(st["entities"][0]["state"], "error", "{st}");
+    assert_eq!(st["entities"][0]["last_success"]["counts"]["added"], 301, "the last success is kept: {st}");
+    let before = stack.get_ok(&acme, format!("/connections/{id}/employees?limit=500")).await;
+    assert_eq!(people(&before), 100);
+    assert!(all_three(&before));
+    let news = stack.get_ok(&acme, format!("/connections/{id}/changes?cursor={cursor}")).await;
+    assert_eq!(news["changes"], json!([]), "nothing half-written reached the feed");
+
+    aws.clear();
+    stack.post_json(&format!("/connections/{id}/sync"), Some(&acme), &json!({})).await;
+    stack.run_sync_queue().await;
+    let news = stack.get_ok(&acme, format!("/connections/{id}/changes?cursor={cursor}&limit=1000")).await;
+    let changes = news["changes"].as_array().unwrap();
+    let removed: Vec<_> = changes.iter().filter(|c| c["op"] == "removed").collect();
+    assert!(removed.len() == 3 && removed.iter().all(|c| c["id"] == gone.as_str()), "{news}");
+    assert!(changes.iter().any(|c| c["op"] == "added"), "the hire arrives: {news}");
 }

@@ -67,27 +67,80 @@ pub async fn run<A: Adapters>(
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     let lease_until = now + remaining + Duration::from_secs(60);
-    let key_item = match store.take_lease(id, &run_id, now, lease_until).await? {
-        Lease::Taken(k) => k,
+    let opened = match store.take_lease(id, &run_id, now, lease_until).await? {
+        Lease::Taken(k) => match app.cipher.unwrap(&k.wrapped, id, &rec.customer).await {
+            Ok(key) => Runner::start(app, settings, store, &rec, run_id.clone(), key, k.next_seq, deadline).await,
+            Err(e) => Err(e),
+        },
         Lease::Held { until } => {
             fold_into_running(store, &rec, work, now).await?;
             return Ok(RunOutcome::Busy { until });
         }
-        Lease::NoKey => {
-            let (key, wrapped) = app.cipher.generate(id, &rec.customer).await?;
-            if !store.create_key(id, &wrapped, &run_id, lease_until).await? {
-                // Another run made it first (then it holds the lease), or the connection is
-                // being disconnected.
-                return match store.take_lease(id, &run_id, now, lease_until).await? {
-                    Lease::Held { until } => Ok(RunOutcome::Busy { until }),
-                    _ => Ok(RunOutcome::Gone),
-                };
+        Lease::NoKey => match app.cipher.generate(id, &rec.customer).await {
+            Ok((key, wrapped)) => {
+                if !store.create_key(id, &wrapped, &run_id, lease_until).await? {
+                    // Another run made it first (then it holds the lease), or the connection is
+                    // being disconnected.
+                    return match store.take_lease(id, &run_id, now, lease_until).await? {
+                        Lease::Held { until } => Ok(RunOutcome::Busy { until }),
+                        _ => Ok(RunOutcome::Gone),
+                    };
+                }
+                Runner::start(app, settings, store, &rec, run_id.clone(), key, 1, deadline).await
             }
-            return Runner::start(app, settings, store, &rec, run_id, key, 1, deadline).await?.run_all(work).await;
-        }
+            Err(e) => Err(e),
+        },
     };
-    let key = app.cipher.unwrap(&key_item.wrapped, id, &rec.customer).await?;
-    Runner::start(app, settings, store, &rec, run_id, key, key_item.next_seq, deadline).await?.run_all(work).await
+    match opened {
+        Ok(runner) => runner.run_all(work).await,
+        Err(e) => not_started(app, store, &rec, work, &run_id, e).await,
+    }
+}
+
+/// The run could not start: the connection's data key or its token could not be read (KMS).
+/// Each entity asked for says so (`error`, its reason, retried later with the same backoff as a
+/// failed pass), the lease is let go, and the message is done: the schedule retries. Only if
+/// that cannot be written either does the error go back to the queue, which retries it.
+async fn not_started<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn SyncWorkerStore,
+    rec: &ConnectionRecord,
+    work: &SyncWork,
+    run_id: &str,
+    e: Error,
+) -> Result<RunOutcome, Error> {
+    let reason = reason_of(&e);
+    tracing::error!(connection_id = %rec.connection_id, reason, error = %e.chain(), "sync run could not start; retried later");
+    let now = app.clock.now();
+    let states: HashMap<EntityId, SyncItem> =
+        store.sync_states(&rec.connection_id).await?.into_iter().map(|s| (s.entity.clone(), s)).collect();
+    for entity in rec.live_entities().filter(|e| work.entities.as_ref().is_none_or(|es| es.contains(&e.id))) {
+        let (mut record, version) = match states.get(&entity.id) {
+            Some(i) => (i.record.clone(), i.version),
+            None => (SyncRecord::queued(now), 0),
+        };
+        record.status = SyncStatus::Error { reason: reason.to_owned() };
+        record.next_attempt_at = Some(now + retry_delay(Retry::Failed, record.attempts));
+        record.attempts += 1;
+        record.updated_at = now;
+        // A lost race means a newer state was written (a trigger): it is due anyway.
+        store.write_sync(&rec.connection_id, &entity.id, &record, version).await?;
+        let failed = SyncFinished {
+            connection_id: rec.connection_id.clone(),
+            customer_id: rec.customer.clone(),
+            entity_id: entity.id.clone(),
+            state: record.status.name(),
+            reason: Some(reason.to_owned()),
+            added: 0,
+            updated: 0,
+            removed: 0,
+            data_retrieved: None,
+            finished_at: now,
+        };
+        app.events.publish_sync(false, &failed).await;
+    }
+    store.release_lease(&rec.connection_id, run_id).await?;
+    Ok(RunOutcome::Finished)
 }
 
 /// A run asked for while another holds the connection: the running one is asked to run
@@ -335,7 +388,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
         record.run = Some(checkpoint.clone());
         record.updated_at = now;
         version = self.save(entity, &mut record, version).await?;
-        let mut pass = Pass { entity, priority, hashes: HashMap::new(), checkpoint, record, version };
+        let mut pass = Pass { entity, priority, hashes: HashMap::new(), checkpoint, record, version, unchanged: 0 };
         let result = self.pass(&mut pass).await;
         self.settle(pass, result).await
     }
@@ -375,7 +428,8 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 match self.call(p, Ask::Company).await? {
                     Some(Reply::Company(raw)) => {
                         let change = self.diff(p, RecordKind::Company, "company", &raw)?;
-                        self.apply(change.into_iter().collect()).await?;
+                        self.apply(&mut p.checkpoint.counts, change.into_iter().collect()).await?;
+                        p.checkpoint.counts.unchanged += std::mem::take(&mut p.unchanged);
                     }
                     Some(_) => return Err(Error::internal("Finch's company call answered another shape").into()),
                     None => refused(p, RecordKind::Company),
@@ -404,6 +458,8 @@ impl<'a, A: Adapters> Runner<'a, A> {
             let total = page.paging.count;
             self.page(p, page).await?;
             let c = &mut p.checkpoint;
+            // Counted with the page: a page retried after a failure counts once.
+            c.counts.unchanged += std::mem::take(&mut p.unchanged);
             c.directory_offset += listed;
             c.pages += 1;
             let done = listed == 0 || total.is_none_or(|t| c.directory_offset >= t);
@@ -428,7 +484,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             ids.push(id);
         }
         drop(page);
-        self.apply(std::mem::take(&mut changes)).await?;
+        self.apply(&mut p.checkpoint.counts, std::mem::take(&mut changes)).await?;
         for (kind, ask) in
             [(RecordKind::Individual, Ask::Individuals(&ids)), (RecordKind::Employment, Ask::Employments(&ids))]
         {
@@ -454,7 +510,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 Some(_) => return Err(Error::internal("a batch call answered another shape").into()),
                 None => refused(p, kind),
             }
-            self.apply(std::mem::take(&mut changes)).await?;
+            self.apply(&mut p.checkpoint.counts, std::mem::take(&mut changes)).await?;
         }
         let page_no = p.checkpoint.pages;
         let run = p.checkpoint.run_id.clone();
@@ -480,12 +536,11 @@ impl<'a, A: Adapters> Runner<'a, A> {
         let changes: Vec<RecordChange> = gone
             .into_iter()
             .map(|(kind, id)| {
-                p.checkpoint.counts.count(Some(ChangeOp::Removed));
                 p.hashes.remove(&(kind, id.clone()));
                 RecordChange { kind, entity: p.entity.clone(), id, op: ChangeOp::Removed, content: None }
             })
             .collect();
-        self.apply(changes).await
+        self.apply(&mut p.checkpoint.counts, changes).await
     }
 
     async fn load_hashes(&self, p: &mut Pass<'_>) -> Result<(), Stop> {
@@ -527,18 +582,26 @@ impl<'a, A: Adapters> Runner<'a, A> {
             Some(_) => Some(ChangeOp::Updated),
             None => Some(ChangeOp::Added),
         };
-        p.checkpoint.counts.count(op);
-        let Some(op) = op else { return Ok(None) };
+        let Some(op) = op else {
+            p.unchanged += 1;
+            return Ok(None);
+        };
         let sealed = self.key.seal(rid, &canonical)?;
         Ok(Some(RecordChange { kind, entity: p.entity.clone(), id: id.to_owned(), op, content: Some((sealed, hash)) }))
     }
 
-    /// Writes changes in transactions, each numbered from the feed's next sequence.
-    async fn apply(&mut self, changes: Vec<RecordChange>) -> Result<(), Stop> {
+    /// Writes changes in transactions, each numbered from the feed's next sequence, and counts
+    /// each once it is written: the counts are what the feed received, whatever fails later.
+    async fn apply(&mut self, counts: &mut Counts, changes: Vec<RecordChange>) -> Result<(), Stop> {
         for chunk in changes.chunks(MAX_CHANGES_PER_WRITE) {
             let at = self.now();
             match self.store.apply_changes(&self.rec.connection_id, &self.run_id, self.next_seq, chunk, at).await? {
-                Applied::Yes => self.next_seq += chunk.len() as u64,
+                Applied::Yes => {
+                    self.next_seq += chunk.len() as u64;
+                    for c in chunk {
+                        counts.count(Some(c.op));
+                    }
+                }
                 Applied::LeaseLost => return Err(Stop::LeaseLost),
             }
         }
@@ -874,4 +937,6 @@ struct Pass<'e> {
     checkpoint: Checkpoint,
     record: SyncRecord,
     version: u64,
+    /// Records found unchanged on the page in progress, counted when the page is done.
+    unchanged: u64,
 }
