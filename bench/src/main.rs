@@ -330,6 +330,10 @@ fn environment(stack: &TestStack, aws: &aws::AwsEndpoint, runtime_api: &str, nam
         ("SWEEP_BUDGET_REQUESTS", "1000000".into()),
         ("SWEEP_BUDGET_WINDOW_SECONDS", "1".into()),
         ("SWEEP_TIME_MARGIN_SECONDS", "0".into()),
+        // The windows the sweep shares with the sync workers count real seconds (two DynamoDB
+        // calls a check); 10,000 warm rounds would wait for them. They are measured with the
+        // sync (`bench/src/sync.rs`, G13).
+        ("SWEEP_SHARED_BUDGET", "false".into()),
         ("AWS_ENDPOINT_URL", aws.url.clone()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
@@ -347,6 +351,10 @@ fn environment(stack: &TestStack, aws: &aws::AwsEndpoint, runtime_api: &str, nam
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // The synced data's table, for the functions template.yaml gives it to.
+    if ["oauth-callback", "disconnect", "connection-sync", "connection-data", "sync-worker"].contains(&name) {
+        env.push(("RECORDS_TABLE_NAME".into(), c.records_table_name.clone().unwrap_or_default()));
+    }
     // PATH for the peer's `node`; SSL_CERT_FILE as template.yaml sets it (scripts/bench.sh
     // passes this machine's bundle).
     for k in ["PATH", "SSL_CERT_FILE"] {
