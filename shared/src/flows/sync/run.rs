@@ -482,9 +482,14 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 .map_err(|e| Error::internal(format!("a directory entry without an id: column {}", e.column())))?;
             changes.extend(self.diff(p, RecordKind::Directory, &id, raw)?);
             ids.push(id);
+            // Written as they fill a transaction: sealed changes never pile up for a page.
+            if changes.len() >= MAX_CHANGES_PER_WRITE {
+                self.apply(&mut p.checkpoint.counts, std::mem::take(&mut changes)).await?;
+            }
         }
         drop(page);
         self.apply(&mut p.checkpoint.counts, std::mem::take(&mut changes)).await?;
+        let listed: HashSet<String> = ids.iter().cloned().collect();
         for (kind, ask) in
             [(RecordKind::Individual, Ask::Individuals(&ids)), (RecordKind::Employment, Ask::Employments(&ids))]
         {
@@ -501,10 +506,13 @@ impl<'a, A: Adapters> Runner<'a, A> {
                         // An item Finch could not answer (a 404: the person left between the
                         // directory and the batch) keeps its previous version; its id is in the
                         // directory, so it is not removed either.
-                        if item.code != 200 || !ids.contains(&item.individual_id) {
+                        if item.code != 200 || !listed.contains(&item.individual_id) {
                             continue;
                         }
                         changes.extend(self.diff(p, kind, &item.individual_id, &item.body)?);
+                        if changes.len() >= MAX_CHANGES_PER_WRITE {
+                            self.apply(&mut p.checkpoint.counts, std::mem::take(&mut changes)).await?;
+                        }
                     }
                 }
                 Some(_) => return Err(Error::internal("a batch call answered another shape").into()),
