@@ -99,17 +99,6 @@ impl FinchLimits {
     }
 }
 
-impl Default for FinchLimits {
-    fn default() -> Self {
-        Self {
-            product_limit: 20,
-            product_period: Duration::from_secs(60),
-            ip_budget: 900,
-            ip_period: Duration::from_secs(300),
-        }
-    }
-}
-
 /// Who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {

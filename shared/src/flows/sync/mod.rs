@@ -83,16 +83,6 @@ impl SyncSettings {
             queue_url: env.optional("SYNC_QUEUE_URL"),
         })
     }
-
-    /// The window of a data product.
-    pub fn product_window(&self, product: &str) -> crate::flows::budget::Window {
-        self.limits.product(product)
-    }
-
-    /// This egress IP's window.
-    pub fn ip_window(&self) -> crate::flows::budget::Window {
-        self.limits.ip()
-    }
 }
 
 /// Marks every live entity of a new (or re-authenticated) connection queued and due now, so

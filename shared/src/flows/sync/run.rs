@@ -125,22 +125,38 @@ async fn not_started<A: Adapters>(
         record.updated_at = now;
         // A lost race means a newer state was written (a trigger): it is due anyway.
         store.write_sync(&rec.connection_id, &entity.id, &record, version).await?;
-        let failed = SyncFinished {
-            connection_id: rec.connection_id.clone(),
-            customer_id: rec.customer.clone(),
-            entity_id: entity.id.clone(),
-            state: record.status.name(),
-            reason: Some(reason.to_owned()),
-            added: 0,
-            updated: 0,
-            removed: 0,
-            data_retrieved: None,
-            finished_at: now,
-        };
-        app.events.publish_sync(false, &failed).await;
+        announce(app, rec, &entity.id, &record, false, Some(reason.to_owned()), now).await;
     }
     store.release_lease(&rec.connection_id, run_id).await?;
     Ok(RunOutcome::Finished)
+}
+
+/// `Connection Sync Completed` (with the last success's counts) or `… Failed` (with the
+/// reason): ids, the state, counts; never data.
+async fn announce<A: Adapters>(
+    app: &AppState<A>,
+    rec: &ConnectionRecord,
+    entity: &EntityId,
+    record: &SyncRecord,
+    completed: bool,
+    reason: Option<String>,
+    now: OffsetDateTime,
+) {
+    let last = record.last_success.as_ref().filter(|_| completed);
+    let counts = last.map(|l| l.counts).unwrap_or_default();
+    let done = SyncFinished {
+        connection_id: rec.connection_id.clone(),
+        customer_id: rec.customer.clone(),
+        entity_id: entity.clone(),
+        state: record.status.name(),
+        reason,
+        added: counts.added,
+        updated: counts.updated,
+        removed: counts.removed,
+        data_retrieved: last.and_then(|l| l.data_retrieved.clone()),
+        finished_at: now,
+    };
+    app.events.publish_sync(completed, &done).await;
 }
 
 /// A run asked for while another holds the connection: the running one is asked to run
@@ -620,7 +636,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
     /// Finch refused the product (403).
     async fn call(&self, p: &Pass<'_>, ask: Ask<'_>) -> Result<Option<Reply>, Stop> {
         let product = ask.product();
-        let windows = [self.settings.product_window(product), self.settings.ip_window()];
+        let windows = [self.settings.limits.product(product), self.settings.limits.ip()];
         let mut attempt = 0;
         loop {
             self.take(&windows, p.priority).await?;
@@ -746,7 +762,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
         p.record.updated_at = now;
         self.save(p.entity, &mut p.record, p.version).await?;
         if let Some((completed, reason)) = event {
-            self.announce(p.entity, &p.record, completed, reason, now).await;
+            announce(self.app, self.rec, p.entity, &p.record, completed, reason, now).await;
         }
         Ok(passed_on)
     }
@@ -835,33 +851,6 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 (None, Some((false, Some(reason.to_owned()))))
             }
         }
-    }
-
-    /// `Connection Sync Completed` (with the last success's counts) or `… Failed` (with the
-    /// reason): ids, the state, counts; never data.
-    async fn announce(
-        &self,
-        entity: &EntityId,
-        record: &SyncRecord,
-        completed: bool,
-        reason: Option<String>,
-        now: OffsetDateTime,
-    ) {
-        let last = record.last_success.as_ref().filter(|_| completed);
-        let counts = last.map(|l| l.counts).unwrap_or_default();
-        let done = SyncFinished {
-            connection_id: self.rec.connection_id.clone(),
-            customer_id: self.rec.customer.clone(),
-            entity_id: entity.clone(),
-            state: record.status.name(),
-            reason,
-            added: counts.added,
-            updated: counts.updated,
-            removed: counts.removed,
-            data_retrieved: last.and_then(|l| l.data_retrieved.clone()),
-            finished_at: now,
-        };
-        self.app.events.publish_sync(completed, &done).await;
     }
 
     /// A 401: every entity waits for the employer, and the connection says so.
