@@ -298,3 +298,77 @@ def test_sandbox_changes_and_control_changes_send_data_webhooks(emulator):
         assert control(emulator, "/_emulator/violations") == []
     finally:
         server.shutdown()
+
+
+def test_payments_pay_statements_paging_caps_and_statements_still_being_fetched(emulator):
+    products = ["company", "directory", "individual", "employment", "payment", "pay_statement"]
+    conn, employer = sandbox_employer(emulator, products=products, employee_size=30)
+    entity = [conn.entity_id]
+    summary = control(emulator, f"/_emulator/connections/{conn.connection_id}/payroll")
+
+    # Two years and the year to date, in one answer (the endpoint has no paging).
+    payments = list(employer.hris.payments.list(start_date=summary["first_pay_date"],
+                                                end_date=summary["last_pay_date"], entity_ids=entity))
+    assert len(payments) == summary["payments"] > 60
+    assert {f for p in payments for f in p.pay_frequencies} == {"bi_weekly", "semi_monthly"}
+    assert all(p.pay_period.start_date <= p.pay_period.end_date and p.gross_pay.currency == "usd" for p in payments)
+    window = list(employer.hris.payments.list(start_date=payments[3].pay_date, end_date=payments[3].pay_date))
+    assert payments[3].id in {p.id for p in window} and all(p.pay_date == payments[3].pay_date for p in window)
+
+    # One payment paged on its own; the pages add up to the payment.
+    one = max(payments, key=lambda p: len(p.individual_ids))
+    statements, offset = [], 0
+    while True:
+        page = list(employer.hris.pay_statements.retrieve_many(
+            requests=[{"payment_id": one.id, "limit": 7, "offset": offset}], entity_ids=entity))[0]
+        assert page.code == 200 and page.body.paging.count == len(one.individual_ids)
+        statements += page.body.pay_statements
+        offset += 7
+        if offset >= page.body.paging.count:
+            break
+    assert sorted(s.individual_id for s in statements) == sorted(one.individual_ids)
+    assert sum(s.gross_pay.amount for s in statements) == one.gross_pay.amount
+    assert sum(s.net_pay.amount for s in statements) == one.net_pay.amount
+
+    # Ten payments a request, each answered on its own.
+    ten = list(employer.hris.pay_statements.retrieve_many(
+        requests=[{"payment_id": p.id, "limit": 5000} for p in payments[:10]], entity_ids=entity))
+    assert [r.payment_id for r in ten] == [p.id for p in payments[:10]]
+    for r, p in zip(ten, payments[:10]):
+        assert sum(s.gross_pay.amount for s in r.body.pay_statements) == p.gross_pay.amount
+
+    with pytest.raises(finch.UnprocessableEntityError) as too_many:
+        employer.hris.pay_statements.retrieve_many(requests=[{"payment_id": one.id}] * 11, entity_ids=entity)
+    assert too_many.value.body["finch_code"] == "batch_limit_exceeded"
+    with pytest.raises(finch.UnprocessableEntityError) as too_big:
+        employer.hris.pay_statements.retrieve_many(requests=[{"payment_id": one.id, "limit": 5001}], entity_ids=entity)
+    assert too_big.value.body["finch_code"] == "page_size_limit_exceeded"
+
+    # The latest payment's statements are still being fetched: a 202 inside the 200, for it alone.
+    latest = payments[-1]
+    control(emulator, f"/_emulator/connections/{conn.connection_id}/payroll", {"pending_latest": 1})
+    missing = "00000000-0000-4000-8000-000000000000"
+    mixed = list(employer.hris.pay_statements.retrieve_many(
+        requests=[{"payment_id": latest.id}, {"payment_id": payments[0].id}, {"payment_id": missing}]))
+    assert [r.code for r in mixed] == [202, 200, 404]
+    assert mixed[0].body.finch_code == "data_sync_in_progress"
+    assert mixed[2].body.finch_code == "payment_not_found"
+    control(emulator, f"/_emulator/connections/{conn.connection_id}/payroll", {})
+    again = list(employer.hris.pay_statements.retrieve_many(requests=[{"payment_id": latest.id}]))
+    assert again[0].code == 200 and again[0].body.pay_statements
+
+    # A payment made through the sandbox, with the statements given.
+    someone = payments[-1].individual_ids[0]
+    made = employer.sandbox.payment.create(
+        start_date=latest.pay_date, end_date=latest.pay_date,
+        pay_statements=[{"individual_id": someone, "gross_pay": 123_400, "net_pay": 100_000,
+                         "earnings": [{"type": "bonus", "name": "Spot Bonus", "amount": 123_400}]}])
+    listed = list(employer.hris.payments.list(start_date=latest.pay_date, end_date=latest.pay_date))
+    assert made.payment_id in {p.id for p in listed}
+    got = list(employer.hris.pay_statements.retrieve_many(requests=[{"payment_id": made.payment_id}]))[0]
+    assert got.code == 200 and got.body.pay_statements[0].gross_pay.amount == 123_400
+    assert got.body.pay_statements[0].earnings[0].currency == "usd"
+
+    # The emulator answered the two oversized requests as Finch does, and noted that they broke the spec.
+    violations = control(emulator, "/_emulator/violations")
+    assert len(violations) == 2 and all("pay-statement" in v for v in violations), violations

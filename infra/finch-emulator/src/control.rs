@@ -16,6 +16,11 @@
 //! - `POST /_emulator/data_sync {"finch_code", "seconds"?}` — every connection made from now on
 //!   starts in that 202 phase (for that long; `{"finch_code": null}`: new connections have data
 //!   at once, the default);
+//! - `POST /_emulator/connections/{id}/payroll {"pending_latest"?, "pending_payment_ids"?,
+//!   "seconds"?, "entity_id"?}` — the statements of the latest N payments (or of those named)
+//!   answer 202 inside the 200 (for that long); `{}` ends it and sends
+//!   `job.initial_data_sync_payroll.succeeded`. `GET` with `?entity_id=` says what the payroll
+//!   holds: payments, statements, first and last pay date;
 //! - `GET /_emulator/connections` — every connection held;
 //! - `POST /_emulator/faults {path?, method?, status?, latency_ms?, retry_after?, times?}`,
 //!   `DELETE /_emulator/faults` — inject or clear faults;
@@ -54,6 +59,7 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/connections/{id}/people", post(people))
         .route("/_emulator/connections/{id}/employees", post(employees))
         .route("/_emulator/connections/{id}/data_sync", post(data_sync))
+        .route("/_emulator/connections/{id}/payroll", post(payroll).get(payroll_summary))
         .route("/_emulator/data_sync", post(new_connections_data_sync))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/clock", post(clock))
@@ -174,6 +180,80 @@ async fn data_sync(State(s): State<Shared>, Path(id): Path<String>, Json(b): Jso
         _ => 0,
     };
     Json(json!({"finch_code": b.finch_code, "webhook_status": delivered})).into_response()
+}
+
+#[derive(Deserialize)]
+struct PayrollBody {
+    #[serde(default)]
+    pending_latest: usize,
+    #[serde(default)]
+    pending_payment_ids: Vec<String>,
+    #[serde(default)]
+    seconds: Option<i64>,
+    #[serde(default)]
+    entity_id: Option<String>,
+}
+
+/// The entity a control request names, of connection `id` (its first unless named).
+fn entity_of(s: &Shared, id: &str, named: Option<String>) -> Option<String> {
+    let w = s.world();
+    let c = w.connections.get(id)?;
+    let entity = named.unwrap_or_else(|| c.account_id());
+    c.entities.iter().any(|e| e.id == entity).then_some(entity)
+}
+
+/// Payments whose statements are still being fetched (202 inside the 200), or the end of it
+/// (and `job.initial_data_sync_payroll.succeeded`).
+async fn payroll(State(s): State<Shared>, Path(id): Path<String>, Json(b): Json<PayrollBody>) -> Response {
+    let Some(entity) = entity_of(&s, &id, b.entity_id) else { return crate::not_found() };
+    let ending = b.pending_latest == 0 && b.pending_payment_ids.is_empty();
+    {
+        let mut w = s.world();
+        if ending {
+            w.pay_pending.remove(&entity);
+        } else {
+            let until = b.seconds.map(|secs| w.now() + time::Duration::seconds(secs));
+            let pending = crate::payroll::Pending {
+                latest: b.pending_latest,
+                ids: b.pending_payment_ids.into_iter().collect(),
+                until,
+            };
+            w.pay_pending.insert(entity.clone(), pending);
+        }
+    }
+    let delivered = match ending.then(|| webhooks::initial_payroll_sync_succeeded(&s, &id)).flatten() {
+        Some(payload) => webhooks::deliver(&s, &payload, None, None).await.0,
+        None => 0,
+    };
+    Json(json!({"entity_id": entity, "pending": !ending, "webhook_status": delivered})).into_response()
+}
+
+#[derive(Deserialize)]
+struct EntityQuery {
+    #[serde(default)]
+    entity_id: Option<String>,
+}
+
+/// What an entity's payroll holds now.
+async fn payroll_summary(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<EntityQuery>,
+) -> Response {
+    let Some(entity) = entity_of(&s, &id, q.entity_id) else { return crate::not_found() };
+    let p = s.world().payroll(&entity);
+    let statements: usize = p.payments.iter().map(|x| p.statement_count(x)).sum();
+    let ids: Vec<&str> = p.payments.iter().map(|x| x.id.as_str()).collect();
+    Json(json!({
+        "entity_id": entity,
+        "payments": p.payments.len(),
+        "statements": statements,
+        "largest_payment": p.payments.iter().map(|x| p.statement_count(x)).max().unwrap_or(0),
+        "first_pay_date": p.payments.first().map(|x| x.pay_date.to_string()),
+        "last_pay_date": p.payments.last().map(|x| x.pay_date.to_string()),
+        "payment_ids": ids,
+    }))
+    .into_response()
 }
 
 /// Sets the 202 phase new connections start in (see `World::new_connection_phase`).

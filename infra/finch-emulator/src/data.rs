@@ -77,7 +77,7 @@ fn accepted(finch_code: &str) -> Response {
 }
 
 /// Finch's data answer with `Finch-Data-Retrieved` (DATA.md §1.1).
-fn fetched(s: &Shared, c: &Connection, entity: &str, body: Value) -> Response {
+pub fn fetched(s: &Shared, c: &Connection, entity: &str, body: Value) -> Response {
     let at = s.world().data_retrieved(c, entity);
     let mut r = Json(body).into_response();
     if let Ok(v) = at.format(&time::format_description::well_known::Rfc3339)

@@ -4,7 +4,8 @@
 //! (with `connection_already_exists`), body credentials on `/auth/token` (10-minute single-use
 //! codes, `invalid_grant_error`), Bearer on `/introspect`, the organization data endpoints
 //! (`/employer/company`, `/employer/directory`, `/employer/individual`, `/employer/employment`:
-//! see [`data`], over the synthetic workforces of [`people`]) and `/disconnect` (which revokes
+//! see [`data`], over the synthetic workforces of [`people`]), their pay (`/employer/payment`,
+//! `/employer/pay-statement`: see [`payroll`]) and `/disconnect` (which revokes
 //! every token of the connection), sandbox connections and data, and a `Finch-Request-Id` on
 //! every response.
 //!
@@ -26,6 +27,7 @@ mod control;
 pub mod data;
 pub mod holds;
 pub mod page;
+pub mod payroll;
 pub mod people;
 pub mod spec;
 pub mod webhooks;
@@ -166,6 +168,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/employer/directory", get(data::directory))
         .route("/employer/individual", post(data::individual))
         .route("/employer/employment", post(data::employment))
+        .route("/employer/payment", get(payroll::payments))
+        .route("/employer/pay-statement", post(payroll::pay_statements))
         .route("/disconnect", post(api::disconnect))
         .route("/disconnect-entity", post(api::disconnect_entity))
         .route("/sandbox/connections", post(api::sandbox_create))
@@ -174,6 +178,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/sandbox/directory", post(data::sandbox_directory))
         .route("/sandbox/individual/{individual_id}", axum::routing::put(data::sandbox_individual))
         .route("/sandbox/employment/{individual_id}", axum::routing::put(data::sandbox_employment))
+        .route("/sandbox/payment", post(payroll::sandbox_payment))
         .route("/authorize", get(page::show).post(page::submit))
         .merge(control::routes())
         .fallback(|| async {

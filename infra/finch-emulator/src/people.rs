@@ -334,6 +334,67 @@ impl Roster {
     }
 }
 
+/// What pay needs to know of person `n`, changes applied (a raise, a termination).
+#[derive(Debug, Clone)]
+pub struct PayProfile {
+    pub number: u32,
+    pub id: String,
+    pub hourly: bool,
+    /// Yearly salary in cents, or the hourly rate in cents.
+    pub income_cents: i64,
+    pub start: time::Date,
+    pub end: Option<time::Date>,
+    pub contractor: bool,
+    pub part_time: bool,
+    /// Saves into a 401(k) (two in three do).
+    pub retirement: bool,
+}
+
+impl Roster {
+    /// Person `n`'s pay profile, from their employment as Finch would serve it.
+    pub fn pay_profile(&self, n: u32) -> Option<PayProfile> {
+        let e = self.employment(n, "")?;
+        let date = |v: &Value| {
+            v.as_str()
+                .and_then(|s| time::Date::parse(s, &time::macros::format_description!("[year]-[month]-[day]")).ok())
+        };
+        let unit = e["income"]["unit"].as_str().unwrap_or("yearly");
+        Some(PayProfile {
+            number: n,
+            id: e["id"].as_str()?.to_owned(),
+            hourly: unit == "hourly",
+            income_cents: e["income"]["amount"].as_i64().unwrap_or(0).max(0),
+            start: date(&e["start_date"])?,
+            end: date(&e["end_date"]),
+            contractor: e["employment"]["type"] == "contractor",
+            part_time: e["employment"]["subtype"] == "part_time",
+            retirement: !mix(self.seed, u64::from(n), 401).is_multiple_of(3),
+        })
+    }
+}
+
+/// A well-mixed number from a seed and two values: what a payroll draws for a person and a
+/// period, the same every time.
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut s = Stream(seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    s.next()
+}
+
+/// A UUID v4 drawn from a seed and a tag (pay groups, payments): the same every time.
+pub fn uuid_of(seed: u64, tag: u64) -> String {
+    let mut s = Stream(seed ^ tag.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5041_5952_4f4c_4c00);
+    let (a, b) = (s.next(), s.next());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        8 + (b >> 62),
+        (b >> 48) & 0xfff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 /// A person's id is a UUID v4 whose last group carries their number under the roster's seed,
 /// so an id is found without an index: `xxxxxxxx-xxxx-4xxx-8xxx-SSSSNNNNNNNN`.
 fn id_of(seed: u64, n: u32) -> String {

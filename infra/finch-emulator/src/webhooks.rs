@@ -93,6 +93,30 @@ pub fn initial_org_sync_succeeded(s: &Shared, connection_id: &str) -> Option<Val
     }))
 }
 
+/// `payment.created` and `pay_statement.created` for a new payment (ids and the pay date only).
+pub fn payment_changed(s: &Shared, connection_id: &str, entity: &str, payment_id: &str, pay_date: &str) -> Vec<Value> {
+    let w = s.world();
+    let Some(c) = w.connections.get(connection_id) else { return Vec::new() };
+    let entity_id = c.is_multi_entity().then_some(entity);
+    vec![
+        json!({
+            "connection_id": c.id, "company_id": c.company_id, "account_id": c.account_id(), "entity_id": entity_id,
+            "event_type": "payment.created", "data": {"payment_id": payment_id, "pay_date": pay_date},
+        }),
+        json!({
+            "connection_id": c.id, "company_id": c.company_id, "account_id": c.account_id(), "entity_id": entity_id,
+            "event_type": "pay_statement.created", "data": {"payment_id": payment_id},
+        }),
+    ]
+}
+
+/// `job.initial_data_sync_payroll.succeeded`: the connection's pay data is there.
+pub fn initial_payroll_sync_succeeded(s: &Shared, connection_id: &str) -> Option<Value> {
+    let mut event = initial_org_sync_succeeded(s, connection_id)?;
+    event["event_type"] = json!("job.initial_data_sync_payroll.succeeded");
+    Some(event)
+}
+
 /// Delivers each payload in order; the statuses, in order.
 pub async fn deliver_all(s: &Shared, payloads: Vec<Value>) -> Vec<u16> {
     let mut statuses = Vec::new();

@@ -282,6 +282,13 @@ pub struct World {
     /// hours, an assisted one days): its `finch_code`, and for how many seconds (for good when
     /// `None`, until the control API ends it).
     pub new_connection_phase: Option<(String, Option<i64>)>,
+    /// Each entity's payroll as last built, and the day it was built for (dropped when its
+    /// people change: see [`World::touch`]).
+    pub payrolls: HashMap<String, (time::Date, std::sync::Arc<crate::payroll::Payroll>)>,
+    /// Payments made through the sandbox, per entity.
+    pub sandbox_payments: HashMap<String, Vec<crate::payroll::SandboxPayment>>,
+    /// Payments whose statements Finch is still fetching, per entity.
+    pub pay_pending: HashMap<String, crate::payroll::Pending>,
 }
 
 /// Finch's sandbox default company size.
@@ -296,8 +303,23 @@ impl World {
 
     /// Records that `entity`'s data changed now (what Finch's next sync would pick up).
     pub fn touch(&mut self, entity: &str) {
+        self.payrolls.remove(entity);
         let now = self.now().replace_nanosecond(0).unwrap_or_else(|_| self.now());
         self.synced_at.insert(entity.to_owned(), now);
+    }
+
+    /// `entity`'s payroll as of today (built on first read after a change).
+    pub fn payroll(&mut self, entity: &str) -> std::sync::Arc<crate::payroll::Payroll> {
+        let today = self.now().date();
+        if let Some((day, p)) = self.payrolls.get(entity)
+            && *day == today
+        {
+            return p.clone();
+        }
+        let sandbox = self.sandbox_payments.get(entity).cloned().unwrap_or_default();
+        let built = std::sync::Arc::new(crate::payroll::Payroll::build(self.roster(entity), &sandbox, today));
+        self.payrolls.insert(entity.to_owned(), (today, built.clone()));
+        built
     }
 
     /// When the data Finch serves for `entity` of `c` was retrieved (`Finch-Data-Retrieved`).

@@ -6,7 +6,8 @@
 //!
 //! Finch's document is 3.1 but still uses 3.0's `nullable`, which JSON Schema 2020-12 ignores;
 //! the loader rewrites `nullable: true` into a `null` type so documented-nullable values
-//! validate. Schemas are compiled lazily, one validator per body, each rooted at the whole
+//! validate, and 3.0's boolean `exclusiveMinimum`/`exclusiveMaximum` (beside `minimum`/`maximum`,
+//! as in `POST /sandbox/payment`) into 3.1's numbers. Schemas are compiled lazily, one validator per body, each rooted at the whole
 //! document so `#/components/...` resolves.
 
 use std::collections::HashMap;
@@ -66,6 +67,21 @@ fn normalise_nullable(v: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(normalise_nullable),
         Value::Object(map) => {
             map.values_mut().for_each(normalise_nullable);
+            for (flag, bound) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
+                match map.get(flag) {
+                    Some(Value::Bool(true)) => {
+                        if let Some(b) = map.remove(bound) {
+                            map.insert(flag.into(), b);
+                        } else {
+                            map.remove(flag);
+                        }
+                    }
+                    Some(Value::Bool(false)) => {
+                        map.remove(flag);
+                    }
+                    _ => {}
+                }
+            }
             if map.get("nullable") == Some(&Value::Bool(true)) {
                 map.remove("nullable");
                 match map.get_mut("type") {
@@ -270,5 +286,17 @@ mod tests {
         assert_eq!(s.check_request_body(&op, &json!({"name": ""})).len(), 1);
         assert!(s.documents_response(&op, 201) && !s.documents_response(&op, 500));
         assert_eq!(s.check_response_body(&op, 201, &json!({})).len(), 1);
+    }
+
+    #[test]
+    fn rewrites_boolean_exclusive_bounds_as_numbers() {
+        let doc = DOC.replace(
+            r#""minLength": 1}"#,
+            r#""minLength": 1}, "n": {"type": "integer", "minimum": 0, "exclusiveMinimum": true}"#,
+        );
+        let s = Spec::from_json(&doc).unwrap();
+        let op = s.operation("POST", "/things/1").unwrap();
+        assert!(s.check_request_body(&op, &json!({"name": "a", "n": 1})).is_empty());
+        assert_eq!(s.check_request_body(&op, &json!({"name": "a", "n": 0})).len(), 1);
     }
 }
