@@ -12,6 +12,7 @@
 
 pub mod aws_faults;
 pub mod fast;
+pub mod syncing;
 
 use std::collections::HashMap;
 use std::io::Write;

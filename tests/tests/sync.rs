@@ -235,93 +235,11 @@ async fn one_budget_in_dynamodb() {
 
 // --- The sync engine, in process: memory store, in-process Finch --------------------------
 
-mod engine {
-    use std::time::Duration;
-
-    use perch::domain::{ConnectionId, CustomerId, EntityId};
-    use perch::flows::sync::view::{self, ChangesPage};
-    use perch::flows::sync::{RunOutcome, SyncSettings, SyncWork, Trigger, run};
-    use perch_tests::fast::Fast;
-    use serde_json::{Value, json};
-    use tokio::time::Instant;
-
-    pub const ORG: &[&str] = &["company", "directory", "individual", "employment"];
-
-    /// A Perch with one connection of `customer` granted `products`, its id and entity.
-    pub async fn connected(products: &[&str], env: &[(&str, &str)]) -> (Fast, ConnectionId, EntityId) {
-        let f = start(env).await;
-        let (id, entity) = connect_on(&f, products).await;
-        (f, id, entity)
-    }
-
-    /// A Perch whose Finch calls may take long: the emulator checks every answer against
-    /// Finch's spec, which takes a while for a batch of people on a busy machine (the fast
-    /// tests' 2 s would make a slow answer a failed run).
-    pub async fn start(env: &[(&str, &str)]) -> Fast {
-        let mut env = env.to_vec();
-        if !env.iter().any(|(k, _)| *k == "FINCH_TIMEOUT_MS") {
-            env.push(("FINCH_TIMEOUT_MS", "30000"));
-        }
-        Fast::start_with(&env).await
-    }
-
-    /// A connection of customer `acme` on `f`, granted `products`: its id and entity.
-    pub async fn connect_on(f: &Fast, products: &[&str]) -> (ConnectionId, EntityId) {
-        let s = f.session("acme", json!({ "products": products })).await.expect("session");
-        let (code, state) = f.login(&s.connect_url).await;
-        let out = f.redirect_callback(&code, state.as_deref()).await.expect("callback");
-        let id = out.connection.connection_id.clone();
-        let rec = f.mem.store.connections().into_iter().find(|r| r.connection_id == id).expect("stored");
-        let entity = rec.entities[0].id.clone();
-        (id, entity)
-    }
-
-    pub fn settings(env: &[(&str, &str)]) -> SyncSettings {
-        SyncSettings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())).unwrap()
-    }
-
-    pub fn acme() -> CustomerId {
-        Fast::customer("acme")
-    }
-
-    pub async fn sync(f: &Fast, s: &SyncSettings, id: &ConnectionId, trigger: Trigger) -> RunOutcome {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        run(&f.app, s, &SyncWork::new(id.clone(), trigger), deadline).await.expect("run")
-    }
-
-    pub async fn state(f: &Fast, id: &ConnectionId) -> Value {
-        let v = view::sync_view(&f.app, &acme(), id.as_str()).await.expect("view");
-        serde_json::to_value(&v).unwrap()["entities"][0].clone()
-    }
-
-    pub async fn feed(f: &Fast, id: &ConnectionId, cursor: Option<&str>) -> ChangesPage {
-        view::changes(&f.app, &acme(), id.as_str(), cursor, 1_000).await.expect("changes")
-    }
-
-    /// Every personal value of the emulator's people for `entity`: none may reach a log.
-    pub fn assert_no_pii_logged(f: &Fast, entity: &EntityId) {
-        let people: Vec<finch_emulator::people::Person> = {
-            let mut w = f.finch.shared.world();
-            let r = w.roster(entity.as_str()).clone();
-            r.numbers().filter_map(|n| r.person(n)).collect()
-        };
-        assert!(!people.is_empty());
-        let logs = perch_tests::captured_logs();
-        for p in &people {
-            for value in
-                [&p.ssn, &p.dob, &p.work_email, &p.personal_email, &p.phone, &format!("\"amount\":{}", p.income_cents)]
-            {
-                assert!(!logs.contains(value.as_str()), "personal data of person {} reached the logs", p.number);
-            }
-        }
-    }
-}
-
-use engine::*;
 use perch::domain::sync::{ChangeOp, RecordKind};
 use perch::flows::sync::view;
 use perch::flows::sync::{RunOutcome, Trigger};
 use perch_tests::fast::Fast;
+use perch_tests::syncing::*;
 use serde_json::json;
 
 #[tokio::test]
@@ -743,7 +661,7 @@ async fn someone_who_leaves_between_the_directory_and_the_batch_keeps_their_reco
 
 #[tokio::test]
 async fn a_new_connection_waits_through_finchs_first_sync_then_syncs() {
-    let f = engine::start(&[]).await;
+    let f = start(&[]).await;
     // Finch's first sync of every new connection takes an hour here.
     f.finch.shared.world().new_connection_phase = Some(("data_sync_in_progress".into(), Some(3_600)));
     let (id, _) = connect_on(&f, ORG).await;

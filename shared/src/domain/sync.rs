@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 /// Why Finch has no data yet (its 202's `finch_code`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +78,9 @@ pub fn refresh_interval(assisted: bool) -> Duration {
     Duration::from_secs(if assisted { 7 * 24 * 3600 } else { 24 * 3600 })
 }
 
-/// The kinds of record a sync keeps: one company per entity, and per person a directory entry,
-/// an individual and an employment (DATA.md §1.2–§1.5).
+/// The kinds of record a sync keeps: one company per entity, per person a directory entry,
+/// an individual and an employment (DATA.md §1.2–§1.5), and the entity's pay: its payments and
+/// their pay statements (§1.6–§1.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
@@ -87,10 +88,17 @@ pub enum RecordKind {
     Directory,
     Individual,
     Employment,
+    /// Id `<pay_date>.<payment_id>`: a range of ids is a range of pay dates.
+    Payment,
+    /// Id `<payment_id>.<individual_id>`: one payment's statements are one range.
+    PayStatement,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 4] = [Self::Company, Self::Directory, Self::Individual, Self::Employment];
+    pub const ALL: [RecordKind; 6] =
+        [Self::Company, Self::Directory, Self::Individual, Self::Employment, Self::Payment, Self::PayStatement];
+    /// What the organization pass keeps (and compares, whole, each run).
+    pub const ORGANIZATION: [RecordKind; 4] = [Self::Company, Self::Directory, Self::Individual, Self::Employment];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,6 +106,8 @@ impl RecordKind {
             Self::Directory => "directory",
             Self::Individual => "individual",
             Self::Employment => "employment",
+            Self::Payment => "payment",
+            Self::PayStatement => "pay_statement",
         }
     }
 
@@ -109,6 +119,22 @@ impl RecordKind {
     pub fn product(self) -> &'static str {
         self.as_str()
     }
+}
+
+/// A payment's record id: its pay date, then Finch's id.
+pub fn payment_record_id(pay_date: Date, payment_id: &str) -> String {
+    format!("{pay_date}.{payment_id}")
+}
+
+/// The Finch payment id in a payment's record id.
+pub fn payment_id_of(record_id: &str) -> &str {
+    record_id.split_once('.').map_or(record_id, |(_, id)| id)
+}
+
+/// A pay statement's record id: the payment, then the person (`n` > 1 for a person's second
+/// statement on one payment, which providers send for corrections).
+pub fn statement_record_id(payment_id: &str, individual_id: &str, n: u32) -> String {
+    if n > 1 { format!("{payment_id}.{individual_id}.{n}") } else { format!("{payment_id}.{individual_id}") }
 }
 
 /// What a change did to a record.
@@ -236,6 +262,129 @@ pub struct LastSuccess {
     pub snapshot: Option<String>,
 }
 
+// Dates as Finch writes them (`2025-01-15`), in the stored state and in the API.
+time::serde::format_description!(pub iso_date, Date, "[year]-[month]-[day]");
+
+/// Where an entity's pay history stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PayState {
+    /// Payments are being listed, or statements fetched.
+    Backfilling,
+    /// Every payment listed has its statements (but those Finch is still fetching: `waiting`).
+    Current,
+    /// Finch answered the payments with a 202.
+    WaitingForFinch { reason: WaitReason },
+    /// The `payment` or `pay_statement` product was not granted, or refused.
+    MissingScope { products: Vec<String> },
+    /// The last pass failed; retried later. `reason` is a code.
+    Error { reason: String },
+}
+
+/// A listing of payments in progress: windows of pay dates, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// The last day of the next window.
+    #[serde(with = "iso_date")]
+    pub next_end: Date,
+    /// The earliest day the listing reaches.
+    #[serde(with = "iso_date")]
+    pub stop: Date,
+    /// The day the listing started (what it is current as of, once done).
+    #[serde(with = "iso_date")]
+    pub as_of: Date,
+}
+
+/// A payment whose statements are not all stored yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPayment {
+    /// Finch's payment id.
+    pub id: String,
+    #[serde(with = "iso_date")]
+    pub pay_date: Date,
+    /// The next statement offset (statements before it are stored).
+    pub offset: u64,
+    /// How many statements it has: the people the payment names, then Finch's `paging.count`.
+    #[serde(default)]
+    pub expected: Option<u64>,
+    /// Its statements were stored before (the payment changed, or a webhook said they did):
+    /// compare, and remove those no longer listed.
+    pub refetch: bool,
+    pub attempts: u32,
+    /// Finch was still fetching its statements (or could not answer): not asked before then.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub retry_at: Option<OffsetDateTime>,
+    /// Why it waits: Finch's `finch_code`, or a reason code.
+    #[serde(default)]
+    pub waiting: Option<String>,
+}
+
+/// One entity's pay history: how far the backfill came, what is left (ids and dates only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaySync {
+    #[serde(flatten)]
+    pub state: PayState,
+    /// The earliest pay date synced: Finch's lookback, January 1st two years back by default.
+    #[serde(with = "iso_date")]
+    pub from: Date,
+    /// Payments are listed from here (when it is `from`, the backfill is listed)…
+    #[serde(default, with = "iso_date::option")]
+    pub listed_from: Option<Date>,
+    /// …through here.
+    #[serde(default, with = "iso_date::option")]
+    pub listed_through: Option<Date>,
+    /// The listing in progress.
+    #[serde(default)]
+    pub listing: Option<Listing>,
+    /// Days of pay dates per `/employer/payment` call, fitted to the size of the answers.
+    pub window_days: u32,
+    /// Payments stored, and those whose statements are all stored.
+    pub payments: u32,
+    pub payments_done: u32,
+    /// Statements stored.
+    pub statements: u64,
+    /// The payments whose statements are next, newest first.
+    #[serde(default)]
+    pub pending: Vec<PendingPayment>,
+    /// Failed or waiting passes since the last one that completed (the backoff's exponent).
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+}
+
+impl PaySync {
+    pub fn new(from: Date, window_days: u32) -> Self {
+        Self {
+            state: PayState::Backfilling,
+            from,
+            listed_from: None,
+            listed_through: None,
+            listing: None,
+            window_days,
+            payments: 0,
+            payments_done: 0,
+            statements: 0,
+            pending: Vec::new(),
+            attempts: 0,
+            last_success: None,
+        }
+    }
+
+    /// Whether every payment back to `from` was listed once.
+    pub fn backfill_listed(&self) -> bool {
+        self.listed_from.is_some_and(|f| f <= self.from)
+    }
+
+    /// The earliest time a pending payment may be asked for again (`None`: one may be now).
+    pub fn next_retry(&self) -> Option<OffsetDateTime> {
+        if self.pending.iter().any(|p| p.retry_at.is_none()) {
+            return None;
+        }
+        self.pending.iter().filter_map(|p| p.retry_at).min()
+    }
+}
+
 /// One entity's sync, as stored (no personal data: states, times, counts and ids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRecord {
@@ -252,6 +401,9 @@ pub struct SyncRecord {
     pub run: Option<Checkpoint>,
     #[serde(default)]
     pub last_success: Option<LastSuccess>,
+    /// The pay history (when the `payment` and `pay_statement` products are granted).
+    #[serde(default)]
+    pub pay: Option<PaySync>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -265,6 +417,7 @@ impl SyncRecord {
             requested_at: Some(at),
             run: None,
             last_success: None,
+            pay: None,
             updated_at: at,
         }
     }

@@ -19,8 +19,8 @@ use url::Url;
 
 use super::types::{
     Accepted, BatchAnswer, BatchId, BatchOptions, BatchRequest, Company, ConnectSession, CreateSessionRequest,
-    DirectoryPage, DisconnectEntityRequest, ErrorBody, Introspection, ReauthenticateRequest, TokenRequest,
-    TokenResponse,
+    DirectoryPage, DisconnectEntityRequest, ErrorBody, Introspection, PayStatementRequest, PayStatementsRequest,
+    ReauthenticateRequest, TokenRequest, TokenResponse,
 };
 use crate::domain::sync::WaitReason;
 use crate::domain::{AccessToken, AuthorizationCode};
@@ -84,9 +84,12 @@ pub struct Fetched<T> {
     pub data_retrieved: Option<String>,
 }
 
-/// Finch's caps (DATA.md §0): a directory page, and ids per individual/employment batch.
+/// Finch's caps (DATA.md §0): a directory page, ids per individual/employment batch, payments
+/// per pay-statement request and statements per payment per request.
 pub const MAX_DIRECTORY_PAGE: u64 = 10_000;
 pub const MAX_BATCH_IDS: usize = 10_000;
+pub const MAX_PAYMENTS_PER_REQUEST: usize = 10;
+pub const MAX_STATEMENTS_PER_PAYMENT: u64 = 5_000;
 
 /// A Finch answer with the `Finch-Request-Id` it came with, kept on the connection for support.
 #[derive(Debug, Clone)]
@@ -266,6 +269,47 @@ impl FinchClient {
         data(a, product)
     }
 
+    /// `GET /employer/payment` for one entity: every payment paid from `start` to `end`
+    /// (inclusive), as Finch's JSON bytes (one array: the endpoint has no paging).
+    pub async fn payments(
+        &self,
+        token: &AccessToken,
+        entity: &str,
+        start: time::Date,
+        end: time::Date,
+    ) -> Result<Data<Vec<u8>>, Error> {
+        let path = format!("employer/payment?entity_ids={}&start_date={start}&end_date={end}", query_value(entity));
+        let a =
+            self.call::<()>("payment", Method::GET, &path, Auth::Bearer(token), None, RetryPolicy::Standard).await?;
+        raw_data(a)
+    }
+
+    /// `POST /employer/pay-statement` for up to 10 payments of one entity, each from its own
+    /// offset (`limit` ≤ 5,000), as Finch's JSON bytes: the caller reads the statements in
+    /// place, without a second copy of a large answer.
+    pub async fn pay_statements(
+        &self,
+        token: &AccessToken,
+        entity: &str,
+        requests: &[PayStatementRequest<'_>],
+    ) -> Result<Data<Vec<u8>>, Error> {
+        if requests.is_empty()
+            || requests.len() > MAX_PAYMENTS_PER_REQUEST
+            || requests.iter().any(|r| r.limit == 0 || r.limit > MAX_STATEMENTS_PER_PAYMENT)
+        {
+            return Err(Error::internal(format!(
+                "a pay-statement request of {} payments: Finch takes 1 to {MAX_PAYMENTS_PER_REQUEST}, each 1 to {MAX_STATEMENTS_PER_PAYMENT} statements",
+                requests.len()
+            )));
+        }
+        let body = PayStatementsRequest { requests };
+        let path = format!("employer/pay-statement?entity_ids={}", query_value(entity));
+        let a = self
+            .call("pay_statement", Method::POST, &path, Auth::Bearer(token), Some(&body), RetryPolicy::Standard)
+            .await?;
+        raw_data(a)
+    }
+
     /// `POST /disconnect`: revokes every token of the connection.
     pub async fn disconnect(&self, token: &AccessToken) -> Result<Traced<()>, Error> {
         let a = self
@@ -422,6 +466,15 @@ fn data<T: DeserializeOwned>(a: Answer, operation: &'static str) -> Result<Data<
     }
     let Traced { value, request_id } = parse(&a, operation)?;
     Ok(Data::Ready(Fetched { value, request_id, data_retrieved: a.data_retrieved }))
+}
+
+/// A data answer kept as bytes (read in place by the caller); 202 as in [`data`].
+fn raw_data(a: Answer) -> Result<Data<Vec<u8>>, Error> {
+    if a.status == StatusCode::ACCEPTED {
+        let accepted: Accepted = serde_json::from_slice(&a.body).unwrap_or_default();
+        return Ok(Data::NotYet(WaitReason::from_code(accepted.finch_code.as_deref())));
+    }
+    Ok(Data::Ready(Fetched { value: a.body, request_id: a.request_id, data_retrieved: a.data_retrieved }))
 }
 
 /// An entity id in a query string: Finch's are UUIDs, so anything else is escaped, not trusted.

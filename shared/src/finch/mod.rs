@@ -4,4 +4,7 @@ mod client;
 pub mod types;
 
 pub(crate) use client::backoff;
-pub use client::{Data, FINCH_API_VERSION, Fetched, FinchClient, MAX_BATCH_IDS, MAX_DIRECTORY_PAGE, Traced};
+pub use client::{
+    Data, FINCH_API_VERSION, Fetched, FinchClient, MAX_BATCH_IDS, MAX_DIRECTORY_PAGE, MAX_PAYMENTS_PER_REQUEST,
+    MAX_STATEMENTS_PER_PAYMENT, Traced,
+};

@@ -185,6 +185,19 @@ impl RecordWrites for MemoryStore {
     }
 }
 
+/// Whether a record's key is `entity`'s, of `kind`, its id starting with `prefix` and after
+/// `after`.
+fn in_range(
+    (c, k, e, id): &(ConnectionId, RecordKind, EntityId, String),
+    connection: &ConnectionId,
+    kind: RecordKind,
+    entity: &EntityId,
+    prefix: &str,
+    after: Option<&str>,
+) -> bool {
+    c == connection && *k == kind && e == entity && id.starts_with(prefix) && after.is_none_or(|a| id.as_str() > a)
+}
+
 /// Pages of the memory adapter are as small as DynamoDB's are large: every caller's paging is
 /// exercised by the fast tests.
 const HASH_PAGE: usize = 7;
@@ -196,6 +209,7 @@ impl RecordReads for MemoryStore {
         connection: &ConnectionId,
         kind: RecordKind,
         entity: &EntityId,
+        prefix: &str,
         start: Option<&str>,
     ) -> Result<(Vec<StoredHash>, Option<String>), Error> {
         let t = self.enter("record_hashes")?;
@@ -203,13 +217,30 @@ impl RecordReads for MemoryStore {
             .data
             .records
             .iter()
-            .filter(|((c, k, e, id), _)| {
-                c == connection && *k == kind && e == entity && start.is_none_or(|s| id.as_str() > s)
-            })
+            .filter(|(key, _)| in_range(key, connection, kind, entity, prefix, start))
             .take(HASH_PAGE + 1)
             .map(|(_, r)| StoredHash { kind: r.kind, id: r.id.clone(), hash: r.hash })
             .collect();
         Ok(paged(page))
+    }
+
+    async fn entity_records(
+        &self,
+        connection: &ConnectionId,
+        kind: RecordKind,
+        entity: &EntityId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, Error> {
+        let t = self.enter("entity_records")?;
+        Ok(t.data
+            .records
+            .iter()
+            .filter(|(key, _)| in_range(key, connection, kind, entity, prefix, after))
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
     async fn records_page(

@@ -179,14 +179,28 @@ pub trait RecordWrites: Send + Sync {
 /// Reading records: change detection (hashes), the views (sealed records), the feed.
 #[async_trait]
 pub trait RecordReads: Send + Sync {
-    /// One page of the hashes of `kind` for `entity`, from `start` (an id); the next start.
+    /// One page of the hashes of `kind` for `entity` whose ids start with `prefix` (`""`: all),
+    /// from `start` (an id); the next start.
     async fn record_hashes(
         &self,
         connection: &ConnectionId,
         kind: RecordKind,
         entity: &EntityId,
+        prefix: &str,
         start: Option<&str>,
     ) -> Result<(Vec<StoredHash>, Option<String>), Error>;
+
+    /// Up to `limit` records of `kind` for `entity` whose ids start with `prefix`, in id order,
+    /// after `after` (an id).
+    async fn entity_records(
+        &self,
+        connection: &ConnectionId,
+        kind: RecordKind,
+        entity: &EntityId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, Error>;
 
     /// Up to `limit` records of `kind`, every entity, in key order (entity, then id), after
     /// `after` (an `(entity, id)` a previous page ended on).

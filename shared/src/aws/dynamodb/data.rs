@@ -185,6 +185,29 @@ impl DynamoStore {
         Ok((out.items.unwrap_or_default(), next))
     }
 
+    /// Up to `limit` records whose sort keys start with `range`, after `start`, in key order.
+    async fn records_in(
+        &self,
+        c: &ConnectionId,
+        range: &str,
+        mut start: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, Error> {
+        let mut out = Vec::with_capacity(limit.min(1_000));
+        while out.len() < limit {
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let (items, next) = self.query_prefix(c, range, start, Some(want), None).await?;
+            for i in &items {
+                out.push(stored_record(i)?);
+            }
+            start = next;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes `requests` (≤ 25), again while DynamoDB hands some back.
     async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> Result<(), Error> {
         let table = self.records_table()?.to_owned();
@@ -430,11 +453,12 @@ impl RecordReads for DynamoStore {
         connection: &ConnectionId,
         kind: RecordKind,
         entity: &EntityId,
+        prefix: &str,
         start: Option<&str>,
     ) -> Result<(Vec<StoredHash>, Option<String>), Error> {
         let start_sk = start.map(|id| record_sk(kind, entity, id));
-        let (items, next) =
-            self.query_prefix(connection, &record_prefix(kind, Some(entity)), start_sk, None, Some("sk, h")).await?;
+        let range = format!("{}{prefix}", record_prefix(kind, Some(entity)));
+        let (items, next) = self.query_prefix(connection, &range, start_sk, None, Some("sk, h")).await?;
         let hashes = items
             .iter()
             .map(|i| {
@@ -446,6 +470,19 @@ impl RecordReads for DynamoStore {
         Ok((hashes, next))
     }
 
+    async fn entity_records(
+        &self,
+        connection: &ConnectionId,
+        kind: RecordKind,
+        entity: &EntityId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, Error> {
+        let range = format!("{}{prefix}", record_prefix(kind, Some(entity)));
+        self.records_in(connection, &range, after.map(|id| record_sk(kind, entity, id)), limit).await
+    }
+
     async fn records_page(
         &self,
         connection: &ConnectionId,
@@ -453,21 +490,8 @@ impl RecordReads for DynamoStore {
         after: Option<(&EntityId, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, Error> {
-        let mut out = Vec::with_capacity(limit.min(1_000));
-        let mut start = after.map(|(e, id)| record_sk(kind, e, id));
-        while out.len() < limit {
-            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
-            let (items, next) =
-                self.query_prefix(connection, &record_prefix(kind, None), start, Some(want), None).await?;
-            for i in &items {
-                out.push(stored_record(i)?);
-            }
-            start = next;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(out)
+        let start = after.map(|(e, id)| record_sk(kind, e, id));
+        self.records_in(connection, &record_prefix(kind, None), start, limit).await
     }
 
     async fn records(

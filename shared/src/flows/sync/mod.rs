@@ -67,6 +67,37 @@ pub struct SyncSettings {
     pub deadline_margin: Duration,
     /// `SYNC_QUEUE_URL`: the sync queue (continuations, scheduled work).
     pub queue_url: Option<String>,
+    pub pay: PaySettings,
+}
+
+/// How the pay history is read (DATA.md §1.6–§1.7, §3.2).
+#[derive(Debug, Clone)]
+pub struct PaySettings {
+    /// `SYNC_PAY_HISTORY_YEARS` (default 2, Finch's lookback): the backfill reaches back to
+    /// January 1st this many years before the current one.
+    pub history_years: u64,
+    /// `SYNC_PAY_REFRESH_DAYS` (default 45): each refresh lists again the payments of this many
+    /// days before the last listing, for new payments and late corrections.
+    pub refresh_days: u64,
+    /// `SYNC_PAY_STATEMENTS_PAGE` (default and maximum 5,000, Finch's cap): statements asked
+    /// per payment per request.
+    pub statements_page: u64,
+    /// `SYNC_PAY_STATEMENTS_PER_REQUEST` (default 10,000): statements asked per request in all
+    /// (up to 10 payments): the bound on one answer's size, and so on a worker's memory.
+    pub statements_per_request: u64,
+    /// `SYNC_PAYMENT_LISTING_BYTES` (default 4 MiB): the size `/employer/payment` answers are
+    /// fitted to (the endpoint has no paging: a window of pay dates is the only bound).
+    pub listing_bytes: u64,
+    /// Days of the first listing window, before answers' sizes are known.
+    pub first_window_days: u32,
+}
+
+impl PaySettings {
+    /// The earliest pay date synced on `today`.
+    pub fn from(&self, today: time::Date) -> time::Date {
+        let year = today.year() - i32::try_from(self.history_years).unwrap_or(0);
+        time::Date::from_calendar_date(year, time::Month::January, 1).unwrap_or(today)
+    }
 }
 
 impl SyncSettings {
@@ -81,6 +112,19 @@ impl SyncSettings {
             limits: FinchLimits::from_env(&env)?,
             deadline_margin: Duration::from_secs(env.number("SYNC_DEADLINE_MARGIN_SECONDS", 60, 1, 600)?),
             queue_url: env.optional("SYNC_QUEUE_URL"),
+            pay: PaySettings {
+                history_years: env.number("SYNC_PAY_HISTORY_YEARS", 2, 0, 25)?,
+                refresh_days: env.number("SYNC_PAY_REFRESH_DAYS", 45, 1, 3_660)?,
+                statements_page: env.number(
+                    "SYNC_PAY_STATEMENTS_PAGE",
+                    crate::finch::MAX_STATEMENTS_PER_PAYMENT,
+                    1,
+                    crate::finch::MAX_STATEMENTS_PER_PAYMENT,
+                )?,
+                statements_per_request: env.number("SYNC_PAY_STATEMENTS_PER_REQUEST", 10_000, 1, 50_000)?,
+                listing_bytes: env.number("SYNC_PAYMENT_LISTING_BYTES", 4 << 20, 64 << 10, 64 << 20)?,
+                first_window_days: 31,
+            },
         })
     }
 }

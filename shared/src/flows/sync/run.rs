@@ -1,4 +1,7 @@
-//! One run: a connection's entities, pulled, compared and written (see [`super`]).
+//! One run: a connection's entities, pulled, compared and written (see [`super`]); the pay
+//! pass is [`pay`].
+
+mod pay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -18,10 +21,10 @@ use crate::domain::sync::{
 };
 use crate::domain::{AccessToken, ConnectionStatus, EntityId, Error, Product};
 use crate::events::{ChangeSource, StatusChanged, SyncFinished};
-use crate::finch::types::{BatchAnswer, DirectoryPage, Identified};
+use crate::finch::types::{BatchAnswer, DirectoryPage, Identified, PayStatementRequest};
 use crate::finch::{Data, Fetched, FinchClient, backoff};
 use crate::flows::budget::{Budget, Priority, Taken, Window};
-use crate::store::data::{Applied, Lease, MAX_CHANGES_PER_WRITE, RecordChange, SyncItem};
+use crate::store::data::{Applied, Lease, MAX_CHANGES_PER_WRITE, RecordChange, StoredHash, SyncItem};
 use crate::store::{ConnectionRecord, Observation, SyncWorkerStore};
 
 /// What a run came to, for the worker.
@@ -221,6 +224,8 @@ enum Stop {
     },
     /// The lease is not this run's any more, or the connection's key was shredded.
     LeaseLost,
+    /// Products not granted, or refused (403): the pass cannot read these.
+    Refused(Vec<String>),
     Failed(Error),
 }
 
@@ -236,6 +241,8 @@ enum Ask<'a> {
     Directory { offset: u64, limit: u64 },
     Individuals(&'a [String]),
     Employments(&'a [String]),
+    Payments { start: time::Date, end: time::Date },
+    PayStatements(&'a [PayStatementRequest<'a>]),
 }
 
 impl Ask<'_> {
@@ -245,6 +252,8 @@ impl Ask<'_> {
             Ask::Directory { .. } => "directory",
             Ask::Individuals(_) => "individual",
             Ask::Employments(_) => "employment",
+            Ask::Payments { .. } => "payment",
+            Ask::PayStatements(_) => "pay_statement",
         }
     }
 }
@@ -253,6 +262,15 @@ enum Reply {
     Company(Box<RawValue>),
     Directory(DirectoryPage),
     Batch(BatchAnswer),
+    /// Finch's JSON, read in place by the pay pass.
+    Bytes(Vec<u8>),
+}
+
+/// How an organization pass ended: the stop to pass on, and the entity's state as written.
+struct Settled {
+    passed_on: Option<Stop>,
+    record: SyncRecord,
+    version: u64,
 }
 
 /// What the Finch calls of one entity's run left behind.
@@ -372,17 +390,51 @@ impl<'a, A: Adapters> Runner<'a, A> {
             Some(i) => (i.record, i.version),
             None => (SyncRecord::queued(now), 0),
         };
-        // Finch has nothing newer than what was pulled: a scheduled refresh costs nothing.
-        if trigger == Trigger::Scheduled
-            && record.run.is_none()
-            && self.rec.last_successful_sync.is_some()
-            && record.last_success.as_ref().is_some_and(|l| l.snapshot == self.rec.last_successful_sync)
-        {
-            record.next_attempt_at = Some(now + refresh_interval(self.assisted()));
+        let org_due = match trigger {
+            // Finch has nothing newer than what was pulled: a scheduled refresh costs nothing.
+            Trigger::Scheduled => {
+                record.run.is_some()
+                    || self.rec.last_successful_sync.is_none()
+                    || record.last_success.as_ref().is_none_or(|l| l.snapshot != self.rec.last_successful_sync)
+            }
+            // A continuation resumes the organization pass if it was cut, else only the pay.
+            Trigger::Resume => record.run.is_some() || record.last_success.is_none(),
+            _ => true,
+        };
+        if org_due {
+            let settled = self.organization(entity, record, version).await?;
+            if settled.passed_on.is_some() {
+                return Ok(settled.passed_on);
+            }
+            (record, version) = (settled.record, settled.version);
+            // No organization data now (Finch's 202, a failure): the pay waits for the next run.
+            if !matches!(record.status, SyncStatus::Current | SyncStatus::MissingScope { .. }) {
+                return Ok(None);
+            }
+        }
+        if self.pay_due(&record, org_due, now) {
+            return self.pay(entity, record, version, org_due).await;
+        }
+        if !org_due {
+            let mut next = now + refresh_interval(self.assisted());
+            if let Some(retry) = record.pay.as_ref().and_then(|p| p.next_retry()) {
+                next = next.min(retry);
+            }
+            record.next_attempt_at = Some(next);
             record.updated_at = now;
             self.store.write_sync(&self.rec.connection_id, entity, &record, version).await?;
-            return Ok(None);
         }
+        Ok(None)
+    }
+
+    /// The organization pass of `entity`: company, directory, individuals, employments.
+    async fn organization(
+        &mut self,
+        entity: &EntityId,
+        mut record: SyncRecord,
+        version: u64,
+    ) -> Result<Settled, Error> {
+        let now = self.now();
         let checkpoint = match record.run.take() {
             Some(c) if now - c.started_at < CHECKPOINT_MAX_AGE => c,
             _ => Checkpoint {
@@ -403,7 +455,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
         record.requested_at = None;
         record.run = Some(checkpoint.clone());
         record.updated_at = now;
-        version = self.save(entity, &mut record, version).await?;
+        let version = self.save(entity, &mut record, version).await?;
         let mut pass = Pass { entity, priority, hashes: HashMap::new(), checkpoint, record, version, unchanged: 0 };
         let result = self.pass(&mut pass).await;
         self.settle(pass, result).await
@@ -441,7 +493,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
         self.load_hashes(p).await?;
         if !p.checkpoint.company_done {
             if self.granted("company") {
-                match self.call(p, Ask::Company).await? {
+                match self.call(p.entity, p.priority, Ask::Company).await? {
                     Some(Reply::Company(raw)) => {
                         let change = self.diff(p, RecordKind::Company, "company", &raw)?;
                         self.apply(&mut p.checkpoint.counts, change.into_iter().collect()).await?;
@@ -464,7 +516,9 @@ impl<'a, A: Adapters> Runner<'a, A> {
         loop {
             let offset = p.checkpoint.directory_offset;
             let limit = self.settings.page_size;
-            let Some(Reply::Directory(page)) = self.call(p, Ask::Directory { offset, limit }).await? else {
+            let Some(Reply::Directory(page)) =
+                self.call(p.entity, p.priority, Ask::Directory { offset, limit }).await?
+            else {
                 for kind in [RecordKind::Directory, RecordKind::Individual, RecordKind::Employment] {
                     refused(p, kind);
                 }
@@ -516,7 +570,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 refused(p, kind);
                 continue;
             }
-            match self.call(p, ask).await? {
+            match self.call(p.entity, p.priority, ask).await? {
                 Some(Reply::Batch(answer)) => {
                     for item in answer.responses {
                         // An item Finch could not answer (a 404: the person left between the
@@ -568,21 +622,27 @@ impl<'a, A: Adapters> Runner<'a, A> {
     }
 
     async fn load_hashes(&self, p: &mut Pass<'_>) -> Result<(), Stop> {
-        for kind in RecordKind::ALL {
-            let mut start: Option<String> = None;
-            loop {
-                let (page, next) =
-                    self.store.record_hashes(&self.rec.connection_id, kind, p.entity, start.as_deref()).await?;
-                for h in page {
-                    p.hashes.insert((h.kind, h.id), h.hash);
-                }
-                start = next;
-                if start.is_none() {
-                    break;
-                }
+        for kind in RecordKind::ORGANIZATION {
+            for h in self.stored_hashes(p.entity, kind, "").await? {
+                p.hashes.insert((h.kind, h.id), h.hash);
             }
         }
         Ok(())
+    }
+
+    /// Every stored hash of `kind` for `entity` whose id starts with `prefix`.
+    async fn stored_hashes(&self, entity: &EntityId, kind: RecordKind, prefix: &str) -> Result<Vec<StoredHash>, Error> {
+        let mut out = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let (page, next) =
+                self.store.record_hashes(&self.rec.connection_id, kind, entity, prefix, start.as_deref()).await?;
+            out.extend(page);
+            start = next;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// The change `raw` makes to what is stored, if any (sealed, hashed).
@@ -593,25 +653,42 @@ impl<'a, A: Adapters> Runner<'a, A> {
         id: &str,
         raw: &RawValue,
     ) -> Result<Option<RecordChange>, Error> {
-        // Canonical: Finch's key order or spacing changing is not a change of the record.
-        let value: serde_json::Value = serde_json::from_str(raw.get()).map_err(|e| {
-            Error::internal(format!("a {} record Perch cannot read: column {}", kind.as_str(), e.column()))
-        })?;
-        let canonical = serde_json::to_vec(&value).map_err(|e| Error::internal_from("canonicalising a record", e))?;
-        drop(value);
-        let rid = RecordId { connection: &self.rec.connection_id, entity: p.entity.as_str(), kind: kind.as_str(), id };
-        let hash: ContentHash = self.key.content_hash(rid, &canonical)?;
-        let op = match p.hashes.insert((kind, id.to_owned()), hash) {
-            Some(old) if old == hash => None,
-            Some(_) => Some(ChangeOp::Updated),
-            None => Some(ChangeOp::Added),
-        };
-        let Some(op) = op else {
+        let canonical = canonical(kind, raw)?;
+        let slot = p.hashes.entry((kind, id.to_owned()));
+        let change = self.seal_change(p.entity, kind, id, &canonical, slot)?;
+        if change.is_none() {
             p.unchanged += 1;
-            return Ok(None);
+        }
+        Ok(change)
+    }
+
+    /// Hashes `canonical` and, when it differs from the hash in `slot` (or there is none),
+    /// seals it as the change to write; `slot` then holds the new hash.
+    fn seal_change<K: std::hash::Hash + Eq>(
+        &self,
+        entity: &EntityId,
+        kind: RecordKind,
+        id: &str,
+        canonical: &[u8],
+        slot: std::collections::hash_map::Entry<'_, K, ContentHash>,
+    ) -> Result<Option<RecordChange>, Error> {
+        let rid = RecordId { connection: &self.rec.connection_id, entity: entity.as_str(), kind: kind.as_str(), id };
+        let hash: ContentHash = self.key.content_hash(rid, canonical)?;
+        let op = match slot {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if *o.get() == hash {
+                    return Ok(None);
+                }
+                o.insert(hash);
+                ChangeOp::Updated
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(hash);
+                ChangeOp::Added
+            }
         };
-        let sealed = self.key.seal(rid, &canonical)?;
-        Ok(Some(RecordChange { kind, entity: p.entity.clone(), id: id.to_owned(), op, content: Some((sealed, hash)) }))
+        let sealed = self.key.seal(rid, canonical)?;
+        Ok(Some(RecordChange { kind, entity: entity.clone(), id: id.to_owned(), op, content: Some((sealed, hash)) }))
     }
 
     /// Writes changes in transactions, each numbered from the feed's next sequence, and counts
@@ -634,13 +711,13 @@ impl<'a, A: Adapters> Runner<'a, A> {
 
     /// One Finch request: the budget first, then the call, retried when worth it. `None` when
     /// Finch refused the product (403).
-    async fn call(&self, p: &Pass<'_>, ask: Ask<'_>) -> Result<Option<Reply>, Stop> {
+    async fn call(&self, entity: &EntityId, priority: Priority, ask: Ask<'_>) -> Result<Option<Reply>, Stop> {
         let product = ask.product();
         let windows = [self.settings.limits.product(product), self.settings.limits.ip()];
         let mut attempt = 0;
         loop {
-            self.take(&windows, p.priority).await?;
-            let answer = self.send(p.entity, &ask).await;
+            self.take(&windows, priority).await?;
+            let answer = self.send(entity, &ask).await;
             let e = match answer {
                 Ok(Data::Ready(Fetched { value, request_id, data_retrieved })) => {
                     let mut t = self.trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -747,24 +824,26 @@ impl<'a, A: Adapters> Runner<'a, A> {
             Ask::Directory { offset, limit } => map!(f.directory_page(t, e, *offset, *limit), Reply::Directory),
             Ask::Individuals(ids) => map!(f.individuals(t, e, ids, self.granted(Product::Ssn.as_str())), Reply::Batch),
             Ask::Employments(ids) => map!(f.employments(t, e, ids), Reply::Batch),
+            Ask::Payments { start, end } => map!(f.payments(t, e, *start, *end), Reply::Bytes),
+            Ask::PayStatements(requests) => map!(f.pay_statements(t, e, requests), Reply::Bytes),
         })
     }
 
     /// Writes how the pass ended, and announces a completed or failed one; `Some` for the stops
     /// the connection's run must act on.
-    async fn settle(&self, mut p: Pass<'_>, result: Result<(), Stop>) -> Result<Option<Stop>, Error> {
+    async fn settle(&self, mut p: Pass<'_>, result: Result<(), Stop>) -> Result<Settled, Error> {
         if let Err(Stop::LeaseLost) = result {
-            return Ok(Some(Stop::LeaseLost));
+            return Ok(Settled { passed_on: Some(Stop::LeaseLost), record: p.record, version: p.version });
         }
         let now = self.now();
         self.fold_trace(&mut p.checkpoint);
         let (passed_on, event) = self.conclude(&mut p.record, &p.checkpoint, p.entity, result, now);
         p.record.updated_at = now;
-        self.save(p.entity, &mut p.record, p.version).await?;
+        let version = self.save(p.entity, &mut p.record, p.version).await?;
         if let Some((completed, reason)) = event {
             announce(self.app, self.rec, p.entity, &p.record, completed, reason, now).await;
         }
-        Ok(passed_on)
+        Ok(Settled { passed_on, record: p.record, version })
     }
 
     /// The Finch request ids (the last few) and snapshot time the pass's calls left, into its
@@ -836,6 +915,12 @@ impl<'a, A: Adapters> Runner<'a, A> {
                 (Some(Stop::Reauth { reauthenticate, message, request_id }), Some((false, Some("needs_reauth".into()))))
             }
             Err(Stop::LeaseLost) => (Some(Stop::LeaseLost), None),
+            // Never raised by the organization pass (it records refusals per kind and goes on).
+            Err(Stop::Refused(products)) => {
+                r.run = None;
+                r.status = SyncStatus::MissingScope { products };
+                (None, None)
+            }
             Err(Stop::Failed(e)) => {
                 let reason = reason_of(&e);
                 tracing::error!(
@@ -907,6 +992,14 @@ fn refused(p: &mut Pass<'_>, kind: RecordKind) {
     if !c.incomplete.contains(&kind) {
         c.incomplete.push(kind);
     }
+}
+
+/// A record as stored: Finch's JSON re-serialised, so that Finch's key order or spacing
+/// changing is not a change of the record.
+fn canonical(kind: RecordKind, raw: &RawValue) -> Result<Vec<u8>, Error> {
+    let value: serde_json::Value = serde_json::from_str(raw.get())
+        .map_err(|e| Error::internal(format!("a {} record Perch cannot read: column {}", kind.as_str(), e.column())))?;
+    serde_json::to_vec(&value).map_err(|e| Error::internal_from("canonicalising a record", e))
 }
 
 /// A failure's reason for the app: a code, never a message (which could quote data).

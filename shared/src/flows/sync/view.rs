@@ -20,12 +20,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use super::{SyncQueue, SyncWork, Trigger, mark_queued};
 use crate::app::{Adapters, AppState};
 use crate::crypto::records::{DataKey, RecordId};
-use crate::domain::sync::{ChangeOp, Counts, LastSuccess, RecordKind, SyncStatus};
+use crate::domain::sync::{ChangeOp, Counts, LastSuccess, PayState, PaySync, RecordKind, SyncStatus, iso_date};
 use crate::domain::{ConnectionId, CustomerId, EntityId, Error};
 use crate::flows::lifecycle::owned_connection;
 use crate::store::data::StoredRecord;
@@ -52,6 +52,49 @@ pub struct EntitySync {
     /// The run in progress (or paused by the deadline or a rate limit).
     pub progress: Option<Progress>,
     pub last_success: Option<LastSuccess>,
+    /// The pay history (absent until a run reached it).
+    pub pay: Option<PayProgress>,
+}
+
+/// How far an entity's pay history has come.
+#[derive(Debug, Clone, Serialize)]
+pub struct PayProgress {
+    #[serde(flatten)]
+    pub state: PayState,
+    /// The earliest pay date synced (Finch's lookback).
+    #[serde(with = "iso_date")]
+    pub from: Date,
+    /// Payments are listed from this pay date through the next.
+    #[serde(with = "iso_date::option")]
+    pub listed_from: Option<Date>,
+    #[serde(with = "iso_date::option")]
+    pub listed_through: Option<Date>,
+    /// Pay periods (payments, an off-cycle run counting as one) whose statements are all in,
+    /// of those listed so far.
+    pub pay_periods_done: u32,
+    pub pay_periods_total: u32,
+    pub pay_statements: u64,
+    /// Payments whose statements Finch is still fetching: asked again later, alone.
+    pub waiting_for_finch: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+}
+
+impl From<&PaySync> for PayProgress {
+    fn from(p: &PaySync) -> Self {
+        Self {
+            state: p.state.clone(),
+            from: p.from,
+            listed_from: p.listed_from,
+            listed_through: p.listed_through,
+            pay_periods_done: p.payments_done,
+            pay_periods_total: p.payments,
+            pay_statements: p.statements,
+            waiting_for_finch: u32::try_from(p.pending.iter().filter(|x| x.waiting.is_some()).count())
+                .unwrap_or(u32::MAX),
+            last_success: p.last_success,
+        }
+    }
 }
 
 /// How far a run has come.
@@ -112,6 +155,7 @@ async fn view_of(store: &dyn DataReadStore, rec: &ConnectionRecord) -> Result<Sy
                     people_listed: c.directory_offset,
                     counts: c.counts,
                 }),
+                pay: r.pay.as_ref().map(PayProgress::from),
                 last_success: r.last_success,
             },
             None => EntitySync {
@@ -122,6 +166,7 @@ async fn view_of(store: &dyn DataReadStore, rec: &ConnectionRecord) -> Result<Sy
                 requested_at: None,
                 progress: None,
                 last_success: None,
+                pay: None,
             },
         })
         .collect();

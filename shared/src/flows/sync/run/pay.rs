@@ -1,0 +1,552 @@
+//! The pay pass: an entity's payments and pay statements (DATA.md §1.6–§1.7).
+//!
+//! **Listing.** `/employer/payment` has no paging: a window of pay dates is its only bound, and
+//! a payment names every person on it (36 bytes each), so a month of a 20,000-person company is
+//! megabytes and two years is fifty. Windows go newest first (an app wants this year's pay
+//! before 2024's) and are fitted to [`super::super::PaySettings::listing_bytes`] by the size of
+//! the last answer: a 30-person company lists its whole history in one call, a 20,000-person
+//! one in windows of weeks. The backfill lists back to Finch's lookback; each refresh lists the
+//! last [`super::super::PaySettings::refresh_days`] again. A payment is stored without its
+//! `individual_ids` (its statements name the people; 20,000 ids are over DynamoDB's 400 KB item
+//! limit) under the id `<pay_date>.<payment_id>`, so a window of dates is a range of ids and a
+//! payment no longer listed in a window is found and removed, with its statements.
+//!
+//! **Statements.** A new or changed payment joins the pending list (ids and offsets in the
+//! sync state, so nothing is lost to a deadline or a checkpoint's age). Up to ten payments a
+//! request, each from its own offset, `limit` up to 5,000, and no more than
+//! [`super::super::PaySettings::statements_per_request`] statements in all: the answer is read
+//! in place, and its size is a worker's memory. A payment whose statements Finch is still
+//! fetching (a 202 inside the 200) waits alone, with the same backoff as a connection's 202,
+//! while the others go on; the entity is current with those few waiting. A re-fetched payment
+//! is compared statement by statement; those no longer listed are removed.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde_json::value::RawValue;
+use time::{Date, Duration as Days};
+
+use super::{Ask, Reply, Runner, Stop, canonical, reason_of};
+use crate::app::Adapters;
+use crate::crypto::records::ContentHash;
+use crate::domain::sync::{
+    ChangeOp, Counts, Listing, PayState, PaySync, PendingPayment, RecordKind, Retry, SyncRecord, SyncStatus,
+    payment_id_of, payment_record_id, refresh_interval, retry_delay, statement_record_id,
+};
+use crate::domain::{EntityId, Error};
+use crate::finch::MAX_PAYMENTS_PER_REQUEST;
+use crate::finch::types::{PayStatementRequest, PayStatementsAnswer, PayStatementsPage, PaymentKey, StatementKey};
+use crate::flows::budget::Priority;
+use crate::store::data::{MAX_CHANGES_PER_WRITE, RecordChange};
+
+/// The products pay needs.
+const PAY_PRODUCTS: [&str; 2] = ["payment", "pay_statement"];
+/// Listing windows stay between a week and three years of pay dates.
+const MIN_WINDOW_DAYS: u32 = 7;
+const MAX_WINDOW_DAYS: u32 = 1_100;
+
+/// One entity's pay pass in progress.
+pub(super) struct PayRun<'e> {
+    entity: &'e EntityId,
+    record: SyncRecord,
+    version: u64,
+    /// Stored payments' hashes by record id (loaded at the first listing).
+    payments: Option<HashMap<String, ContentHash>>,
+    /// The payments whose statements are being read in this invocation.
+    open: HashMap<String, OpenPayment>,
+}
+
+impl PayRun<'_> {
+    fn pay(&mut self) -> &mut PaySync {
+        self.record.pay.get_or_insert_with(|| PaySync::new(Date::MIN, MIN_WINDOW_DAYS))
+    }
+}
+
+/// A payment whose statements are being read.
+struct OpenPayment {
+    /// The stored statements' hashes by record id (empty for a first fetch from offset 0).
+    stored: HashMap<String, ContentHash>,
+    /// Record ids listed so far in this fetch, as 64-bit digests: 20,000 people in 160 KB.
+    seen: HashSet<u64>,
+    /// Whether this invocation read it from its first statement (only then can it tell who is
+    /// no longer listed).
+    whole: bool,
+}
+
+/// A record id's digest (SipHash under fixed keys: the same in every invocation).
+fn digest(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+fn parse_date(s: &str) -> Option<Date> {
+    Date::parse(s, &time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
+/// The date in a payment's record id.
+fn date_of(record_id: &str) -> Option<Date> {
+    record_id.split_once('.').and_then(|(d, _)| parse_date(d))
+}
+
+/// A payment as stored: Finch's, without `individual_ids`.
+fn payment_canonical(raw: &RawValue) -> Result<Vec<u8>, Error> {
+    let mut value: serde_json::Value = serde_json::from_str(raw.get())
+        .map_err(|e| Error::internal(format!("a payment record Perch cannot read: column {}", e.column())))?;
+    if let Some(o) = value.as_object_mut() {
+        o.remove("individual_ids");
+    }
+    serde_json::to_vec(&value).map_err(|e| Error::internal_from("canonicalising a payment", e))
+}
+
+impl<A: Adapters> Runner<'_, A> {
+    /// Whether the entity's pay has something to do now.
+    pub(super) fn pay_due(&self, record: &SyncRecord, org_ran: bool, now: time::OffsetDateTime) -> bool {
+        let Some(pay) = &record.pay else { return true };
+        if !PAY_PRODUCTS.iter().all(|p| self.granted(p)) {
+            return !matches!(pay.state, PayState::MissingScope { .. });
+        }
+        org_ran
+            || pay.listing.is_some()
+            || !pay.backfill_listed()
+            || matches!(
+                pay.state,
+                PayState::WaitingForFinch { .. } | PayState::Error { .. } | PayState::MissingScope { .. }
+            )
+            || pay.pending.iter().any(|p| p.retry_at.is_none_or(|at| at <= now))
+    }
+
+    /// The pay pass of `entity`, its state written at each step and at its end; `Some` for the
+    /// stops the connection's run must act on.
+    pub(super) async fn pay(
+        &mut self,
+        entity: &EntityId,
+        record: SyncRecord,
+        version: u64,
+        refresh: bool,
+    ) -> Result<Option<Stop>, Error> {
+        let now = self.now();
+        let settings = &self.settings.pay;
+        let from = settings.from(now.date());
+        let mut run = PayRun { entity, record, version, payments: None, open: HashMap::new() };
+        let first_window = settings.first_window_days;
+        let pay = run.record.pay.get_or_insert_with(|| PaySync::new(from, first_window));
+        pay.from = from;
+        let missing: Vec<String> = PAY_PRODUCTS.iter().filter(|p| !self.granted(p)).map(|p| (*p).to_owned()).collect();
+        let result =
+            if missing.is_empty() { self.pay_pass(&mut run, refresh).await } else { Err(Stop::Refused(missing)) };
+        self.settle_pay(run, result, refresh).await
+    }
+
+    async fn pay_pass(&mut self, run: &mut PayRun<'_>, refresh: bool) -> Result<(), Stop> {
+        let today = self.now().date();
+        let refresh_days = self.settings.pay.refresh_days;
+        let pay = run.pay();
+        if pay.listing.is_none() {
+            let stop = if !pay.backfill_listed() {
+                Some(pay.from)
+            } else if refresh {
+                let last = pay.listed_through.unwrap_or(pay.from);
+                Some((last - Days::days(i64::try_from(refresh_days).unwrap_or(45))).max(pay.from))
+            } else {
+                None
+            };
+            pay.listing = stop.map(|stop| Listing { next_end: today, stop: stop.min(today), as_of: today });
+        }
+        while run.pay().listing.is_some() {
+            self.list_window(run).await?;
+        }
+        self.statements(run).await
+    }
+
+    /// Lists one window of payments: new and changed ones are stored and their statements
+    /// pending; those no longer listed are removed.
+    async fn list_window(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
+        let Some(listing) = run.pay().listing else { return Ok(()) };
+        let days = i64::from(run.pay().window_days.max(1));
+        let start = (listing.next_end - Days::days(days - 1)).max(listing.stop);
+        let end = listing.next_end;
+        if run.payments.is_none() {
+            let stored = self.stored_hashes(run.entity, RecordKind::Payment, "").await?;
+            run.payments = Some(stored.into_iter().map(|h| (h.id, h.hash)).collect());
+        }
+        let reply = self.call(run.entity, Priority::Routine, Ask::Payments { start, end }).await?;
+        let Some(Reply::Bytes(body)) = reply else {
+            return match reply {
+                None => Err(Stop::Refused(vec!["payment".to_owned()])),
+                Some(_) => Err(Error::internal("Finch's payment call answered another shape").into()),
+            };
+        };
+        let listed: Vec<&RawValue> = serde_json::from_slice(&body)
+            .map_err(|e| Error::internal(format!("a payment list Perch cannot read: column {}", e.column())))?;
+        let mut changes = Vec::new();
+        let mut listed_ids: HashMap<String, String> = HashMap::new();
+        for raw in &listed {
+            let key: PaymentKey = serde_json::from_str(raw.get())
+                .map_err(|e| Error::internal(format!("a payment without an id: column {}", e.column())))?;
+            // A payment without a readable pay date cannot be placed in a window: it is
+            // skipped (and logged, with ids only) rather than stored where no window finds it.
+            let Some(pay_date) = key.pay_date.as_deref().and_then(parse_date) else {
+                tracing::warn!(connection_id = %self.rec.connection_id, entity_id = %run.entity, payment_id = %key.id, "a payment without a pay date was skipped");
+                continue;
+            };
+            let id = payment_record_id(pay_date, &key.id);
+            let canonical = payment_canonical(raw)?;
+            let slot = run.payments.get_or_insert_with(HashMap::new).entry(id.clone());
+            if let Some(change) = self.seal_change(run.entity, RecordKind::Payment, &id, &canonical, slot)? {
+                let refetch = change.op == ChangeOp::Updated;
+                changes.push(change);
+                let people = key.individual_ids.as_ref().map(|ids| ids.len() as u64);
+                queue_payment(run.pay(), &key.id, pay_date, refetch, people);
+            }
+            listed_ids.insert(key.id.clone(), id);
+        }
+        drop(listed);
+        let window_bytes = body.len() as u64;
+        drop(body);
+        // What the window held before and no longer lists.
+        let gone: Vec<String> = run
+            .payments
+            .as_ref()
+            .map(|m| {
+                m.keys()
+                    .filter(|id| date_of(id).is_some_and(|d| d >= start && d <= end))
+                    .filter(|id| listed_ids.get(payment_id_of(id)) != Some(*id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in gone {
+            if let Some(m) = run.payments.as_mut() {
+                m.remove(&id);
+            }
+            changes.push(RecordChange {
+                kind: RecordKind::Payment,
+                entity: run.entity.clone(),
+                id: id.clone(),
+                op: ChangeOp::Removed,
+                content: None,
+            });
+            // Moved to another pay date (listed again, under its new id): its statements stay.
+            let payment = payment_id_of(&id).to_owned();
+            if !listed_ids.contains_key(&payment) {
+                run.pay().pending.retain(|p| p.id != payment);
+                self.apply_pay(run, std::mem::take(&mut changes)).await?;
+                self.remove_statements(run, &payment).await?;
+            }
+        }
+        self.apply_pay(run, changes).await?;
+        let pay = run.pay();
+        // The next window sized so its answer is about the target size.
+        let per_day = window_bytes / (end - start).whole_days().max(0).unsigned_abs().saturating_add(1);
+        let fitted = self.settings.pay.listing_bytes / per_day.max(1);
+        pay.window_days = u32::try_from(fitted).unwrap_or(MAX_WINDOW_DAYS).clamp(MIN_WINDOW_DAYS, MAX_WINDOW_DAYS);
+        if start <= listing.stop {
+            pay.listing = None;
+            pay.listed_from = Some(pay.listed_from.map_or(listing.stop, |f| f.min(listing.stop)));
+            pay.listed_through = Some(pay.listed_through.map_or(listing.as_of, |t| t.max(listing.as_of)));
+        } else {
+            pay.listing = Some(Listing { next_end: start - Days::days(1), ..listing });
+        }
+        self.save_pay(run).await?;
+        Ok(())
+    }
+
+    /// Removes every stored statement of `payment`.
+    async fn remove_statements(&mut self, run: &mut PayRun<'_>, payment: &str) -> Result<(), Stop> {
+        let prefix = format!("{payment}.");
+        let stored = self.stored_hashes(run.entity, RecordKind::PayStatement, &prefix).await?;
+        let changes: Vec<RecordChange> = stored
+            .into_iter()
+            .map(|h| RecordChange {
+                kind: RecordKind::PayStatement,
+                entity: run.entity.clone(),
+                id: h.id,
+                op: ChangeOp::Removed,
+                content: None,
+            })
+            .collect();
+        run.open.remove(payment);
+        self.apply_pay(run, changes).await
+    }
+
+    /// Fetches the pending payments' statements, those due, until none is left.
+    async fn statements(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
+        let page = self.settings.pay.statements_page;
+        loop {
+            let now = self.now();
+            let mut budget = self.settings.pay.statements_per_request;
+            let mut asked: Vec<(String, u64, u64)> = Vec::new();
+            for p in run.pay().pending.iter().filter(|p| p.retry_at.is_none_or(|at| at <= now)) {
+                if asked.len() == MAX_PAYMENTS_PER_REQUEST || budget == 0 {
+                    break;
+                }
+                // As many as it has left, when known: small payments share a request.
+                let left = p.expected.map_or(page, |n| n.saturating_sub(p.offset).max(1));
+                let limit = page.min(budget).min(left);
+                budget -= limit;
+                asked.push((p.id.clone(), p.offset, limit));
+            }
+            if asked.is_empty() {
+                return Ok(());
+            }
+            let requests: Vec<PayStatementRequest<'_>> = asked
+                .iter()
+                .map(|(id, offset, limit)| PayStatementRequest { payment_id: id, limit: *limit, offset: *offset })
+                .collect();
+            let reply = self.call(run.entity, Priority::Routine, Ask::PayStatements(&requests)).await?;
+            let body = match reply {
+                Some(Reply::Bytes(b)) => b,
+                None => return Err(Stop::Refused(vec!["pay_statement".to_owned()])),
+                Some(_) => return Err(Error::internal("Finch's pay-statement call answered another shape").into()),
+            };
+            let answer: PayStatementsAnswer<'_> = serde_json::from_slice(&body).map_err(|e| {
+                Error::internal(format!("a pay-statement answer Perch cannot read: column {}", e.column()))
+            })?;
+            let mut answered = HashSet::new();
+            for item in answer.responses {
+                let Some((_, _, limit)) = asked.iter().find(|(id, _, _)| *id == item.payment_id) else { continue };
+                answered.insert(item.payment_id.clone());
+                match item.code {
+                    200 => {
+                        let page: PayStatementsPage<'_> = serde_json::from_str(item.body.get()).map_err(|e| {
+                            Error::internal(format!("a pay statement page Perch cannot read: column {}", e.column()))
+                        })?;
+                        self.statement_page(run, &item.payment_id, page, *limit).await?;
+                    }
+                    202 => {
+                        let reason = serde_json::from_str::<crate::finch::types::Accepted>(item.body.get())
+                            .ok()
+                            .and_then(|a| a.finch_code)
+                            .unwrap_or_else(|| "data_sync_in_progress".to_owned());
+                        defer(run.pay(), &item.payment_id, Retry::NotReady, &reason, now);
+                    }
+                    404 => defer(run.pay(), &item.payment_id, Retry::Failed, "payment_not_found", now),
+                    _ => defer(run.pay(), &item.payment_id, Retry::Failed, "finch_item_error", now),
+                }
+            }
+            // A payment asked for and not answered at all waits like one Finch could not answer.
+            for (id, _, _) in &asked {
+                if !answered.contains(id) {
+                    defer(run.pay(), id, Retry::Failed, "finch_item_missing", now);
+                }
+            }
+            self.save_pay(run).await?;
+        }
+    }
+
+    /// One page of one payment's statements: compared, written, and the payment's offset moved
+    /// past them; the payment is done when its last page is in.
+    async fn statement_page(
+        &mut self,
+        run: &mut PayRun<'_>,
+        payment: &str,
+        page: PayStatementsPage<'_>,
+        limit: u64,
+    ) -> Result<(), Stop> {
+        let Some(pending) = run.pay().pending.iter().find(|p| p.id == payment).cloned() else { return Ok(()) };
+        if !run.open.contains_key(payment) {
+            let mut open = OpenPayment { stored: HashMap::new(), seen: HashSet::new(), whole: pending.offset == 0 };
+            if pending.refetch || pending.offset > 0 {
+                let stored = self.stored_hashes(run.entity, RecordKind::PayStatement, &format!("{payment}.")).await?;
+                open.stored = stored.into_iter().map(|h| (h.id, h.hash)).collect();
+                if !pending.refetch {
+                    // A first fetch resumed: everything stored came from its earlier pages.
+                    open.seen = open.stored.keys().map(|id| digest(id)).collect();
+                }
+            }
+            run.open.insert(payment.to_owned(), open);
+        }
+        let listed = page.pay_statements.len() as u64;
+        let mut changes = Vec::new();
+        for (k, raw) in page.pay_statements.iter().enumerate() {
+            let key: StatementKey = serde_json::from_str(raw.get())
+                .map_err(|e| Error::internal(format!("a pay statement Perch cannot read: column {}", e.column())))?;
+            // A statement without a person is kept, under its place in the payment.
+            let person = key.individual_id.unwrap_or_else(|| format!("unknown-{}", pending.offset + k as u64));
+            let canonical = canonical(RecordKind::PayStatement, raw)?;
+            let Some(open) = run.open.get_mut(payment) else { break };
+            let mut n = 1;
+            let id = loop {
+                let id = statement_record_id(payment, &person, n);
+                if open.seen.insert(digest(&id)) {
+                    break id;
+                }
+                n += 1;
+            };
+            let slot = open.stored.entry(id.clone());
+            changes.extend(self.seal_change(run.entity, RecordKind::PayStatement, &id, &canonical, slot)?);
+            if changes.len() >= MAX_CHANGES_PER_WRITE {
+                self.apply_pay(run, std::mem::take(&mut changes)).await?;
+            }
+        }
+        self.apply_pay(run, changes).await?;
+        let offset = pending.offset + listed;
+        let done = listed == 0 || page.paging.count.map_or(listed < limit, |count| offset >= count);
+        if !done {
+            if let Some(p) = run.pay().pending.iter_mut().find(|p| p.id == payment) {
+                p.offset = offset;
+                p.expected = page.paging.count.or(p.expected);
+            }
+            return Ok(());
+        }
+        // The whole payment was read here: what it no longer lists is removed.
+        if let Some(open) = run.open.remove(payment)
+            && open.whole
+            && pending.refetch
+        {
+            let gone: Vec<RecordChange> = open
+                .stored
+                .keys()
+                .filter(|id| !open.seen.contains(&digest(id)))
+                .map(|id| RecordChange {
+                    kind: RecordKind::PayStatement,
+                    entity: run.entity.clone(),
+                    id: id.clone(),
+                    op: ChangeOp::Removed,
+                    content: None,
+                })
+                .collect();
+            self.apply_pay(run, gone).await?;
+        }
+        run.pay().pending.retain(|p| p.id != payment);
+        Ok(())
+    }
+
+    /// Writes pay changes and keeps the pay state's counts in step.
+    async fn apply_pay(&mut self, run: &mut PayRun<'_>, changes: Vec<RecordChange>) -> Result<(), Stop> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut counts = Counts::default();
+        let (mut payments, mut statements) = (0i64, 0i64);
+        for c in &changes {
+            let delta = match c.op {
+                ChangeOp::Added => 1,
+                ChangeOp::Removed => -1,
+                ChangeOp::Updated => 0,
+            };
+            match c.kind {
+                RecordKind::Payment => payments += delta,
+                _ => statements += delta,
+            }
+        }
+        self.apply(&mut counts, changes).await?;
+        let pay = run.pay();
+        pay.payments = u32::try_from((i64::from(pay.payments) + payments).max(0)).unwrap_or(u32::MAX);
+        pay.statements =
+            u64::try_from((i64::try_from(pay.statements).unwrap_or(i64::MAX) + statements).max(0)).unwrap_or(0);
+        Ok(())
+    }
+
+    /// Writes the pay state as it is now.
+    async fn save_pay(&mut self, run: &mut PayRun<'_>) -> Result<(), Error> {
+        let now = self.now();
+        let pay = run.pay();
+        pay.payments_done = pay.payments.saturating_sub(u32::try_from(pay.pending.len()).unwrap_or(u32::MAX));
+        run.record.updated_at = now;
+        run.version = self.save(run.entity, &mut run.record, run.version).await?;
+        Ok(())
+    }
+
+    /// How the pay pass ended, written; the stops the connection's run must act on passed on.
+    async fn settle_pay(
+        &mut self,
+        mut run: PayRun<'_>,
+        result: Result<(), Stop>,
+        refresh_planned: bool,
+    ) -> Result<Option<Stop>, Error> {
+        let now = self.now();
+        let entity = run.entity;
+        let (passed_on, retry) = {
+            let pay = run.pay();
+            match result {
+                Ok(()) => {
+                    let waiting_only = pay.pending.iter().all(|p| p.retry_at.is_some_and(|at| at > now));
+                    if pay.listing.is_none() && waiting_only {
+                        pay.state = PayState::Current;
+                        pay.last_success = Some(now);
+                        pay.attempts = 0;
+                    } else {
+                        pay.state = PayState::Backfilling;
+                    }
+                    (None, pay.next_retry())
+                }
+                Err(Stop::Refused(products)) => {
+                    tracing::warn!(connection_id = %self.rec.connection_id, entity_id = %entity, "pay products refused or not granted: pay history not synced");
+                    pay.state = PayState::MissingScope { products };
+                    (None, None)
+                }
+                Err(Stop::NotYet(reason)) => {
+                    let at = now + retry_delay(Retry::NotReady, pay.attempts);
+                    pay.attempts += 1;
+                    pay.state = PayState::WaitingForFinch { reason };
+                    (None, Some(at))
+                }
+                Err(Stop::Failed(e)) => {
+                    let reason = reason_of(&e);
+                    tracing::error!(connection_id = %self.rec.connection_id, entity_id = %entity, reason, error = %e.chain(), "pay pass failed; retried later");
+                    let at = now + retry_delay(Retry::Failed, pay.attempts);
+                    pay.attempts += 1;
+                    pay.state = PayState::Error { reason: reason.to_owned() };
+                    (None, Some(at))
+                }
+                Err(stop @ (Stop::Deadline | Stop::RateLimited(_))) => {
+                    pay.state = PayState::Backfilling;
+                    (Some(stop), None)
+                }
+                Err(stop) => return Ok(Some(stop)),
+            }
+        };
+        if let Some(Stop::RateLimited(until)) = &passed_on {
+            // For the schedule, should the continuation's message be lost.
+            run.record.next_attempt_at = Some(*until);
+        } else if passed_on.is_none() {
+            // The organization pass of this invocation planned the next run; a continuation of
+            // the pay alone plans it from the last organization pass.
+            let refresh =
+                run.record.last_success.as_ref().map_or(now, |l| l.finished_at) + refresh_interval(self.assisted());
+            let base = if refresh_planned { run.record.next_attempt_at.unwrap_or(refresh) } else { refresh.max(now) };
+            run.record.next_attempt_at = Some(retry.map_or(base, |at| base.min(at)));
+        }
+        // The organization pass may have left it syncing (a continuation of the pay only).
+        if run.record.status == SyncStatus::Syncing && run.record.run.is_none() {
+            run.record.status = SyncStatus::Current;
+        }
+        self.save_pay(&mut run).await?;
+        Ok(passed_on)
+    }
+}
+
+/// Puts payment `id` on the pending list (again from its first statement if it was).
+fn queue_payment(pay: &mut PaySync, id: &str, pay_date: Date, refetch: bool, expected: Option<u64>) {
+    match pay.pending.iter_mut().find(|p| p.id == id) {
+        Some(p) => {
+            p.offset = 0;
+            p.refetch |= refetch;
+            p.pay_date = pay_date;
+            p.expected = expected;
+        }
+        None => pay.pending.push(PendingPayment {
+            id: id.to_owned(),
+            pay_date,
+            offset: 0,
+            expected,
+            refetch,
+            attempts: 0,
+            retry_at: None,
+            waiting: None,
+        }),
+    }
+    // Newest first: an app wants this month's pay before 2024's.
+    pay.pending.sort_by(|a, b| b.pay_date.cmp(&a.pay_date).then_with(|| a.id.cmp(&b.id)));
+}
+
+/// A payment Finch could not answer now: asked again after the backoff, alone.
+fn defer(pay: &mut PaySync, id: &str, kind: Retry, reason: &str, now: time::OffsetDateTime) {
+    if let Some(p) = pay.pending.iter_mut().find(|p| p.id == id) {
+        p.retry_at = Some(now + retry_delay(kind, p.attempts));
+        p.attempts += 1;
+        p.waiting = Some(reason.to_owned());
+    }
+}
