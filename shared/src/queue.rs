@@ -26,6 +26,9 @@ pub enum Trigger {
     Resume,
     /// The connection was disconnected: delete what is left of its data.
     Purge,
+    /// The customer's person index has changes of this connection to take in (its indexer was
+    /// busy with another connection, or ran out of time).
+    Index,
 }
 
 /// One message on the sync queue.

@@ -13,6 +13,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use zeroize::Zeroizing;
 
+use crate::crypto::match_keys::{self, CustomerMatchKeys, MatchKeyring};
 use crate::crypto::records::{self, DataKey, DataKeys, WrappedDataKey};
 use crate::crypto::{EncryptedToken, KeyMigration, TokenCipher, context};
 use crate::domain::{AccessToken, ConnectionId, CustomerId, Error};
@@ -187,5 +188,58 @@ impl DataKeys for KmsCipher {
             out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?.into_inner(),
         );
         DataKey::from_bytes(&plain)
+    }
+}
+
+/// Customers' match keys (`GenerateDataKey`, AES-256, used as an HMAC key) under the same key,
+/// with their own encryption context.
+#[async_trait]
+impl MatchKeyring for KmsCipher {
+    #[tracing::instrument(skip_all, fields(customer_id = %customer))]
+    async fn generate_match_key(&self, customer: &CustomerId) -> Result<(CustomerMatchKeys, WrappedDataKey), Error> {
+        let out = self
+            .client
+            .get()
+            .generate_data_key()
+            .key_id(&self.key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(as_kms(match_keys::context(customer))))
+            .send()
+            .await
+            .map_err(super::error("kms", "GenerateDataKey"))?;
+        let plain = Zeroizing::new(
+            out.plaintext.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no plaintext"))?.into_inner(),
+        );
+        let ciphertext =
+            out.ciphertext_blob.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no ciphertext"))?;
+        Ok((
+            CustomerMatchKeys::from_bytes(&plain)?,
+            WrappedDataKey {
+                ciphertext: ciphertext.into_inner(),
+                key_id: out.key_id.unwrap_or_else(|| self.key_id.clone()),
+            },
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %customer))]
+    async fn unwrap_match_key(
+        &self,
+        wrapped: &WrappedDataKey,
+        customer: &CustomerId,
+    ) -> Result<CustomerMatchKeys, Error> {
+        let out = self
+            .client
+            .get()
+            .decrypt()
+            .key_id(&wrapped.key_id)
+            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
+            .set_encryption_context(Some(as_kms(match_keys::context(customer))))
+            .send()
+            .await
+            .map_err(super::error("kms", "Decrypt"))?;
+        let plain = Zeroizing::new(
+            out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?.into_inner(),
+        );
+        CustomerMatchKeys::from_bytes(&plain)
     }
 }

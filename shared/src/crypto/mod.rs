@@ -11,10 +11,13 @@
 //!
 //! **Records** ([`records`]): synced HR data, under one KMS data key per connection.
 //!
+//! **Match keys** ([`match_keys`]): the person index's SSNs, names and birthdays as keyed hashes.
+//!
 //! **States** ([`state`]) and **code hashes** ([`code_hash`]) are keyed with the `state_key`
 //! from the Finch secret, so a table dump yields neither a usable state nor a way to confirm a
 //! guessed code.
 
+pub mod match_keys;
 pub mod records;
 pub mod state;
 
@@ -83,9 +86,9 @@ pub trait KeyMigration: Send + Sync {
     ) -> Result<EncryptedToken, Error>;
 }
 
-/// Both halves: what an adapter implements and [`crate::app::AppState`] holds.
-pub trait Cipher: TokenCipher + KeyMigration + records::DataKeys {}
-impl<T: TokenCipher + KeyMigration + records::DataKeys + ?Sized> Cipher for T {}
+/// Every key operation: what an adapter implements and [`crate::app::AppState`] holds.
+pub trait Cipher: TokenCipher + KeyMigration + records::DataKeys + match_keys::MatchKeyring {}
+impl<T: TokenCipher + KeyMigration + records::DataKeys + match_keys::MatchKeyring + ?Sized> Cipher for T {}
 
 /// The key a code exchange's single-use marker is stored under: keyed, so a table dump cannot
 /// be used to confirm a guessed code.

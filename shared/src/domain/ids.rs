@@ -150,6 +150,14 @@ id_type!(
     128
 );
 id_type!(
+    /// Perch's id of one person across a customer's connections (a random UUID v4): what the
+    /// app files a person under, whatever connections they appear in.
+    PersonId,
+    "person_id",
+    check_key,
+    64
+);
+id_type!(
     /// A Finch webhook event id (`finch-event-id`), the key of webhook de-duplication.
     EventId,
     "finch-event-id",

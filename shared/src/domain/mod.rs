@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod people;
 pub mod secret;
 pub mod session;
 pub mod status;
@@ -12,7 +13,9 @@ pub mod sync;
 
 pub use clock::Clock;
 pub use error::{BoxError, Error, FinchError};
-pub use ids::{CodeHash, ConnectionId, CustomerId, EntityId, EventId, FinchCustomerId, InvalidId, SessionId, StateId};
+pub use ids::{
+    CodeHash, ConnectionId, CustomerId, EntityId, EventId, FinchCustomerId, InvalidId, PersonId, SessionId, StateId,
+};
 pub use secret::{AccessToken, AuthorizationCode};
 pub use session::{AuthMethod, DEFAULT_MINUTES_TO_EXPIRE, FlowMode, MAX_MINUTES_TO_EXPIRE, Product, SandboxMode};
 pub use status::{ConnectionState, ConnectionStatus};

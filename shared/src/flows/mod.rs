@@ -11,12 +11,14 @@
 //! - [`rotation`]: moving tokens to a new KMS key;
 //! - [`operators`]: an operator's listing, view and disconnects (`perch-admin`);
 //! - [`budget`]: one Finch rate budget shared by every invocation;
-//! - [`sync`]: the employer's data, synced into Perch's store; the feed and the joined view.
+//! - [`sync`]: the employer's data, synced into Perch's store; the feed and the joined view;
+//! - [`people`]: one person across a customer's connections: the index and its views.
 
 pub mod budget;
 pub mod callback;
 pub mod lifecycle;
 pub mod operators;
+pub mod people;
 pub mod rotation;
 pub mod session;
 pub mod sweep;

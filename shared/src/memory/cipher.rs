@@ -9,6 +9,7 @@ use subtle::ConstantTimeEq;
 
 use zeroize::Zeroizing;
 
+use crate::crypto::match_keys::{self, CustomerMatchKeys, MatchKeyring};
 use crate::crypto::records::{self, DataKey, DataKeys, WrappedDataKey};
 use crate::crypto::{EncryptedToken, KeyMigration, TokenCipher, context};
 use crate::domain::{AccessToken, ConnectionId, CustomerId, Error};
@@ -157,6 +158,29 @@ impl DataKeys for MemoryCipher {
         let sealed = EncryptedToken { ciphertext: wrapped.ciphertext.clone(), key_id: wrapped.key_id.clone() };
         let plain = Zeroizing::new(self.open(&sealed, &records::context(connection, customer))?);
         DataKey::from_bytes(&plain)
+    }
+}
+
+#[async_trait]
+impl MatchKeyring for MemoryCipher {
+    async fn generate_match_key(&self, customer: &CustomerId) -> Result<(CustomerMatchKeys, WrappedDataKey), Error> {
+        let mut plain = Zeroizing::new([0u8; 32]);
+        getrandom::fill(plain.as_mut()).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+        let sealed = self.seal(plain.as_ref(), &self.key_id, &match_keys::context(customer))?;
+        Ok((
+            CustomerMatchKeys::from_bytes(plain.as_ref())?,
+            WrappedDataKey { ciphertext: sealed.ciphertext, key_id: sealed.key_id },
+        ))
+    }
+
+    async fn unwrap_match_key(
+        &self,
+        wrapped: &WrappedDataKey,
+        customer: &CustomerId,
+    ) -> Result<CustomerMatchKeys, Error> {
+        let sealed = EncryptedToken { ciphertext: wrapped.ciphertext.clone(), key_id: wrapped.key_id.clone() };
+        let plain = Zeroizing::new(self.open(&sealed, &match_keys::context(customer))?);
+        CustomerMatchKeys::from_bytes(&plain)
     }
 }
 

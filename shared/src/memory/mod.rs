@@ -10,6 +10,7 @@
 mod cipher;
 mod data;
 mod events;
+mod people;
 mod queue;
 mod secret;
 mod store;

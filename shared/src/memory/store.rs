@@ -43,6 +43,8 @@ pub(super) struct Tables {
     faults: HashMap<&'static str, u32>,
     /// The records table.
     pub(super) data: super::data::DataTables,
+    /// The person index (in the records table when deployed).
+    pub(super) people: super::people::PeopleTables,
 }
 
 /// The in-memory store (see [`super`]).

@@ -27,6 +27,7 @@
 //! applied.
 
 pub mod data;
+pub mod people;
 mod records;
 
 use async_trait::async_trait;
@@ -356,11 +357,12 @@ function_store!(
     /// sync-worker: the connection (and its status on a 401), the budget, and the records
     /// table: key and lease, records and feed, states, the schedule, the purge.
     SyncWorkerStore: ReadConnection, CheckConnections, BudgetWindows, data::DataKeyItems, data::RecordWrites,
-        data::RecordReads, data::SyncStates, data::DueSyncs, data::PurgeData
+        data::RecordReads, data::SyncStates, data::DueSyncs, data::PurgeData, people::IndexStore
 );
 function_store!(
-    /// connection-data: the connection (ownership), its key, states, records and feed.
-    DataReadStore: ReadConnection, data::DataKeyItems, data::RecordReads, data::SyncStates
+    /// connection-data: the connection (ownership), its key, states, records and feed, and
+    /// the customer's people.
+    DataReadStore: ReadConnection, data::DataKeyItems, data::RecordReads, data::SyncStates, people::PersonIndex
 );
 function_store!(
     /// Every operation: what an adapter implements and [`crate::app::AppState`] holds.

@@ -152,7 +152,7 @@ fn cancelled_by_condition(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteIte
 }
 
 impl DynamoStore {
-    fn records_table(&self) -> Result<&str, Error> {
+    pub(super) fn records_table(&self) -> Result<&str, Error> {
         self.records
             .as_deref()
             .ok_or_else(|| Error::internal("RECORDS_TABLE_NAME is not set for a function that reads synced data"))
@@ -208,8 +208,45 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// The items of `keys` (distinct), those that exist, in any order: 100 a request, again
+    /// while DynamoDB hands some back.
+    pub(super) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, Error> {
+        let table = self.records_table()?.to_owned();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut wanted = chunk.to_vec();
+            for attempt in 0..8u32 {
+                if wanted.is_empty() {
+                    break;
+                }
+                let ask = built(KeysAndAttributes::builder().set_keys(Some(wanted)).consistent_read(true).build())?;
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&table, ask)
+                    .send()
+                    .await
+                    .map_err(crate::aws::error("dynamodb", "BatchGetItem"))?;
+                out.extend(got.responses.and_then(|mut r| r.remove(&table)).unwrap_or_default());
+                wanted = got.unprocessed_keys.and_then(|mut u| u.remove(&table)).map(|k| k.keys).unwrap_or_default();
+                if !wanted.is_empty() {
+                    tokio::time::sleep(crate::finch::backoff(attempt) / 10).await;
+                }
+            }
+            if !wanted.is_empty() {
+                return Err(Error::Aws {
+                    service: "dynamodb",
+                    operation: "BatchGetItem",
+                    retryable: true,
+                    source: "keys still unprocessed after 8 attempts".into(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes `requests` (≤ 25), again while DynamoDB hands some back.
-    async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> Result<(), Error> {
+    pub(super) async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> Result<(), Error> {
         let table = self.records_table()?.to_owned();
         for attempt in 0..8u32 {
             if requests.is_empty() {
@@ -499,44 +536,12 @@ impl RecordReads for DynamoStore {
         connection: &ConnectionId,
         keys: &[(RecordKind, EntityId, String)],
     ) -> Result<Vec<StoredRecord>, Error> {
-        let table = self.records_table()?.to_owned();
         // BatchGetItem refuses a request that names one key twice.
         let mut keys = keys.to_vec();
         keys.sort();
         keys.dedup();
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
-            let mut wanted: Vec<_> = chunk.iter().map(|(k, e, id)| key_of(connection, record_sk(*k, e, id))).collect();
-            for attempt in 0..8u32 {
-                if wanted.is_empty() {
-                    break;
-                }
-                let ask = built(KeysAndAttributes::builder().set_keys(Some(wanted)).consistent_read(true).build())?;
-                let got = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&table, ask)
-                    .send()
-                    .await
-                    .map_err(crate::aws::error("dynamodb", "BatchGetItem"))?;
-                for i in got.responses.and_then(|mut r| r.remove(&table)).unwrap_or_default() {
-                    out.push(stored_record(&i)?);
-                }
-                wanted = got.unprocessed_keys.and_then(|mut u| u.remove(&table)).map(|k| k.keys).unwrap_or_default();
-                if !wanted.is_empty() {
-                    tokio::time::sleep(crate::finch::backoff(attempt) / 10).await;
-                }
-            }
-            if !wanted.is_empty() {
-                return Err(Error::Aws {
-                    service: "dynamodb",
-                    operation: "BatchGetItem",
-                    retryable: true,
-                    source: "keys still unprocessed after 8 attempts".into(),
-                });
-            }
-        }
-        Ok(out)
+        let wanted = keys.iter().map(|(k, e, id)| key_of(connection, record_sk(*k, e, id))).collect();
+        self.batch_get(wanted).await?.iter().map(stored_record).collect()
     }
 
     async fn feed(&self, connection: &ConnectionId, after: u64, limit: usize) -> Result<Vec<FeedEntry>, Error> {

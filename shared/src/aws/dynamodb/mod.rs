@@ -20,6 +20,7 @@ mod events;
 pub mod item;
 pub mod keys;
 mod parked;
+mod people;
 pub mod schema;
 mod states;
 

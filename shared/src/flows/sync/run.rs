@@ -24,6 +24,7 @@ use crate::events::{ChangeSource, StatusChanged, SyncFinished};
 use crate::finch::types::{BatchAnswer, DirectoryPage, Identified, PayStatementRequest};
 use crate::finch::{Data, Fetched, FinchClient, backoff};
 use crate::flows::budget::{Budget, Priority, Taken, Window};
+use crate::flows::people::index::{Indexed, index_connection, unindex_connection};
 use crate::store::data::{Applied, Lease, MAX_CHANGES_PER_WRITE, RecordChange, StoredHash, SyncItem};
 use crate::store::{ConnectionRecord, Observation, SyncWorkerStore};
 
@@ -55,8 +56,10 @@ pub async fn run<A: Adapters>(
     deadline: Instant,
 ) -> Result<RunOutcome, Error> {
     let store: &dyn SyncWorkerStore = app.store.as_ref();
-    if work.trigger == Trigger::Purge {
-        return purge(store, work, deadline, settings).await;
+    match work.trigger {
+        Trigger::Purge => return purge(app, store, work, deadline, settings).await,
+        Trigger::Index => return index_only(app, store, work, deadline, settings).await,
+        _ => {}
     }
     let id = &work.connection_id;
     let Some(rec) = store.get_connection(id).await? else { return Ok(RunOutcome::Gone) };
@@ -184,12 +187,25 @@ async fn fold_into_running(
     Ok(())
 }
 
-async fn purge(
+async fn purge<A: Adapters>(
+    app: &AppState<A>,
     store: &dyn SyncWorkerStore,
     work: &SyncWork,
     deadline: Instant,
     settings: &SyncSettings,
 ) -> Result<RunOutcome, Error> {
+    // The connection's people leave the customer's index first (the tombstone names the
+    // customer): the index is what still points at the data.
+    if let Some(rec) = store.get_connection(&work.connection_id).await? {
+        let now = app.clock.now();
+        match unindex_connection(store, &rec.customer, &work.connection_id, now, deadline, settings.deadline_margin)
+            .await?
+        {
+            Indexed::Done => {}
+            Indexed::Busy => return Ok(RunOutcome::Continue { work: work.clone(), delay: INDEX_BUSY_DELAY }),
+            Indexed::Deadline => return Ok(RunOutcome::Continue { work: work.clone(), delay: Duration::ZERO }),
+        }
+    }
     // The key first, whatever the disconnect did: nothing written after this is readable.
     store.shred_key(&work.connection_id).await?;
     loop {
@@ -198,6 +214,51 @@ async fn purge(
         }
         if deadline.saturating_duration_since(Instant::now()) < settings.deadline_margin {
             return Ok(RunOutcome::Continue { work: work.clone(), delay: Duration::ZERO });
+        }
+    }
+}
+
+/// How long an indexer that found the customer's index busy waits before it tries again.
+const INDEX_BUSY_DELAY: Duration = Duration::from_secs(20);
+/// How long an indexer that failed waits: the changes stay in the feed.
+const INDEX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// A turn of the person indexer alone, for a connection whose run is over.
+async fn index_only<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn SyncWorkerStore,
+    work: &SyncWork,
+    deadline: Instant,
+    settings: &SyncSettings,
+) -> Result<RunOutcome, Error> {
+    let Some(rec) = store.get_connection(&work.connection_id).await? else { return Ok(RunOutcome::Gone) };
+    if rec.is_disconnecting_or_gone() {
+        return Ok(RunOutcome::Gone);
+    }
+    let Some(k) = store.read_key(&rec.connection_id).await? else { return Ok(RunOutcome::Finished) };
+    let key = app.cipher.unwrap(&k.wrapped, &rec.connection_id, &rec.customer).await?;
+    Ok(index_turn(app, store, &rec, &key, deadline, settings).await)
+}
+
+/// The indexer's turn after a run, as the run's outcome: done, or the indexer's own
+/// continuation. A failure is logged and retried alone: the run's data is in, and the index
+/// catches up from its cursor.
+async fn index_turn<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn SyncWorkerStore,
+    rec: &ConnectionRecord,
+    key: &DataKey,
+    deadline: Instant,
+    settings: &SyncSettings,
+) -> RunOutcome {
+    let again = |delay| RunOutcome::Continue { work: SyncWork::new(rec.connection_id.clone(), Trigger::Index), delay };
+    match index_connection(app, store, rec, key, deadline, settings.deadline_margin).await {
+        Ok(Indexed::Done) => RunOutcome::Finished,
+        Ok(Indexed::Busy) => again(INDEX_BUSY_DELAY),
+        Ok(Indexed::Deadline) => again(Duration::ZERO),
+        Err(e) => {
+            tracing::error!(connection_id = %rec.connection_id, error = %e.chain(), "the person index could not take this connection's changes; retried alone");
+            again(INDEX_RETRY_DELAY)
         }
     }
 }
@@ -374,6 +435,8 @@ impl<'a, A: Adapters> Runner<'a, A> {
         // The lease is kept for a continuation (the same run id takes it again).
         if outcome == RunOutcome::Finished {
             self.store.release_lease(&self.rec.connection_id, &self.run_id).await?;
+            // The customer's person index takes in what the run changed.
+            outcome = index_turn(self.app, self.store, self.rec, &self.key, self.deadline, self.settings).await;
         }
         Ok(outcome)
     }

@@ -243,7 +243,7 @@ pub struct ChangesPage {
     pub has_more: bool,
 }
 
-fn bad_cursor() -> Error {
+pub(crate) fn bad_cursor() -> Error {
     Error::invalid("invalid_cursor", "The cursor is not one Perch issued for this list.")
 }
 
@@ -281,7 +281,7 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize
 }
 
 /// The connection's data key, unwrapped (or cached); `None` when it has none (nothing synced).
-async fn data_key<A: Adapters>(
+pub(crate) async fn data_key<A: Adapters>(
     app: &AppState<A>,
     rec: &ConnectionRecord,
 ) -> Result<Option<std::sync::Arc<DataKey>>, Error> {
@@ -294,7 +294,7 @@ async fn data_key<A: Adapters>(
     }
 }
 
-fn open(key: &DataKey, rec: &ConnectionRecord, r: &StoredRecord) -> Result<Box<RawValue>, Error> {
+pub(crate) fn open(key: &DataKey, rec: &ConnectionRecord, r: &StoredRecord) -> Result<Box<RawValue>, Error> {
     let rid = RecordId { connection: &rec.connection_id, entity: r.entity.as_str(), kind: r.kind.as_str(), id: &r.id };
     let plain = key.open(rid, &r.sealed)?;
     let text = String::from_utf8(plain).map_err(|_| Error::internal("a stored record is not UTF-8"))?;
