@@ -8,8 +8,12 @@
 //!   "change", "individual_id", "fields"} | {"action": "terminate", "individual_id", "end_date"?}
 //!   | {"action": "remove", "individual_id"}` (and `"entity_id"?`) — the employer's workforce
 //!   changed: Finch then sends `directory.*`, `individual.*`, `employment.*` (ids only);
-//! - `POST /_emulator/connections/{id}/employees {"size", "entity_id"?}` — a workforce of that
-//!   many people, made anew (5, 500, 20,000: generated on read, see `people`);
+//! - `POST /_emulator/connections/{id}/employees {"size", "entity_id"?, "population"?: {"name",
+//!   "offset"?}}` — a workforce of that many people, made anew (5, 500, 20,000: generated on
+//!   read, see `people`); with a population, people shared with every roster drawn from the same
+//!   name (an employer's other providers and entities), with each provider's flaws;
+//! - `GET /_emulator/connections/{id}/truth?entity_id=` — who each `individual_id` is across
+//!   rosters (the ground truth a person index is measured against);
 //! - `POST /_emulator/connections/{id}/data_sync {"finch_code", "seconds"?}` — the data answers
 //!   202 with that reason (for that long); `{"finch_code": null}` ends it and sends
 //!   `job.initial_data_sync_org.succeeded`;
@@ -58,6 +62,7 @@ pub fn routes() -> Router<Shared> {
         .route("/_emulator/connections/{id}/company", post(rename_company))
         .route("/_emulator/connections/{id}/people", post(people))
         .route("/_emulator/connections/{id}/employees", post(employees))
+        .route("/_emulator/connections/{id}/truth", get(truth))
         .route("/_emulator/connections/{id}/data_sync", post(data_sync))
         .route("/_emulator/connections/{id}/payroll", post(payroll).get(payroll_summary))
         .route("/_emulator/data_sync", post(new_connections_data_sync))
@@ -133,6 +138,15 @@ struct EmployeesBody {
     size: u32,
     #[serde(default)]
     entity_id: Option<String>,
+    #[serde(default)]
+    population: Option<PopulationBody>,
+}
+
+#[derive(Deserialize)]
+struct PopulationBody {
+    name: String,
+    #[serde(default)]
+    offset: u32,
 }
 
 /// Makes an entity's workforce `size` people anew (its first entity unless named).
@@ -143,9 +157,35 @@ async fn employees(State(s): State<Shared>, Path(id): Path<String>, Json(b): Jso
     if !c.entities.iter().any(|e| e.id == entity) {
         return crate::not_found();
     }
-    w.rosters.insert(entity.clone(), crate::people::Roster::new(crate::people::seed_of(&entity), b.size));
+    let seed = crate::people::seed_of(&entity);
+    let roster = match &b.population {
+        Some(p) => crate::people::Roster::drawn(
+            seed,
+            b.size,
+            crate::people::Population {
+                seed: crate::people::seed_of(&format!("population|{}", p.name)),
+                offset: p.offset,
+            },
+        ),
+        None => crate::people::Roster::new(seed, b.size),
+    };
+    w.rosters.insert(entity.clone(), roster);
     w.touch(&entity);
     Json(json!({"entity_id": entity, "size": b.size})).into_response()
+}
+
+/// Who each person of an entity is across rosters: `{individual_id: person}`.
+async fn truth(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<EntityQuery>,
+) -> Response {
+    let Some(entity) = entity_of(&s, &id, q.entity_id) else { return crate::not_found() };
+    let mut w = s.world();
+    let r = w.roster(&entity);
+    let people: serde_json::Map<String, Value> =
+        r.numbers().filter_map(|n| Some((r.person(n)?.id, Value::from(r.truth(n)?)))).collect();
+    Json(json!({"entity_id": entity, "people": people})).into_response()
 }
 
 #[derive(Deserialize)]

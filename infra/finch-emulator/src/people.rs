@@ -242,11 +242,38 @@ pub struct Roster {
     pub changes: BTreeMap<u32, Patch>,
     /// People gone from the provider altogether (no longer listed).
     pub removed: BTreeSet<u32>,
+    /// The people this roster shows, when they are shared with other rosters.
+    pub population: Option<Population>,
+}
+
+/// People shared by several rosters: a company's workforce as each of its providers, or each
+/// of its entities, shows it. Person `n` of a roster drawn from a population is person
+/// `offset + n` of it: the same name, date of birth, SSN and job in every roster, under each
+/// roster's own Finch id, and with each provider's own flaws (see [`Person::drawn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Population {
+    pub seed: u64,
+    pub offset: u32,
 }
 
 impl Roster {
     pub fn new(seed: u64, size: u32) -> Self {
-        Self { seed, size, hired: 0, changes: BTreeMap::new(), removed: BTreeSet::new() }
+        Self { seed, size, hired: 0, changes: BTreeMap::new(), removed: BTreeSet::new(), population: None }
+    }
+
+    /// A roster of `size` people drawn from `population`.
+    pub fn drawn(seed: u64, size: u32, population: Population) -> Self {
+        Self { population: Some(population), ..Self::new(seed, size) }
+    }
+
+    /// Who person `n` is, across rosters (the emulator's ground truth of the person index):
+    /// the population's number, or the roster's own for someone only it has (a hire).
+    pub fn truth(&self, n: u32) -> Option<String> {
+        self.person(n)?;
+        Some(match self.population {
+            Some(pop) if n < self.size => format!("{:x}:{}", pop.seed, pop.offset + n),
+            _ => format!("{:x}:{n}", self.seed),
+        })
     }
 
     /// Everyone listed, in order.
@@ -268,7 +295,10 @@ impl Roster {
         if n >= self.size + self.hired || self.removed.contains(&n) {
             return None;
         }
-        Some(Person::generate(self.seed, n, n >= self.size))
+        Some(match self.population {
+            Some(pop) if n < self.size => Person::drawn(pop, self.seed, n),
+            _ => Person::generate(self.seed, n, n >= self.size),
+        })
     }
 
     fn patch(&self, n: u32) -> Option<&Patch> {
@@ -430,6 +460,8 @@ pub struct Person {
     pub last_name: String,
     pub preferred_name: Option<String>,
     pub dob: String,
+    /// This provider does not return the date of birth.
+    pub dob_withheld: bool,
     pub gender: &'static str,
     pub ssn: String,
     pub work_email: String,
@@ -493,6 +525,7 @@ impl Person {
             middle_name: middle,
             last_name: last,
             dob,
+            dob_withheld: false,
             gender,
             ssn,
             residence: (street, city, state, zip),
@@ -507,6 +540,44 @@ impl Person {
             part_time: !contractor && s.below(10) == 0,
             contractor,
         }
+    }
+
+    /// Person `n` of a roster (seed `roster`) drawn from `pop`: the population's person
+    /// `offset + n` under the roster's id, with the hard cases of reconciling people built in.
+    ///
+    /// - In the population, one person in fifty is a **namesake** of the one before: the same
+    ///   first name, last name and date of birth, another SSN and e-mail (shared names happen
+    ///   within one company, Finch warns).
+    /// - Each roster, as a provider would, shows some people differently: about 3 in 100 under
+    ///   another **last name** (a name changed at one provider only), 4 in 100 **without a date of
+    ///   birth**, 5 in 100 with a **work e-mail** of another domain.
+    pub fn drawn(pop: Population, roster: u64, n: u32) -> Self {
+        let number = pop.offset + n;
+        let mut p = Self::generate(pop.seed, number, false);
+        if number % 50 == 7 {
+            let before = Self::generate(pop.seed, number - 1, false);
+            (p.first_name, p.last_name, p.dob) = (before.first_name, before.last_name, before.dob);
+        }
+        let mut s = Stream(roster ^ u64::from(number).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        match s.below(100) {
+            0..=2 => {
+                let other = s.pick(LAST);
+                if *other != p.last_name {
+                    p.last_name = (*other).to_owned();
+                }
+            }
+            3..=6 => p.dob_withheld = true,
+            7..=11 => {
+                let local = p.work_email.split('@').next().unwrap_or_default().to_owned();
+                p.work_email = format!("{local}@corp-{:04x}.example.net", roster & 0xffff);
+            }
+            _ => {}
+        }
+        p.number = n;
+        p.id = id_of(roster, n);
+        p.manager = p.manager.filter(|m| *m >= pop.offset).map(|m| m - pop.offset);
+        p.manager_id = p.manager.map(|m| id_of(roster, m));
+        p
     }
 
     pub fn is_active(&self) -> bool {
@@ -527,7 +598,7 @@ impl Person {
             "gender": self.gender,
             "ethnicity": null,
             "marital_status": null,
-            "dob": self.dob,
+            "dob": if self.dob_withheld { None } else { Some(&self.dob) },
             "residence": {"line1": line1, "line2": null, "city": city, "state": state, "postal_code": zip, "country": "US", "name": null, "source_id": null},
         });
         if with_ssn {
@@ -623,5 +694,37 @@ mod tests {
         r.removed.insert(3);
         assert!(r.person(3).is_none() && r.find(&Person::generate(r.seed, 3, false).id).is_none());
         assert_eq!(r.numbers().collect::<Vec<_>>(), vec![0, 1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn rosters_drawn_from_one_population_show_the_same_people_with_each_providers_flaws() {
+        let pop = Population { seed: seed_of("population|Acme"), offset: 0 };
+        let (a, b) =
+            (Roster::drawn(seed_of("gusto-entity"), 2_000, pop), Roster::drawn(seed_of("adp-entity"), 2_000, pop));
+        let (mut renamed, mut no_dob, mut other_email, mut namesakes) = (0, 0, 0, 0);
+        for n in 0..2_000 {
+            let (x, y) = (a.person(n).unwrap(), b.person(n).unwrap());
+            assert_ne!(x.id, y.id, "each provider has its own ids");
+            assert_eq!(a.truth(n), b.truth(n), "one person");
+            assert_eq!((&x.ssn, &x.first_name), (&y.ssn, &y.first_name));
+            renamed += usize::from(x.last_name != y.last_name);
+            no_dob += usize::from(x.dob_withheld) + usize::from(y.dob_withheld);
+            other_email += usize::from(x.work_email != y.work_email);
+            if n > 0 {
+                let before = a.person(n - 1).unwrap();
+                namesakes +=
+                    usize::from((&before.first_name, &before.dob) == (&x.first_name, &x.dob) && before.ssn != x.ssn);
+            }
+            assert!(x.individual(false)["dob"].is_null() == x.dob_withheld);
+        }
+        assert!((60..180).contains(&renamed), "{renamed}");
+        assert!((100..240).contains(&no_dob), "{no_dob}");
+        assert!((120..300).contains(&other_email), "{other_email}");
+        assert!((35..45).contains(&namesakes), "one in fifty: {namesakes}");
+        // Another part of the population is other people.
+        let c = Roster::drawn(seed_of("east"), 10, Population { offset: 1_995, ..pop });
+        assert_eq!(c.truth(0), a.truth(1_995));
+        assert_eq!(c.person(0).unwrap().ssn, a.person(1_995).unwrap().ssn);
+        assert!(c.truth(9).is_some() && a.truth(2_004).is_none());
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::people::{Roster, seed_of};
+use crate::people::{Population, Roster, seed_of};
 
 /// How long an authorization code lives (Finch: 10 minutes).
 pub const CODE_LIFETIME_SECS: i64 = 600;
@@ -415,10 +415,23 @@ impl World {
                 Company { id: uuid::Uuid::new_v4().to_string(), name, entities }
             })
             .clone();
+        // One workforce per employer, whatever login or provider reaches it: every company of
+        // the same customer name draws its entities' rosters from the same people (a second
+        // provider of the employer shows the same employees), and a division shares a few
+        // people with the company itself (someone employed by two entities).
         let size = self.default_employees.unwrap_or(DEFAULT_EMPLOYEES);
+        let population = seed_of(&format!("population|{}", customer_name.unwrap_or("")));
+        let division = (size / 10).max(2);
         for (i, e) in company.entities.iter().enumerate() {
-            let n = if i == 0 { size } else { (size / 10).max(2) };
-            self.rosters.entry(e.id.clone()).or_insert_with(|| Roster::new(seed_of(&e.id), n));
+            let (n, offset) = match i {
+                0 => (size, 0),
+                // The first division's first tenth are people of the company itself.
+                1 => (division, size - (division / 10).max(1).min(size)),
+                _ => (division, size + division * (i as u32 - 1)),
+            };
+            self.rosters
+                .entry(e.id.clone())
+                .or_insert_with(|| Roster::drawn(seed_of(&e.id), n, Population { seed: population, offset }));
         }
         company
     }

@@ -276,7 +276,8 @@ impl Batch {
         self.persons.get_mut(id).and_then(Option::as_mut)
     }
 
-    /// Brings one source's place in the index up to date with its keys (`None`: it is gone).
+    /// Brings one source's place in the index up to date with its keys (`None`: it is gone);
+    /// then any source whose link it showed to be unsafe (see [`Batch::namesakes`]).
     async fn reconcile(
         &mut self,
         store: &dyn IndexStore,
@@ -285,13 +286,32 @@ impl Batch {
         keys: Option<Vec<MatchKey>>,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
+        let mut queue = vec![(source, keys)];
+        while let Some((source, keys)) = queue.pop() {
+            for (again, keys) in self.reconcile_one(store, customer, source, keys, now).await? {
+                queue.push((again, Some(keys)));
+            }
+        }
+        Ok(())
+    }
+
+    /// One source; the sources to decide again after it.
+    async fn reconcile_one(
+        &mut self,
+        store: &dyn IndexStore,
+        customer: &CustomerId,
+        source: SourceRef,
+        keys: Option<Vec<MatchKey>>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(SourceRef, Vec<MatchKey>)>, Error> {
         let link = self.links.get(&source).cloned().flatten();
         let Some(keys) = keys else {
             if let Some(l) = link {
                 self.unlink(&l, now);
             }
-            return Ok(());
+            return Ok(Vec::new());
         };
+        self.load_for(store, customer, &keys).await?;
         let ssn = keys.iter().find(|k| k.rule == MatchRule::Ssn).map(|k| k.hash.clone());
         if let Some(l) = link {
             let conflict = self.person(&l.person).is_some_and(|p| {
@@ -306,41 +326,83 @@ impl Batch {
                 let alone = self.person(&l.person).is_some_and(|p| p.sources.len() == 1);
                 if alone {
                     // A person of one source may now match someone (a date of birth filled in).
-                    self.load_for(store, customer, &keys).await?;
                     if let Found::One(other, rule) = self.find(&source, &keys, ssn.as_deref(), Some(&l.person)) {
                         self.unlink(&l, now);
                         self.link(source, keys, other, Some(rule), now);
-                        return Ok(());
+                        return Ok(Vec::new());
                     }
                 }
                 self.rekey(&l, keys, now);
-                return Ok(());
+                return Ok(Vec::new());
             }
             tracing::warn!(person_id = %l.person, "a source's SSN no longer matches its person's other sources: it is split off");
             self.unlink(&l, now);
         }
-        self.load_for(store, customer, &keys).await?;
+        // Sources of this entity linked by the name and birthday this source shares with them:
+        // namesakes, so that key never linked them safely. Each is split off into a person of
+        // its own (its keys still showing the namesake to whoever comes next), and decided
+        // again after this one.
+        let unsafe_links = self.namesakes(&source, &keys);
+        for l in &unsafe_links {
+            self.unlink(l, now);
+            self.alone(l.source.clone(), l.keys.clone(), None, now)?;
+        }
         match self.find(&source, &keys, ssn.as_deref(), None) {
             Found::One(person, rule) => self.link(source, keys, person, Some(rule), now),
-            found => {
-                let id = new_person_id()?;
-                let ambiguities = match found {
-                    Found::Ambiguous(rule, candidates) => vec![Ambiguity { rule, candidates, found_at: now }],
-                    _ => Vec::new(),
-                };
-                let person = Person {
-                    person_id: id.clone(),
-                    sources: Vec::new(),
-                    keys: Vec::new(),
-                    ambiguities,
-                    created_at: now,
-                    updated_at: now,
-                };
-                self.persons.insert(id.clone(), Some(person));
-                self.link(source, keys, id, None, now);
+            Found::Ambiguous(rule, candidates) => {
+                self.alone(source, keys, Some(Ambiguity { rule, candidates, found_at: now }), now)?;
+            }
+            Found::None => self.alone(source, keys, None, now)?,
+        }
+        Ok(unsafe_links.into_iter().map(|l| (l.source, l.keys)).collect())
+    }
+
+    /// Makes `source` a person of its own.
+    fn alone(
+        &mut self,
+        source: SourceRef,
+        keys: Vec<MatchKey>,
+        ambiguity: Option<Ambiguity>,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let id = new_person_id()?;
+        let person = Person {
+            person_id: id.clone(),
+            sources: Vec::new(),
+            keys: Vec::new(),
+            ambiguities: ambiguity.into_iter().collect(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.persons.insert(id.clone(), Some(person));
+        self.link(source, keys, id, None, now);
+        Ok(())
+    }
+
+    /// The links of other sources of `source`'s entity that share its name-and-birthday key and
+    /// were linked by it to a person of several sources: made before their namesake was known.
+    fn namesakes(&self, source: &SourceRef, keys: &[MatchKey]) -> Vec<SourceLink> {
+        let Some(k) = keys.iter().find(|k| k.rule == MatchRule::NameAndDob) else { return Vec::new() };
+        let mut out = Vec::new();
+        for p in self.holders.get(k).into_iter().flatten().filter_map(|id| self.person(id)) {
+            if p.sources.len() < 2 {
+                continue;
+            }
+            for l in &p.sources {
+                if l.source != *source && l.source.same_entity(source) && l.rule == Some(MatchRule::NameAndDob) {
+                    if let Some(Some(link)) = self.links.get(&l.source) {
+                        out.push(link.clone());
+                    } else {
+                        out.push(SourceLink {
+                            source: l.source.clone(),
+                            person: p.person_id.clone(),
+                            keys: vec![k.clone()],
+                        });
+                    }
+                }
             }
         }
-        Ok(())
+        out
     }
 
     /// Makes sure the holders of `keys`, and the persons they name, are loaded.
@@ -356,30 +418,61 @@ impl Batch {
         self.load_persons(store, customer, persons).await
     }
 
-    /// The person `keys` name, strongest rule first; never `except`, never one with a source
-    /// in the same entity as `source`, never one whose SSN differs.
+    /// The person `keys` name: never `except`, never one with a source in the same entity as
+    /// `source`, never one whose SSN differs.
+    ///
+    /// The SSN decides when it names one person. Otherwise every other key that names anyone
+    /// must name the same one person: a name and birthday pointing at one person and a work
+    /// e-mail at another is two people who look alike, and the source is left apart. A key
+    /// that a source of this entity also holds (a namesake's name and birthday) says nothing
+    /// about which of the two this is, and is not counted.
     fn find(&self, source: &SourceRef, keys: &[MatchKey], ssn: Option<&str>, except: Option<&PersonId>) -> Found {
+        let mut agreed: Option<(MatchRule, Vec<PersonId>)> = None;
+        let mut ambiguous: Option<(MatchRule, Vec<PersonId>)> = None;
         for rule in MatchRule::ALL {
             let Some(k) = keys.iter().find(|k| k.rule == rule) else { continue };
-            let candidates: Vec<PersonId> = self
+            let holders: Vec<&Person> = self
                 .holders
                 .get(k)
                 .into_iter()
                 .flatten()
                 .filter(|p| Some(*p) != except)
-                .filter(|p| {
-                    self.person(p).is_some_and(|person| !person.has_sibling_of(source) && !person.ssn_conflicts(ssn))
-                })
-                .cloned()
+                .filter_map(|p| self.person(p))
+                .filter(|p| !p.ssn_conflicts(ssn))
                 .collect();
-            match candidates.len() {
-                0 => continue,
-                1 => return Found::One(candidates[0].clone(), rule),
-                // Precision first: several people share the key; none is chosen.
-                _ => return Found::Ambiguous(rule, candidates),
+            let namesake = holders.iter().any(|p| p.has_sibling_of(source));
+            let candidates: Vec<PersonId> =
+                holders.iter().filter(|p| !p.has_sibling_of(source)).map(|p| p.person_id.clone()).collect();
+            if candidates.is_empty() {
+                continue;
             }
+            if rule == MatchRule::Ssn && candidates.len() == 1 {
+                return Found::One(candidates[0].clone(), rule);
+            }
+            if namesake {
+                ambiguous.get_or_insert((rule, candidates));
+                continue;
+            }
+            agreed = Some(match agreed {
+                None => (rule, candidates),
+                Some((first, among)) => {
+                    let both: Vec<PersonId> = among.iter().filter(|p| candidates.contains(p)).cloned().collect();
+                    if both.is_empty() {
+                        // The keys disagree: none is chosen.
+                        let mut all = among;
+                        all.extend(candidates);
+                        return Found::Ambiguous(first, all);
+                    }
+                    (first, both)
+                }
+            });
         }
-        Found::None
+        match (agreed, ambiguous) {
+            (Some((rule, one)), _) if one.len() == 1 => Found::One(one[0].clone(), rule),
+            // Precision first: several people share the keys; none is chosen.
+            (Some((rule, several)), _) | (None, Some((rule, several))) => Found::Ambiguous(rule, several),
+            (None, None) => Found::None,
+        }
     }
 
     /// Adds `source` with `keys` to `person`.
