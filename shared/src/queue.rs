@@ -42,11 +42,15 @@ pub struct SyncWork {
     /// A continuation's run: it holds the connection's lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// Payments a webhook said changed (`payment.*`, `pay_statement.*`): their statements are
+    /// read again, whatever their pay date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments: Option<Vec<String>>,
 }
 
 impl SyncWork {
     pub fn new(connection_id: ConnectionId, trigger: Trigger) -> Self {
-        Self { connection_id, trigger, entities: None, run_id: None }
+        Self { connection_id, trigger, entities: None, run_id: None, payments: None }
     }
 }
 

@@ -243,3 +243,46 @@ async fn a_backfill_cut_by_the_deadline_resumes_without_refetching_or_losing_a_s
     let added = all_changes(&f, &id).await.iter().filter(|c| c.kind == RecordKind::PayStatement).count();
     assert_eq!(added, statements);
 }
+
+#[tokio::test]
+async fn a_webhook_naming_an_old_payment_has_its_statements_read_again() {
+    let (f, id, entity) = connected(PAY, &[]).await;
+    let s = settings(&[]);
+    // A payment of 200 days ago, older than a refresh lists again.
+    let old = f.app.clock.now().date() - time::Duration::days(200);
+    let someone = f.finch.shared.world().roster(entity.as_str()).person(1).unwrap().id;
+    let statement = |gross: i64| {
+        json!({"individual_id": someone, "type": "off_cycle_payroll", "payment_method": "check", "total_hours": null,
+               "gross_pay": {"amount": gross, "currency": "usd"}, "net_pay": {"amount": gross - 100, "currency": "usd"},
+               "earnings": [], "taxes": [], "employee_deductions": [], "employer_contributions": []})
+    };
+    let (made, _) = finch_emulator::payroll::add_payment(
+        &f.finch.shared,
+        entity.as_str(),
+        Some(old),
+        Some(old),
+        Some(vec![statement(5_000)]),
+    );
+    sync_through(&f, &s, &id, Trigger::Connected).await;
+    let before = all_changes(&f, &id).await.len();
+
+    // The provider corrects that payment's statement; a refresh alone does not look that far back.
+    {
+        let mut w = f.finch.shared.world();
+        let p = w.sandbox_payments.get_mut(entity.as_str()).unwrap().iter_mut().find(|p| p.id == made).unwrap();
+        p.statements = std::sync::Arc::new(vec![statement(6_000)]);
+        w.touch(entity.as_str());
+    }
+    sync_through(&f, &s, &id, Trigger::Requested).await;
+    assert_eq!(all_changes(&f, &id).await.len(), before, "not seen without the hint");
+    // Finch's `pay_statement.updated` names it: read again, compared, the change in the feed.
+    let mut work = perch::flows::sync::SyncWork::new(id.clone(), Trigger::Webhook);
+    work.payments = Some(vec![made.clone()]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    assert_eq!(perch::flows::sync::run(&f.app, &s, &work, deadline).await.unwrap(), RunOutcome::Finished);
+    let changes = all_changes(&f, &id).await;
+    // The payment's totals and its statement, both updated (the listing reached back to it).
+    let new: Vec<(RecordKind, ChangeOp)> = changes[before..].iter().map(|c| (c.kind, c.op)).collect();
+    assert_eq!(new, [(RecordKind::Payment, ChangeOp::Updated), (RecordKind::PayStatement, ChangeOp::Updated)]);
+    assert!(changes.last().unwrap().record.as_ref().unwrap().get().contains("6000"));
+}

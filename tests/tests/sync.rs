@@ -487,17 +487,21 @@ async fn data_webhooks_queue_a_run_of_their_entity_and_disconnect_shreds_the_dat
         ("individual.updated", "sync_queued"),
         ("job.initial_data_sync_org.succeeded", "sync_queued"),
         ("company.updated", "refresh_requested"),
-        ("payment.created", "ignored"),
+        ("pay_statement.updated", "sync_queued"),
+        ("benefit.created", "ignored"),
     ] {
         let body = json!({"connection_id": id.as_str(), "entity_id": entity.as_str(), "company_id": "c",
-            "account_id": "a", "event_type": event_type, "data": {"individual_id": "p-1"}});
+            "account_id": "a", "event_type": event_type, "data": {"individual_id": "p-1", "payment_id": "pay-1"}});
         let (eid, ts, sig, bytes) = f.webhook(&body, at);
         let out = perch::flows::webhook::handle(&f.app, Some(&eid), Some(&ts), Some(&sig), &bytes).await.unwrap();
         assert_eq!(serde_json::to_value(out.status).unwrap(), expected, "{event_type}");
     }
     let sent = f.mem.sync_queue.drain();
-    assert_eq!(sent.len(), 3, "individual, the org sync job, company.updated");
+    assert_eq!(sent.len(), 4, "individual, the org sync job, company.updated, the pay statement");
     assert!(sent.iter().all(|(w, _)| w.trigger == Trigger::Webhook && w.entities == Some(vec![entity.clone()])));
+    // The payment a pay webhook names is kept as a hint; no other event carries one.
+    let hinted: Vec<_> = sent.iter().filter_map(|(w, _)| w.payments.clone()).collect();
+    assert_eq!(hinted, [vec!["pay-1".to_owned()]]);
 
     assert!(f.mem.store.data_items(&id) > 60);
     let done = perch::flows::lifecycle::disconnect(&f.app, &acme(), id.as_str()).await.unwrap();

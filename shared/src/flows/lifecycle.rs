@@ -230,19 +230,21 @@ async fn finish_disconnect<A: Adapters>(
 
 /// The connection's synced data: its data key is deleted first, so every record is unreadable
 /// at once (and a sync still running can write nothing more); then its items, here while they
-/// are few, else by the sync worker. Whether there was a key.
+/// are few, else by the sync worker — which also takes the connection's people out of the
+/// customer's person index, so it is asked whenever the connection had data. Whether there was
+/// a key.
 async fn shred_data<A: Adapters>(
     app: &AppState<A>,
     store: &dyn DisconnectStore,
     id: &ConnectionId,
 ) -> Result<bool, Error> {
     let shredded = store.shred_key(id).await?;
-    if !store.purge_some(id, PURGE_INLINE).await? {
+    if !store.purge_some(id, PURGE_INLINE).await? || shredded {
         let work = crate::queue::SyncWork::new(id.clone(), crate::queue::Trigger::Purge);
         match &app.sync_queue {
             Some(q) => crate::queue::SyncQueue::send(q.as_ref(), &[work], std::time::Duration::ZERO).await?,
             None => {
-                tracing::error!(connection_id = %id, "synced data left to delete and no SYNC_QUEUE_URL to hand it to; it is unreadable (its key is shredded)")
+                tracing::error!(connection_id = %id, "synced data or people left to delete and no SYNC_QUEUE_URL to hand them to; the data is unreadable (its key is shredded)")
             }
         }
     }

@@ -23,7 +23,8 @@
 //! known legal name: the webhook itself never calls Finch.
 //!
 //! **Data events** (`directory.*`, `individual.*`, `employment.*`, `company.updated`,
-//! `job.initial_data_sync_org.succeeded`) for a live connection queue a sync run of the entity
+//! `payment.*`, `pay_statement.*`, `job.initial_data_sync_{org,payroll}.succeeded`) for a live
+//! connection queue a sync run of the entity
 //! they name ([`crate::flows::sync::after_webhook`]); the ids they carry are a hint, and the
 //! schedule stays the guarantee (webhooks depend on Finch's plan).
 
@@ -184,14 +185,14 @@ enum Update {
     Status { connection_id: Option<ConnectionId>, entity: Option<EntityId>, data: AccountUpdated },
     /// `company.updated`: read the company again (and its data).
     Company(ConnectionId, Option<EntityId>),
-    /// A data event: sync the entity again.
-    Data(ConnectionId, Option<EntityId>),
+    /// A data event: sync the entity again (and read this payment's statements again).
+    Data(ConnectionId, Option<EntityId>, Option<String>),
 }
 
 /// The events whose data a sync refetches (ids only in their payload: a hint).
 fn is_data_event(event_type: &str) -> bool {
-    event_type == "job.initial_data_sync_org.succeeded"
-        || ["directory.", "individual.", "employment."]
+    ["job.initial_data_sync_org.succeeded", "job.initial_data_sync_payroll.succeeded"].contains(&event_type)
+        || ["directory.", "individual.", "employment.", "payment.", "pay_statement."]
             .iter()
             .any(|p| event_type.strip_prefix(p).is_some_and(|rest| matches!(rest, "created" | "updated" | "deleted")))
 }
@@ -230,7 +231,20 @@ fn parse(body: &[u8]) -> Result<(Event, Option<Update>), Error> {
         }
         t if is_data_event(t) => {
             let (connection_id, entity) = (connection_id()?, entity()?);
-            Ok((event, connection_id.map(|c| Update::Data(c, entity))))
+            // A hint only, so a payment id Perch would not file a record under is dropped, not
+            // refused.
+            let pay_event = t.starts_with("payment.") || t.starts_with("pay_statement.");
+            let payment = event
+                .data
+                .as_ref()
+                .filter(|_| pay_event)
+                .and_then(|d| d.get("payment_id"))
+                .and_then(serde_json::Value::as_str)
+                .filter(|p| {
+                    !p.is_empty() && p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .map(str::to_owned);
+            Ok((event, connection_id.map(|c| Update::Data(c, entity, payment))))
         }
         _ => Ok((event, None)),
     }
@@ -270,8 +284,9 @@ pub async fn handle<A: Adapters>(
         Some(Update::Company(connection_id, entity)) => {
             return outcome(company_updated(app, store, id, &connection_id, entity.as_ref()).await?);
         }
-        Some(Update::Data(connection_id, entity)) => {
-            return outcome(data_changed(app, store, id, &event.event_type, &connection_id, entity.as_ref()).await?);
+        Some(Update::Data(connection_id, entity, payment)) => {
+            let (event_type, payment) = (&event.event_type, payment.as_deref());
+            return outcome(data_changed(app, store, id, event_type, &connection_id, entity.as_ref(), payment).await?);
         }
         Some(Update::Status { connection_id, entity, data }) => (connection_id, entity, data),
     };
@@ -321,7 +336,7 @@ async fn company_updated<A: Adapters>(
         unmarked_on_failure(store, id, store.request_refresh(connection_id, OffsetDateTime::now_utc()).await).await?;
     tracing::info!(event_id = %id, connection_id = %connection_id, held, "company.updated: the sweep reads the company again");
     if held {
-        unmarked_on_failure(store, id, sync::after_webhook(app, connection_id, entity).await).await?;
+        unmarked_on_failure(store, id, sync::after_webhook(app, connection_id, entity, None).await).await?;
     }
     Ok(if held { Handled::RefreshRequested } else { Handled::Ignored })
 }
@@ -335,10 +350,11 @@ async fn data_changed<A: Adapters>(
     event_type: &str,
     connection_id: &ConnectionId,
     entity: Option<&EntityId>,
+    payment: Option<&str>,
 ) -> Result<Handled, Error> {
     let held = unmarked_on_failure(store, id, store.get_connection(connection_id).await).await?;
     let queued = held.is_some_and(|r| r.is_live_at_finch())
-        && unmarked_on_failure(store, id, sync::after_webhook(app, connection_id, entity).await).await?;
+        && unmarked_on_failure(store, id, sync::after_webhook(app, connection_id, entity, payment).await).await?;
     tracing::info!(event_id = %id, event_type, connection_id = %connection_id, queued, "data webhook");
     Ok(if queued { Handled::SyncQueued } else { Handled::Ignored })
 }

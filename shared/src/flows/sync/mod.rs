@@ -169,14 +169,16 @@ pub async fn after_connect<A: Adapters>(app: &AppState<A>, store: &dyn SyncState
 }
 
 /// A Finch data webhook (`directory.*`, `individual.*`, `employment.*`, `company.updated`,
-/// `job.initial_data_sync_org.succeeded`) for a connection Perch holds: a run of the entity it
-/// names (every entity without one). The ids it carries are a hint only: a run refetches the
-/// entity in batches — the same four calls for one changed person as for all — and only a
-/// whole pass can tell who left.
+/// `payment.*`, `pay_statement.*`, `job.initial_data_sync_{org,payroll}.succeeded`) for a
+/// connection Perch holds: a run of the entity it names (every entity without one). The ids it
+/// carries are a hint only: a run refetches the entity in batches — the same four calls for one
+/// changed person as for all — and only a whole pass can tell who left. A payment's id is kept:
+/// its statements are read again even if its pay date is older than a refresh looks back.
 pub async fn after_webhook<A: Adapters>(
     app: &AppState<A>,
     connection: &ConnectionId,
     entity: Option<&EntityId>,
+    payment: Option<&str>,
 ) -> Result<bool, Error> {
     let Some(queue) = &app.sync_queue else { return Ok(false) };
     let work = SyncWork {
@@ -184,6 +186,7 @@ pub async fn after_webhook<A: Adapters>(
         trigger: Trigger::Webhook,
         entities: entity.map(|e| vec![e.clone()]),
         run_id: None,
+        payments: payment.map(|p| vec![p.to_owned()]),
     };
     queue.send(&[work], Duration::ZERO).await?;
     Ok(true)
@@ -219,6 +222,7 @@ pub async fn plan_due<A: Adapters>(
                     trigger: Trigger::Scheduled,
                     entities: Some(vec![entity]),
                     run_id: None,
+                    payments: None,
                 });
             } else {
                 continue;

@@ -98,7 +98,10 @@ pub async fn run<A: Adapters>(
         },
     };
     match opened {
-        Ok(runner) => runner.run_all(work).await,
+        Ok(mut runner) => {
+            runner.payment_hints = work.payments.clone().unwrap_or_default();
+            runner.run_all(work).await
+        }
         Err(e) => not_started(app, store, &rec, work, &run_id, e).await,
     }
 }
@@ -354,6 +357,8 @@ struct Runner<'a, A: Adapters> {
     next_seq: u64,
     deadline: Instant,
     trace: Mutex<Trace>,
+    /// Payments a webhook named, until the pay pass has put them on its pending list.
+    payment_hints: Vec<String>,
 }
 
 impl<'a, A: Adapters> Runner<'a, A> {
@@ -383,6 +388,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             next_seq,
             deadline,
             trace: Mutex::new(Trace::default()),
+            payment_hints: Vec::new(),
         })
     }
 
@@ -393,6 +399,7 @@ impl<'a, A: Adapters> Runner<'a, A> {
             trigger: Trigger::Resume,
             entities: Some(entities.to_vec()),
             run_id: Some(self.run_id.clone()),
+            payments: (!self.payment_hints.is_empty()).then(|| self.payment_hints.clone()),
         }
     }
 

@@ -153,10 +153,38 @@ impl<A: Adapters> Runner<'_, A> {
             };
             pay.listing = stop.map(|stop| Listing { next_end: today, stop: stop.min(today), as_of: today });
         }
+        if !self.payment_hints.is_empty() {
+            self.take_hints(run).await?;
+        }
         while run.pay().listing.is_some() {
             self.list_window(run).await?;
         }
         self.statements(run).await
+    }
+
+    /// Payments a webhook named: their statements are read again, and the listing reaches back
+    /// to their pay dates (the payment itself may have changed).
+    async fn take_hints(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
+        if run.payments.is_none() {
+            let stored = self.stored_hashes(run.entity, RecordKind::Payment, "").await?;
+            run.payments = Some(stored.into_iter().map(|h| (h.id, h.hash)).collect());
+        }
+        let hints = std::mem::take(&mut self.payment_hints);
+        let known: Vec<(String, Date)> = run
+            .payments
+            .iter()
+            .flatten()
+            .filter(|(id, _)| hints.iter().any(|h| payment_id_of(id) == h))
+            .filter_map(|(id, _)| Some((payment_id_of(id).to_owned(), date_of(id)?)))
+            .collect();
+        let today = self.now().date();
+        let pay = run.pay();
+        for (id, date) in known {
+            queue_payment(pay, &id, date, true, None);
+            let listing = pay.listing.get_or_insert(Listing { next_end: today, stop: date, as_of: today });
+            listing.stop = listing.stop.min(date).max(pay.from);
+        }
+        Ok(())
     }
 
     /// Lists one window of payments: new and changed ones are stored and their statements
