@@ -48,7 +48,7 @@ async fn every_route_answers_as_documented() {
     let globex = stack.token("globex");
 
     // create-session: 201, 400 (body, products), 401 (no claim), 413.
-    let r = stack.post_json("/connect/sessions", Some(&acme), &json!({"products": ["company"]})).await;
+    let r = stack.post_json("/connect/sessions", Some(&acme), &json!({"products": ["company", "directory"]})).await;
     let (_, session) = c.check("POST", "/connect/sessions", r).await;
     for body in [json!({}), json!({"products": ["payroll"]}), json!({"products": []})] {
         let r = stack.post_json("/connect/sessions", Some(&acme), &body).await;
@@ -132,6 +132,25 @@ async fn every_route_answers_as_documented() {
         assert_eq!(c.check("GET", &path, r).await.0, 404, "{list}");
     }
 
+    // People: 200 (a page, a person), 400 (a forged cursor), 401, 404 (unknown, or another
+    // customer's person). The queued syncs run first: their worker indexes the people.
+    stack.run_sync_queue().await;
+    let r = stack.get("/people?limit=2", Some(&acme)).await;
+    let (status, page) = c.check("GET", "/people", r).await;
+    assert_eq!(status, 200);
+    let r = stack.get("/people?cursor=forged", Some(&acme)).await;
+    assert_eq!(c.check("GET", "/people", r).await.0, 400);
+    let r = stack.get("/people", Some(&no_claim)).await;
+    assert_eq!(c.check("GET", "/people", r).await.0, 401);
+    let person = page["people"][0]["person_id"].as_str().expect("the synced people are indexed");
+    let path = format!("/people/{person}");
+    let r = stack.get(&path, Some(&acme)).await;
+    assert_eq!(c.check("GET", &path, r).await.0, 200);
+    let r = stack.get(&path, Some(&globex)).await;
+    assert_eq!(c.check("GET", &path, r).await.0, 404);
+    let r = stack.get("/people/no-such-person", Some(&acme)).await;
+    assert_eq!(c.check("GET", "/people/no-such-person", r).await.0, 404);
+
     // Webhooks: 200, 401, 400.
     let flipped = stack.flip(&id, "reauth").await;
     assert_eq!(flipped["webhook_status"], 200);
@@ -174,5 +193,5 @@ async fn every_route_answers_as_documented() {
     assert_eq!(c.check("DELETE", &path, r).await.0, 404);
 
     assert!(c.problems.is_empty(), "{:#?}", c.problems);
-    assert_eq!(c.checked, 34);
+    assert_eq!(c.checked, 40);
 }

@@ -179,7 +179,12 @@ fn allows(statement: &Statement, request: &IamRequest) -> bool {
         assert_eq!(operator, "StringEquals", "a condition operator this test cannot evaluate");
         tests.as_object().unwrap().iter().all(|(key, want)| {
             let field = key.strip_prefix("kms:EncryptionContext:").expect("a condition key this test cannot evaluate");
-            request.context.get(field).map(String::as_str) == want.as_str()
+            let got = request.context.get(field).map(String::as_str);
+            // One value, or a list of which the request's must be one (IAM's any-of).
+            match want.as_array() {
+                Some(any) => any.iter().any(|w| got == w.as_str()),
+                None => got == want.as_str(),
+            }
         })
     })
 }
@@ -343,6 +348,11 @@ async fn run_scenario() -> (TestStack, String, String) {
         let r = stack.get(&format!("/connections/{id}/{path}?limit=5"), Some(&acme)).await;
         assert_eq!(r.status(), 200, "{path}");
     }
+    // The worker indexed the people it synced: the customer's people, and one of them.
+    let people: Value = stack.get("/people?limit=3", Some(&acme)).await.json().await.unwrap();
+    let person = people["people"][0]["person_id"].as_str().expect("someone indexed").to_owned();
+    let r = stack.get(&format!("/people/{person}"), Some(&acme)).await;
+    assert_eq!(r.status(), 200);
     // A data webhook queues a run of its entity.
     let person = stack.finch.shared.world().roster(&entity).person(3).unwrap().id;
     let changed = stack

@@ -78,6 +78,8 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("POST", "/connections/{id}/sync", Function::ConnectionSync, true),
     ("GET", "/connections/{id}/changes", Function::ConnectionData, true),
     ("GET", "/connections/{id}/employees", Function::ConnectionData, true),
+    ("GET", "/people", Function::ConnectionData, true),
+    ("GET", "/people/{person_id}", Function::ConnectionData, true),
 ];
 
 /// Matches a concrete path against a route template, returning the path parameters.

@@ -62,10 +62,9 @@ fn parse_people_cursor(c: &str) -> Result<PersonId, Error> {
 async fn live_connections(
     store: &dyn DataReadStore,
     customer: &CustomerId,
-    ids: impl IntoIterator<Item = ConnectionId>,
+    mut ids: Vec<ConnectionId>,
 ) -> Result<HashMap<ConnectionId, ConnectionRecord>, Error> {
     let mut out = HashMap::new();
-    let mut ids: Vec<ConnectionId> = ids.into_iter().collect();
     ids.sort();
     ids.dedup();
     for id in ids {
@@ -126,12 +125,9 @@ pub async fn people<A: Adapters>(
     let has_more = persons.len() > limit;
     persons.truncate(limit);
     let next_cursor = has_more.then(|| persons.last().map(|p| people_cursor(&p.person_id))).flatten();
-    let live = live_connections(
-        store,
-        customer,
-        persons.iter().flat_map(|p| p.sources.iter().map(|l| l.source.connection_id.clone())),
-    )
-    .await?;
+    let ids: Vec<ConnectionId> =
+        persons.iter().flat_map(|p| p.sources.iter().map(|l| l.source.connection_id.clone())).collect();
+    let live = live_connections(store, customer, ids).await?;
     // Each person's name, from the first source with a directory entry.
     let firsts: Vec<(ConnectionId, EntityId, String)> = persons
         .iter()
@@ -212,7 +208,8 @@ pub async fn person<A: Adapters>(app: &AppState<A>, customer: &CustomerId, raw_i
     let Some(p): Option<Person> = store.persons(customer, std::slice::from_ref(&id)).await?.into_iter().next() else {
         return Err(Error::NotFound("person"));
     };
-    let live = live_connections(store, customer, p.sources.iter().map(|l| l.source.connection_id.clone())).await?;
+    let ids: Vec<ConnectionId> = p.sources.iter().map(|l| l.source.connection_id.clone()).collect();
+    let live = live_connections(store, customer, ids).await?;
     let links: Vec<Link> = p.sources.into_iter().filter(|l| live.contains_key(&l.source.connection_id)).collect();
     let keys: Vec<(ConnectionId, EntityId, String)> = links
         .iter()
