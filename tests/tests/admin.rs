@@ -94,6 +94,9 @@ async fn unknown_connections_and_bad_command_lines_are_refused_clearly() {
         "connections disconnect --customer acme --all --per-second many",
         "connections show --customer",
         "reencrypt",
+        "people forget",
+        "people forget --customer acme",
+        "people forget --customer acme --all",
     ] {
         let e = parse(&args(bad)).expect_err(bad);
         assert!(e.contains("usage:"), "{bad}: {e}");
@@ -102,4 +105,35 @@ async fn unknown_connections_and_bad_command_lines_are_refused_clearly() {
         parse(&args("connections disconnect --customer acme --all")).unwrap(),
         Command::DisconnectAll { customer: perch::domain::CustomerId::parse("acme").unwrap(), per_second: 2.0 }
     );
+    assert_eq!(
+        parse(&args("people forget --customer acme p-1")).unwrap(),
+        Command::Forget { customer: perch::domain::CustomerId::parse("acme").unwrap(), person_id: "p-1".into() }
+    );
+}
+
+/// On the stack (DynamoDB through the real SDK): an operator forgets a synced person; their
+/// records leave the store and the index, and the report says what went.
+#[tokio::test]
+async fn an_operator_forgets_a_person_and_the_report_says_what_was_removed() {
+    let stack = TestStack::start_syncing(|_| {}).await;
+    let acme = stack.token("acme");
+    let id = stack.connect_with("acme", &["company", "directory", "individual", "employment"]).await;
+    stack.run_sync_queue().await;
+    let people: Value = stack.get("/people?limit=1", Some(&acme)).await.json().await.unwrap();
+    let person = people["people"][0]["person_id"].as_str().expect("indexed").to_owned();
+    let individual = people["people"][0]["sources"][0]["individual_id"].as_str().unwrap().to_owned();
+
+    let (report, complete, _) = admin(&stack, &format!("people forget --customer acme {person}")).await;
+    assert!(complete, "{report}");
+    assert_eq!(report["sources"][0]["outcome"], "removed");
+    assert_eq!(report["sources"][0]["removed"], serde_json::json!({"directory": 1, "employment": 1, "individual": 1}));
+    assert_eq!(report["index"]["persons"], 1);
+    let r = stack.get(&format!("/people/{person}"), Some(&acme)).await;
+    assert_eq!(r.status(), 404);
+    let employees: Value =
+        stack.get(&format!("/connections/{id}/employees?limit=500"), Some(&acme)).await.json().await.unwrap();
+    assert!(!employees.to_string().contains(&individual), "gone from the connection's people");
+    let command = parse(&args(&format!("people forget --customer acme {person}"))).unwrap();
+    let again = run(&stack.app, command, &mut Vec::new()).await.err().expect("nobody left");
+    assert!(matches!(again, perch::Error::NotFound("person")), "{again:?}");
 }

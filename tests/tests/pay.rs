@@ -286,3 +286,37 @@ async fn a_webhook_naming_an_old_payment_has_its_statements_read_again() {
     assert_eq!(new, [(RecordKind::Payment, ChangeOp::Updated), (RecordKind::PayStatement, ChangeOp::Updated)]);
     assert!(changes.last().unwrap().record.as_ref().unwrap().get().contains("6000"));
 }
+
+#[tokio::test]
+async fn pay_older_than_the_retention_is_never_fetched_and_deleted_as_it_ages() {
+    let env = [("SYNC_PAY_RETENTION_DAYS", "400")];
+    let (f, id, entity) = connected(PAY, &[]).await;
+    let s = settings(&env);
+    sync_through(&f, &s, &id, Trigger::Connected).await;
+    let today = f.app.clock.now().date();
+    let cutoff = today - time::Duration::days(400);
+    let pay = state(&f, &id).await["pay"].clone();
+    assert_eq!(pay["from"], cutoff.to_string(), "{pay}");
+    let kept: Vec<String> = {
+        let p = f.finch.shared.world().payroll(entity.as_str());
+        p.payments.iter().filter(|x| x.pay_date >= cutoff).map(|x| x.id.clone()).collect()
+    };
+    assert_eq!(pay["pay_periods_total"].as_u64(), Some(kept.len() as u64), "only what the retention keeps");
+    let changes = all_changes(&f, &id).await;
+    assert!(
+        changes.iter().filter(|c| c.kind == RecordKind::Payment).all(|c| c.id.as_str() >= cutoff.to_string().as_str())
+    );
+
+    // A month on, the oldest month is deleted: payments and their statements.
+    f.app.clock.advance(time::Duration::days(30));
+    sync_through(&f, &s, &id, Trigger::Requested).await;
+    let later = all_changes(&f, &id).await;
+    let removed: Vec<_> = later[changes.len()..].iter().filter(|c| c.op == ChangeOp::Removed).collect();
+    let new_cutoff = (cutoff + time::Duration::days(30)).to_string();
+    let payments: Vec<_> = removed.iter().filter(|c| c.kind == RecordKind::Payment).collect();
+    assert!(!payments.is_empty() && payments.iter().all(|c| c.id.as_str() < new_cutoff.as_str()), "{payments:?}");
+    assert!(removed.iter().any(|c| c.kind == RecordKind::PayStatement), "their statements too");
+    let pay = state(&f, &id).await["pay"].clone();
+    assert_eq!(pay["from"], new_cutoff);
+    assert_eq!(pay["pay_periods_total"].as_u64(), Some((kept.len() - payments.len()) as u64), "{pay}");
+}

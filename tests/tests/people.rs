@@ -329,3 +329,66 @@ async fn a_disconnect_takes_its_sources_and_their_keys_out_of_the_index() {
     assert!(f.mem.store.index_items(&acme()) < items, "B's sources and cursor are gone");
     assert_eq!(f.mem.store.data_items(&b), 0);
 }
+
+#[tokio::test]
+async fn forgetting_a_person_removes_them_everywhere_and_no_sync_brings_them_back() {
+    let f = start(&[]).await;
+    let (a, ea) = connect_and_sync(&f, PAY, "gusto", "good_user").await;
+    let (b, _) = connect_and_sync(&f, PAY, "adp_run", "good_user_adp").await;
+    let people = everyone(&f, &acme()).await;
+    let p = people.iter().find(|p| p.sources.len() == 2).expect("someone at both providers");
+    let sources: Vec<_> = p.sources.iter().map(|l| l.source.clone()).collect();
+
+    let report = perch::flows::people::forget::forget_person(&f.app, &acme(), p.person_id.as_str()).await.unwrap();
+    assert!(report.complete);
+    let body = serde_json::to_value(&report).unwrap();
+    for s in body["sources"].as_array().unwrap() {
+        assert_eq!(s["outcome"], "removed", "{s}");
+        for kind in ["directory", "individual", "employment"] {
+            assert_eq!(s["removed"][kind], 1, "{s}");
+        }
+        assert!(s["removed"]["pay_statement"].as_u64().unwrap() > 10, "their pay too: {s}");
+    }
+    assert_eq!(report.index.unwrap().persons, 1);
+
+    // Nothing of them is left: records, statements, the index.
+    let gone_from = |f: &Fast, id: &ConnectionId, s: &perch::domain::people::SourceRef| {
+        for kind in [perch::domain::sync::RecordKind::Directory, perch::domain::sync::RecordKind::Individual] {
+            assert!(f.mem.store.stored_record(id, kind, &s.entity_id, &s.individual_id).is_none());
+        }
+    };
+    for s in &sources {
+        gone_from(&f, &s.connection_id, s);
+    }
+    for c in [&a, &b] {
+        let mut cursor: Option<String> = None;
+        let mut last: HashMap<String, perch::domain::sync::ChangeOp> = HashMap::new();
+        loop {
+            let page = feed(&f, c, cursor.as_deref()).await;
+            for ch in &page.changes {
+                last.insert(format!("{:?}/{}", ch.kind, ch.id), ch.op);
+            }
+            if !page.has_more {
+                break;
+            }
+            cursor = Some(page.next_cursor);
+        }
+        let theirs: Vec<_> =
+            last.iter().filter(|(k, _)| sources.iter().any(|s| k.contains(&s.individual_id))).collect();
+        assert!(!theirs.is_empty());
+        assert!(theirs.iter().all(|(_, op)| **op == perch::domain::sync::ChangeOp::Removed), "the feed says so");
+    }
+    assert!(matches!(view::person(&f.app, &acme(), p.person_id.as_str()).await, Err(perch::Error::NotFound(_))));
+    assert_eq!(everyone(&f, &acme()).await.len(), people.len() - 1);
+
+    // The employer still has them: the next syncs do not bring them back.
+    sync_through(&f, &settings(&[]), &a, Trigger::Requested).await;
+    sync_through(&f, &settings(&[]), &b, Trigger::Requested).await;
+    for s in &sources {
+        gone_from(&f, &s.connection_id, s);
+    }
+    assert_eq!(everyone(&f, &acme()).await.len(), people.len() - 1);
+    let again = perch::flows::people::forget::forget_person(&f.app, &acme(), p.person_id.as_str()).await;
+    assert!(matches!(again, Err(perch::Error::NotFound(_))), "nobody left to forget");
+    assert_no_pii_logged(&f, &ea);
+}

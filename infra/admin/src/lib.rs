@@ -1,5 +1,5 @@
-//! `perch-admin`: the operator's commands, over [`perch::flows::operators`] and
-//! [`perch::flows::rotation`]. `main.rs` wires them to the process (environment, stdout,
+//! `perch-admin`: the operator's commands, over [`perch::flows::operators`],
+//! [`perch::flows::rotation`] and [`perch::flows::people::forget`]. `main.rs` wires them to the process (environment, stdout,
 //! stderr, exit code); this is what the tests run against the local stack.
 //!
 //! Every answer is one JSON document on stdout (never a token: see `OperatorView`); progress of
@@ -9,6 +9,7 @@ use std::io::Write;
 
 use perch::app::Adapters;
 use perch::domain::CustomerId;
+use perch::flows::people::forget;
 use perch::flows::{operators, rotation};
 use perch::{AppState, Error};
 use serde_json::Value;
@@ -18,7 +19,8 @@ pub const USAGE: &str = "usage:
   perch-admin connections show <connection_id>
   perch-admin connections disconnect <connection_id>
   perch-admin connections disconnect --customer <customer> --all [--per-second <n, default 2>]
-  perch-admin reencrypt --to <key id, ARN or alias>";
+  perch-admin reencrypt --to <key id, ARN or alias>
+  perch-admin people forget --customer <customer> <person_id>";
 
 /// Disconnects a second when not told: well under Finch's 1,000 requests per 5 minutes per IP,
 /// leaving most of it to the status sweep.
@@ -32,6 +34,7 @@ pub enum Command {
     DisconnectOne { connection_id: String },
     DisconnectAll { customer: CustomerId, per_second: f64 },
     Reencrypt { to: String },
+    Forget { customer: CustomerId, person_id: String },
 }
 
 /// Parses the arguments after the program name; the error is the usage, with what was wrong.
@@ -61,6 +64,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Err(bad("disconnecting all of a customer's connections needs --all, to be sure"))
         }
         ["reencrypt", "--to", key] => Ok(Command::Reencrypt { to: (*key).to_owned() }),
+        ["people", "forget", "--customer", c, person] if !person.starts_with("--") => {
+            Ok(Command::Forget { customer: customer(c)?, person_id: (*person).to_owned() })
+        }
         _ => Err(bad("unknown command")),
     }
 }
@@ -105,6 +111,10 @@ pub async fn run<A: Adapters>(app: &AppState<A>, command: Command, progress: &mu
             let report = rotation::reencrypt_all(app, &to).await?;
             let complete = report.failed == 0 && report.skipped == 0;
             Answer { output: to_json(&report)?, complete }
+        }
+        Command::Forget { customer, person_id } => {
+            let report = forget::forget_person(app, &customer, &person_id).await?;
+            Answer { complete: report.complete, output: to_json(&report)? }
         }
     })
 }

@@ -25,6 +25,7 @@ pub(super) struct DataTables {
     records: BTreeMap<RecordKey, StoredRecord>,
     feed: BTreeMap<(ConnectionId, u64), FeedEntry>,
     seen: BTreeMap<(ConnectionId, String, EntityId, u32), Vec<String>>,
+    forgotten: std::collections::BTreeSet<(ConnectionId, EntityId, String)>,
 }
 
 impl DataTables {
@@ -34,6 +35,7 @@ impl DataTables {
             + self.records.keys().filter(|k| &k.0 == c).count()
             + self.feed.keys().filter(|(x, _)| x == c).count()
             + self.seen.keys().filter(|k| &k.0 == c).count()
+            + self.forgotten.iter().filter(|k| &k.0 == c).count()
     }
 }
 
@@ -183,6 +185,17 @@ impl RecordWrites for MemoryStore {
             .flat_map(|(_, ids)| ids.iter().cloned())
             .collect())
     }
+
+    async fn forget_individual(
+        &self,
+        connection: &ConnectionId,
+        entity: &EntityId,
+        individual: &str,
+    ) -> Result<(), Error> {
+        let mut t = self.enter("forget_individual")?;
+        t.data.forgotten.insert((connection.clone(), entity.clone(), individual.to_owned()));
+        Ok(())
+    }
 }
 
 /// Whether a record's key is `entity`'s, of `kind`, its id starting with `prefix` and after
@@ -283,6 +296,16 @@ impl RecordReads for MemoryStore {
             .map(|(_, e)| e.clone())
             .collect())
     }
+
+    async fn forgotten(&self, connection: &ConnectionId, entity: &EntityId) -> Result<Vec<String>, Error> {
+        let t = self.enter("forgotten")?;
+        Ok(t.data
+            .forgotten
+            .iter()
+            .filter(|(c, e, _)| c == connection && e == entity)
+            .map(|(_, _, i)| i.clone())
+            .collect())
+    }
 }
 
 fn paged(mut page: Vec<StoredHash>) -> (Vec<StoredHash>, Option<String>) {
@@ -365,6 +388,7 @@ impl PurgeData for MemoryStore {
         d.records.retain(|k, _| &k.0 != connection || !take(&mut left));
         d.feed.retain(|(c, _), _| c != connection || !take(&mut left));
         d.seen.retain(|k, _| &k.0 != connection || !take(&mut left));
+        d.forgotten.retain(|k| &k.0 != connection || !take(&mut left));
         Ok(d.items_of(connection) == 0)
     }
 }

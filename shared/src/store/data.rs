@@ -16,6 +16,8 @@
 //!   with each record's current version).
 //! - `SEEN#<run>#<entity>#<page>`: the ids a run's directory page listed, for the removal check
 //!   of a run resumed in another invocation; they expire.
+//! - `FORGOT#<entity>#<individual_id>`: a person an operator had Perch forget: their records
+//!   are never stored again for this connection (see [`crate::flows::people::forget`]).
 //!
 //! **Atomic changes.** A record and its feed entry are written in one transaction with the
 //! advance of the feed's sequence on `KEY` ([`RecordWrites::apply_changes`]), conditional on the
@@ -174,6 +176,14 @@ pub trait RecordWrites: Send + Sync {
 
     /// Every id a run's pages listed for `entity`.
     async fn load_seen(&self, connection: &ConnectionId, run: &str, entity: &EntityId) -> Result<Vec<String>, Error>;
+
+    /// Marks `individual` of `entity` forgotten: a sync stores nothing of them again.
+    async fn forget_individual(
+        &self,
+        connection: &ConnectionId,
+        entity: &EntityId,
+        individual: &str,
+    ) -> Result<(), Error>;
 }
 
 /// Reading records: change detection (hashes), the views (sealed records), the feed.
@@ -221,6 +231,9 @@ pub trait RecordReads: Send + Sync {
 
     /// Up to `limit` feed entries after sequence `after`, in order.
     async fn feed(&self, connection: &ConnectionId, after: u64, limit: usize) -> Result<Vec<FeedEntry>, Error>;
+
+    /// The individuals of `entity` an operator had Perch forget.
+    async fn forgotten(&self, connection: &ConnectionId, entity: &EntityId) -> Result<Vec<String>, Error>;
 }
 
 /// Sync states (`SYNC#<entity>`).

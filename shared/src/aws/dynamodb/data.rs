@@ -7,6 +7,7 @@
 //! | `R#<kind>#<entity>#<id>` | `ct` (B, sealed), `h` (B, keyed hash), `seq` |
 //! | `CH#<seq, 20 digits>` | `kind`, `entity`, `id`, `op`, `at` (unix ms) |
 //! | `SEEN#<run>#<entity>#<page>#<part>` | `ids` (newline-separated), `expires_at` |
+//! | `FORGOT#<entity>#<individual_id>` | (the key alone): a person never stored again |
 //!
 //! Record and feed keys sort as their order: the records of a kind by entity then id, the feed
 //! by sequence (fixed width). Reads that decide anything are strongly consistent.
@@ -466,6 +467,22 @@ impl RecordWrites for DynamoStore {
         Ok(())
     }
 
+    async fn forget_individual(
+        &self,
+        connection: &ConnectionId,
+        entity: &EntityId,
+        individual: &str,
+    ) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(self.records_table()?)
+            .set_item(Some(key_of(connection, format!("FORGOT#{entity}#{individual}"))))
+            .send()
+            .await
+            .map(drop)
+            .map_err(crate::aws::error("dynamodb", "PutItem"))
+    }
+
     async fn load_seen(&self, connection: &ConnectionId, run: &str, entity: &EntityId) -> Result<Vec<String>, Error> {
         let prefix = seen_prefix(run, entity);
         let mut out = Vec::new();
@@ -542,6 +559,22 @@ impl RecordReads for DynamoStore {
         keys.dedup();
         let wanted = keys.iter().map(|(k, e, id)| key_of(connection, record_sk(*k, e, id))).collect();
         self.batch_get(wanted).await?.iter().map(stored_record).collect()
+    }
+
+    async fn forgotten(&self, connection: &ConnectionId, entity: &EntityId) -> Result<Vec<String>, Error> {
+        let prefix = format!("FORGOT#{entity}#");
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.query_prefix(connection, &prefix, start, None, Some("sk")).await?;
+            for i in &items {
+                out.extend(get_s(i, SK)?.strip_prefix(&prefix).map(str::to_owned));
+            }
+            start = next;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn feed(&self, connection: &ConnectionId, after: u64, limit: usize) -> Result<Vec<FeedEntry>, Error> {

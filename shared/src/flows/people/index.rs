@@ -627,3 +627,50 @@ pub async fn unindex_connection(
     store.release_index(customer, &holder).await?;
     result
 }
+
+/// What taking a person out of the index removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Unindexed {
+    pub persons: usize,
+    pub sources: usize,
+    pub keys: usize,
+}
+
+/// Takes `person` out of the customer's index (every source, and the keys only it had), under
+/// the index lease; `None` when another indexer holds it (try again).
+pub async fn unindex_person(
+    store: &dyn IndexStore,
+    customer: &CustomerId,
+    person: &Person,
+    now: OffsetDateTime,
+) -> Result<Option<Unindexed>, Error> {
+    let holder = random_id()?;
+    if !store.take_index(customer, &holder, now, now + Duration::from_secs(120)).await? {
+        return Ok(None);
+    }
+    let result = async {
+        let current: Vec<(SourceRef, Option<Vec<MatchKey>>)> =
+            person.sources.iter().map(|l| (l.source.clone(), None)).collect();
+        let mut batch = Batch::load(store, customer, &current).await?;
+        for (source, _) in &current {
+            if let Some(Some(l)) = batch.links.get(source).cloned() {
+                batch.unlink(&l, now);
+            }
+        }
+        // A person whose sources were already gone from the index.
+        if batch.persons.get(&person.person_id).is_none_or(Option::is_some) {
+            batch.persons.insert(person.person_id.clone(), None);
+            batch.dirty_persons.insert(person.person_id.clone());
+        }
+        let writes = batch.into_writes();
+        store.write_index(customer, &writes).await?;
+        Ok(Unindexed {
+            persons: writes.persons_removed.len(),
+            sources: writes.sources_removed.len(),
+            keys: writes.keys_removed.len(),
+        })
+    }
+    .await;
+    store.release_index(customer, &holder).await?;
+    result.map(Some)
+}

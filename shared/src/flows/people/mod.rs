@@ -10,10 +10,14 @@
 //! the second comes back when the first is done. A disconnect takes the connection's sources
 //! out ([`index::unindex_connection`]), and with them the keys only they had.
 //!
+//! **Forgetting** one person (an operator's erasure, [`forget`]) removes their records from
+//! every connection, keeps them from being synced again, and takes them out of the index.
+//!
 //! **What a page costs.** A page of a thousand feed entries reads its sources' records (100 a
 //! request), their links, the holders of their keys and the persons those name (100 a request
 //! each), decides in memory, and writes once: about sixty DynamoDB calls for five hundred
 //! people, whatever the customer's size.
 
+pub mod forget;
 pub mod index;
 pub mod view;

@@ -90,13 +90,24 @@ pub struct PaySettings {
     pub listing_bytes: u64,
     /// Days of the first listing window, before answers' sizes are known.
     pub first_window_days: u32,
+    /// `SYNC_PAY_RETENTION_DAYS` (default: none): pay older than this many days (by pay date)
+    /// is deleted at each sync, and never fetched.
+    pub retention_days: Option<u64>,
 }
 
 impl PaySettings {
-    /// The earliest pay date synced on `today`.
+    /// The earliest pay date synced on `today`: Finch's lookback, or the retention's cutoff
+    /// when that is later.
     pub fn from(&self, today: time::Date) -> time::Date {
         let year = today.year() - i32::try_from(self.history_years).unwrap_or(0);
-        time::Date::from_calendar_date(year, time::Month::January, 1).unwrap_or(today)
+        let lookback = time::Date::from_calendar_date(year, time::Month::January, 1).unwrap_or(today);
+        self.cutoff(today).map_or(lookback, |c| c.max(lookback))
+    }
+
+    /// The first pay date kept on `today`, when pay is retained for a limited time.
+    pub fn cutoff(&self, today: time::Date) -> Option<time::Date> {
+        let days = i64::try_from(self.retention_days?).unwrap_or(i64::MAX / 2);
+        Some(today.checked_sub(time::Duration::days(days)).unwrap_or(time::Date::MIN))
     }
 }
 
@@ -124,6 +135,10 @@ impl SyncSettings {
                 statements_per_request: env.number("SYNC_PAY_STATEMENTS_PER_REQUEST", 10_000, 1, 50_000)?,
                 listing_bytes: env.number("SYNC_PAYMENT_LISTING_BYTES", 4 << 20, 64 << 10, 64 << 20)?,
                 first_window_days: 31,
+                retention_days: env
+                    .optional("SYNC_PAY_RETENTION_DAYS")
+                    .map(|_| env.number("SYNC_PAY_RETENTION_DAYS", 0, 1, 36_600))
+                    .transpose()?,
             },
         })
     }

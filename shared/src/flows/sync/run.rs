@@ -526,7 +526,10 @@ impl<'a, A: Adapters> Runner<'a, A> {
         record.run = Some(checkpoint.clone());
         record.updated_at = now;
         let version = self.save(entity, &mut record, version).await?;
-        let mut pass = Pass { entity, priority, hashes: HashMap::new(), checkpoint, record, version, unchanged: 0 };
+        // People an operator had Perch forget are never stored again.
+        let forgotten = self.store.forgotten(&self.rec.connection_id, entity).await?.into_iter().collect();
+        let mut pass =
+            Pass { entity, priority, hashes: HashMap::new(), checkpoint, record, version, unchanged: 0, forgotten };
         let result = self.pass(&mut pass).await;
         self.settle(pass, result).await
     }
@@ -620,6 +623,9 @@ impl<'a, A: Adapters> Runner<'a, A> {
         for raw in &page.individuals {
             let Identified { id } = serde_json::from_str(raw.get())
                 .map_err(|e| Error::internal(format!("a directory entry without an id: column {}", e.column())))?;
+            if p.forgotten.contains(&id) {
+                continue;
+            }
             changes.extend(self.diff(p, RecordKind::Directory, &id, raw)?);
             ids.push(id);
             // Written as they fill a transaction: sealed changes never pile up for a page.
@@ -1099,4 +1105,6 @@ struct Pass<'e> {
     version: u64,
     /// Records found unchanged on the page in progress, counted when the page is done.
     unchanged: u64,
+    /// Individuals never stored again (forgotten by an operator).
+    forgotten: HashSet<String>,
 }

@@ -54,6 +54,8 @@ pub(super) struct PayRun<'e> {
     payments: Option<HashMap<String, ContentHash>>,
     /// The payments whose statements are being read in this invocation.
     open: HashMap<String, OpenPayment>,
+    /// Individuals never stored again (forgotten by an operator).
+    forgotten: HashSet<String>,
 }
 
 impl PayRun<'_> {
@@ -128,7 +130,8 @@ impl<A: Adapters> Runner<'_, A> {
         let now = self.now();
         let settings = &self.settings.pay;
         let from = settings.from(now.date());
-        let mut run = PayRun { entity, record, version, payments: None, open: HashMap::new() };
+        let forgotten = self.store.forgotten(&self.rec.connection_id, entity).await?.into_iter().collect();
+        let mut run = PayRun { entity, record, version, payments: None, open: HashMap::new(), forgotten };
         let first_window = settings.first_window_days;
         let pay = run.record.pay.get_or_insert_with(|| PaySync::new(from, first_window));
         pay.from = from;
@@ -158,6 +161,9 @@ impl<A: Adapters> Runner<'_, A> {
         }
         while run.pay().listing.is_some() {
             self.list_window(run).await?;
+        }
+        if let Some(cutoff) = self.settings.pay.cutoff(today) {
+            self.prune(run, cutoff).await?;
         }
         self.statements(run).await
     }
@@ -280,6 +286,40 @@ impl<A: Adapters> Runner<'_, A> {
         Ok(())
     }
 
+    /// Deletes the pay older than the retention allows (`cutoff`, by pay date): payments and
+    /// their statements, as removals in the feed.
+    async fn prune(&mut self, run: &mut PayRun<'_>, cutoff: Date) -> Result<(), Stop> {
+        if run.payments.is_none() {
+            let stored = self.stored_hashes(run.entity, RecordKind::Payment, "").await?;
+            run.payments = Some(stored.into_iter().map(|h| (h.id, h.hash)).collect());
+        }
+        let mut old: Vec<String> = run
+            .payments
+            .iter()
+            .flatten()
+            .filter(|(id, _)| date_of(id).is_some_and(|d| d < cutoff))
+            .map(|(id, _)| id.clone())
+            .collect();
+        old.sort();
+        for id in old {
+            if let Some(m) = run.payments.as_mut() {
+                m.remove(&id);
+            }
+            let payment = payment_id_of(&id).to_owned();
+            run.pay().pending.retain(|p| p.id != payment);
+            let change = RecordChange {
+                kind: RecordKind::Payment,
+                entity: run.entity.clone(),
+                id,
+                op: ChangeOp::Removed,
+                content: None,
+            };
+            self.apply_pay(run, vec![change]).await?;
+            self.remove_statements(run, &payment).await?;
+        }
+        Ok(())
+    }
+
     /// Removes every stored statement of `payment`.
     async fn remove_statements(&mut self, run: &mut PayRun<'_>, payment: &str) -> Result<(), Stop> {
         let prefix = format!("{payment}.");
@@ -390,6 +430,9 @@ impl<A: Adapters> Runner<'_, A> {
         for (k, raw) in page.pay_statements.iter().enumerate() {
             let key: StatementKey = serde_json::from_str(raw.get())
                 .map_err(|e| Error::internal(format!("a pay statement Perch cannot read: column {}", e.column())))?;
+            if key.individual_id.as_ref().is_some_and(|i| run.forgotten.contains(i)) {
+                continue;
+            }
             // A statement without a person is kept, under its place in the payment.
             let person = key.individual_id.unwrap_or_else(|| format!("unknown-{}", pending.offset + k as u64));
             let canonical = canonical(RecordKind::PayStatement, raw)?;
