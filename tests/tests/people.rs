@@ -392,3 +392,43 @@ async fn forgetting_a_person_removes_them_everywhere_and_no_sync_brings_them_bac
     assert!(matches!(again, Err(perch::Error::NotFound(_))), "nobody left to forget");
     assert_no_pii_logged(&f, &ea);
 }
+
+#[tokio::test]
+async fn a_connections_employees_are_searched_by_name_and_each_names_their_person() {
+    let f = start(&[]).await;
+    let (a, ea) = connect_and_sync(&f, ORG, "gusto", "good_user").await;
+    let someone = f.finch.shared.world().roster(ea.as_str()).person(3).unwrap();
+    let search = |q: String, cursor: Option<String>, limit| {
+        let (f, a) = (&f, &a);
+        async move {
+            perch::flows::sync::view::employees(&f.app, &acme(), a.as_str(), cursor.as_deref(), limit, Some(&q))
+                .await
+                .unwrap()
+        }
+    };
+    let found = search(format!("  {} ", someone.last_name.to_uppercase()), None, 100).await;
+    assert!(found.employees.iter().any(|e| e.individual_id == someone.id), "found by last name, any case");
+    for e in &found.employees {
+        let d: Value = serde_json::from_str(e.directory.get()).unwrap();
+        let name = format!("{} {}", d["first_name"], d["last_name"]).to_lowercase();
+        assert!(name.contains(&someone.last_name.to_lowercase()), "{name}");
+        assert!(e.person_id.is_some(), "each employee names their person");
+    }
+    let v = view::person(&f.app, &acme(), found.employees[0].person_id.as_ref().unwrap().as_str()).await.unwrap();
+    assert!(v.sources.iter().any(|s| s.link.source.individual_id == found.employees[0].individual_id));
+    // A search pages like the list: one at a time, every match once.
+    let all = search("a".into(), None, 100).await.employees.len();
+    let (mut seen, mut cursor) = (BTreeSet::new(), None);
+    loop {
+        let page = search("a".into(), cursor, 1).await;
+        seen.extend(page.employees.iter().map(|e| e.individual_id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), all);
+    let long = "x".repeat(101);
+    let e = perch::flows::sync::view::employees(&f.app, &acme(), a.as_str(), None, 10, Some(&long)).await.unwrap_err();
+    assert!(matches!(e, perch::Error::Invalid { .. }), "{e:?}");
+}

@@ -269,13 +269,13 @@ async fn a_first_sync_stores_every_record_sealed_and_the_feed_and_view_serve_the
     assert!(!page.has_more);
     assert!(page.changes.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
     assert!(page.changes.iter().all(|c| c.op == ChangeOp::Added && c.record.is_some()));
-    let people = view::employees(&f.app, &acme(), id.as_str(), None, 8).await.unwrap();
+    let people = view::employees(&f.app, &acme(), id.as_str(), None, 8, None).await.unwrap();
     assert_eq!(people.employees.len(), 8);
     assert!(people.has_more);
     let mut all = people.employees.len();
     let mut cursor = people.next_cursor;
     while let Some(c) = cursor {
-        let p = view::employees(&f.app, &acme(), id.as_str(), Some(&c), 8).await.unwrap();
+        let p = view::employees(&f.app, &acme(), id.as_str(), Some(&c), 8, None).await.unwrap();
         all += p.employees.len();
         assert!(p.employees.iter().all(|e| e.individual.is_some() && e.employment.is_some()));
         cursor = p.next_cursor;
@@ -398,7 +398,7 @@ async fn finch_not_ready_keeps_its_reason_and_a_refused_product_is_missing() {
     let st = state(&f, &id).await;
     assert_eq!((st["state"].as_str(), st["products"].clone()), (Some("missing_scope"), json!(["employment"])), "{st}");
     assert_eq!(f.finch_calls("POST", "/employer/employment"), 0, "a product never granted is never asked");
-    let people = view::employees(&f.app, &acme(), id.as_str(), None, 100).await.unwrap();
+    let people = view::employees(&f.app, &acme(), id.as_str(), None, 100, None).await.unwrap();
     assert_eq!(people.employees.len(), 20);
     assert!(people.employees.iter().all(|e| e.individual.is_some() && e.employment.is_none()));
     assert_no_pii_logged(&f, &entity);
@@ -444,7 +444,7 @@ async fn the_app_asks_once_while_a_run_is_due_and_sees_only_its_own_connections(
     for e in [
         view::sync_view(&f.app, &other, id.as_str()).await.map(drop).unwrap_err(),
         view::changes(&f.app, &other, id.as_str(), None, 10).await.map(drop).unwrap_err(),
-        view::employees(&f.app, &other, id.as_str(), None, 10).await.map(drop).unwrap_err(),
+        view::employees(&f.app, &other, id.as_str(), None, 10, None).await.map(drop).unwrap_err(),
         view::request_sync(&f.app, &other, id.as_str()).await.map(drop).unwrap_err(),
     ] {
         assert!(matches!(e, perch::Error::NotFound("connection")), "{e:?}");

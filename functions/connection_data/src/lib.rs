@@ -3,8 +3,9 @@
 //! - `GET /connections/{id}/changes?cursor&limit` — the change feed in order: each record
 //!   added, updated or removed since `cursor`, with its current version; `next_cursor` and
 //!   `has_more`. Without a cursor, from the beginning.
-//! - `GET /connections/{id}/employees?cursor&limit` — the people as last synced: directory,
-//!   individual and employment joined by `individual_id`, paged.
+//! - `GET /connections/{id}/employees?cursor&limit&q` — the people as last synced: directory,
+//!   individual and employment joined by `individual_id`, with each one's `person_id`, paged;
+//!   `q` keeps those whose name contains it.
 //! - `GET /people?cursor&limit` — the customer's people across its connections, each with its
 //!   sources (connection, entity, `individual_id`) and the rule that linked each.
 //! - `GET /people/{person_id}` — one person: each source's records, and their pay across
@@ -48,7 +49,9 @@ async fn respond<A: Adapters>(app: &AppState<A>, req: Request) -> Response<Body>
         perch::http::RequestSpan::record_connection(id);
         if req.uri().path().ends_with("/employees") {
             let limit = page_limit(limit.as_deref(), DEFAULT_EMPLOYEES, MAX_EMPLOYEES)?;
-            Ok::<_, Error>(json_response(200, &view::employees(app, &customer, id, cursor.as_deref(), limit).await?))
+            let q = query_param(&req, "q")?;
+            let page = view::employees(app, &customer, id, cursor.as_deref(), limit, q.as_deref()).await?;
+            Ok::<_, Error>(json_response(200, &page))
         } else {
             let limit = page_limit(limit.as_deref(), DEFAULT_CHANGES, MAX_CHANGES)?;
             Ok(json_response(200, &view::changes(app, &customer, id, cursor.as_deref(), limit).await?))

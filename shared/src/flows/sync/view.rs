@@ -25,8 +25,9 @@ use time::{Date, OffsetDateTime};
 use super::{SyncQueue, SyncWork, Trigger, mark_queued};
 use crate::app::{Adapters, AppState};
 use crate::crypto::records::{DataKey, RecordId};
+use crate::domain::people::SourceRef;
 use crate::domain::sync::{ChangeOp, Counts, LastSuccess, PayState, PaySync, RecordKind, SyncStatus, iso_date};
-use crate::domain::{ConnectionId, CustomerId, EntityId, Error};
+use crate::domain::{ConnectionId, CustomerId, EntityId, Error, PersonId};
 use crate::flows::lifecycle::owned_connection;
 use crate::store::data::StoredRecord;
 use crate::store::{ConnectionRecord, DataReadStore};
@@ -352,6 +353,8 @@ pub async fn changes<A: Adapters>(
 pub struct Employee {
     pub entity_id: EntityId,
     pub individual_id: String,
+    /// The person across the customer's connections (`GET /people/{person_id}`), once indexed.
+    pub person_id: Option<PersonId>,
     pub directory: Box<RawValue>,
     pub individual: Option<Box<RawValue>>,
     pub employment: Option<Box<RawValue>>,
@@ -365,30 +368,96 @@ pub struct EmployeesPage {
     pub has_more: bool,
 }
 
-/// A page of the connection's people, as last synced, in (entity, id) order.
+/// Directory entries a search reads at most per request: a search that has not found a page
+/// of matches by then answers with what it has and a cursor to read on from.
+pub const SEARCH_SCAN: usize = 2_000;
+
+/// Whether a directory entry's names contain `q` (lower-cased, spaces ignored): first, middle,
+/// preferred and last name, and "first last".
+fn matches(directory: &RawValue, q: &str) -> bool {
+    let v: serde_json::Value = serde_json::from_str(directory.get()).unwrap_or(serde_json::Value::Null);
+    let name = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_lowercase();
+    let (first, last) = (name("first_name"), name("last_name"));
+    let hay = [format!("{first} {last}"), name("middle_name"), name("preferred_name"), format!("{last} {first}")];
+    hay.iter().any(|h| h.contains(q))
+}
+
+/// A page of the connection's people, as last synced, in (entity, id) order; with `q`, only
+/// those whose name contains it (a search reads at most [`SEARCH_SCAN`] entries a request).
+/// Each person carries their `person_id` across connections, once indexed.
 pub async fn employees<A: Adapters>(
     app: &AppState<A>,
     customer: &CustomerId,
     raw_id: &str,
     cursor: Option<&str>,
     limit: usize,
+    q: Option<&str>,
 ) -> Result<EmployeesPage, Error> {
     let store: &dyn DataReadStore = app.store.as_ref();
-    let after = cursor.map(parse_people_cursor).transpose()?;
+    let mut after = cursor.map(parse_people_cursor).transpose()?;
     let rec = live_connection(store, customer, raw_id).await?;
-    let mut people = store
-        .records_page(
-            &rec.connection_id,
-            RecordKind::Directory,
-            after.as_ref().map(|(e, id)| (e, id.as_str())),
-            limit + 1,
-        )
-        .await?;
-    let has_more = people.len() > limit;
-    people.truncate(limit);
-    let next_cursor = has_more.then(|| people.last().map(|p| people_cursor(&p.entity, &p.id))).flatten();
+    let q = q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
+    if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
+        return Err(Error::invalid("invalid_query", "q must be at most 100 characters."));
+    }
+    let mut people: Vec<(StoredRecord, Box<RawValue>)> = Vec::with_capacity(limit);
+    let mut key: Option<std::sync::Arc<DataKey>> = None;
+    let mut scanned = 0;
+    let mut has_more = false;
+    while people.len() < limit {
+        let want = if q.is_some() { 200 } else { limit - people.len() };
+        let page = store
+            .records_page(
+                &rec.connection_id,
+                RecordKind::Directory,
+                after.as_ref().map(|(e, id)| (e, id.as_str())),
+                want + 1,
+            )
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        if key.is_none() {
+            key = data_key(app, &rec).await?;
+        }
+        let Some(k) = key.as_ref() else { break };
+        let more = page.len() > want;
+        for r in page.into_iter().take(want) {
+            after = Some((r.entity.clone(), r.id.clone()));
+            scanned += 1;
+            let directory = open(k, &rec, &r)?;
+            if q.as_deref().is_none_or(|q| matches(&directory, q)) {
+                people.push((r, directory));
+                if people.len() == limit {
+                    break;
+                }
+            }
+        }
+        has_more = more || people.len() == limit;
+        if !more || scanned >= SEARCH_SCAN {
+            break;
+        }
+    }
+    // Whether anything lies past the last entry given: a plain page knows from its extra entry;
+    // a search that filled its page or ran out of scan says so, to be read on from the cursor.
+    if q.is_none() {
+        has_more = people.len() == limit
+            && !store
+                .records_page(
+                    &rec.connection_id,
+                    RecordKind::Directory,
+                    after.as_ref().map(|(e, id)| (e, id.as_str())),
+                    1,
+                )
+                .await?
+                .is_empty();
+    }
+    let next_cursor = has_more.then(|| after.as_ref().map(|(e, id)| people_cursor(e, id))).flatten();
+    let Some(key) = key.filter(|_| !people.is_empty()) else {
+        return Ok(EmployeesPage { employees: Vec::new(), next_cursor, has_more });
+    };
     let mut wanted = Vec::with_capacity(people.len() * 2);
-    for p in &people {
+    for (p, _) in &people {
         wanted.push((RecordKind::Individual, p.entity.clone(), p.id.clone()));
         wanted.push((RecordKind::Employment, p.entity.clone(), p.id.clone()));
     }
@@ -398,16 +467,29 @@ pub async fn employees<A: Adapters>(
             joined.insert((r.kind, r.entity.clone(), r.id.clone()), r);
         }
     }
-    let key = if people.is_empty() { None } else { data_key(app, &rec).await? };
-    let Some(key) = key else { return Ok(EmployeesPage { employees: Vec::new(), next_cursor: None, has_more: false }) };
+    let sources: Vec<SourceRef> = people
+        .iter()
+        .map(|(p, _)| SourceRef {
+            connection_id: rec.connection_id.clone(),
+            entity_id: p.entity.clone(),
+            individual_id: p.id.clone(),
+        })
+        .collect();
+    let mut persons: HashMap<SourceRef, PersonId> = HashMap::new();
+    for chunk in sources.chunks(100) {
+        for l in store.source_links(customer, chunk).await? {
+            persons.insert(l.source, l.person);
+        }
+    }
     let mut employees = Vec::with_capacity(people.len());
-    for p in people {
+    for ((p, directory), source) in people.into_iter().zip(sources) {
         let mut part =
             |kind| joined.remove(&(kind, p.entity.clone(), p.id.clone())).map(|r| open(&key, &rec, &r)).transpose();
         let individual = part(RecordKind::Individual)?;
         let employment = part(RecordKind::Employment)?;
         employees.push(Employee {
-            directory: open(&key, &rec, &p)?,
+            person_id: persons.remove(&source),
+            directory,
             entity_id: p.entity,
             individual_id: p.id,
             individual,
