@@ -145,6 +145,9 @@
         actions.append(el('button', { type: 'button', className: 'primary', textContent: 'Reconnect', onclick: (e) => reconnect(c, e.target) }), ' ');
       }
       // Finch reporting `disconnected` does not destroy the token; disconnecting here does.
+      if (badge(c.status)[0] !== 'disconnected') {
+        actions.append(el('button', { type: 'button', textContent: 'Data', onclick: (e) => busy(e.target, () => openData(c)) }), ' ');
+      }
       if (c.status !== 'disconnecting') {
         actions.append(el('button', { type: 'button', className: 'danger', textContent: 'Disconnect', onclick: (e) => disconnect(c, e.target) }));
       }
@@ -203,6 +206,175 @@
       list.append(item);
     }
     return list;
+  }
+
+  // ---- A connection's data: its sync state, its employees, a person's pay ------------------------
+
+  let shown = null;
+  let employeesCursor = null;
+  let employeesQuery = '';
+
+  const SYNC_STATES = {
+    not_started: 'Not started', queued: 'Queued', waiting_for_finch: 'Waiting for Finch', syncing: 'Syncing',
+    current: 'Current', needs_reauth: 'Needs reconnect', missing_scope: 'Missing permission', error: 'Error',
+    backfilling: 'Backfilling',
+  };
+  const SYNC_BADGE = { current: 'connected', needs_reauth: 'reauth', error: 'error', missing_scope: 'reauth' };
+
+  const stateBadge = (state) => el('span', { className: `badge ${SYNC_BADGE[state] || 'pending'}`, textContent: SYNC_STATES[state] || state, title: state });
+
+  // Cents in a currency, as a person reads money; an unknown currency code shown as given.
+  function money(amount, currency) {
+    if (amount === null || amount === undefined) return '—';
+    try {
+      return (amount / 100).toLocaleString(undefined, { style: 'currency', currency: (currency || 'usd').toUpperCase() });
+    } catch {
+      return `${(amount / 100).toFixed(2)} ${currency || ''}`.trim();
+    }
+  }
+
+  async function openData(c) {
+    shown = c;
+    $('data-name').textContent = c.company_name || c.provider_id;
+    $('app').hidden = true;
+    $('data').hidden = false;
+    $('employee-q').value = '';
+    await Promise.all([loadSync(), loadEmployees()]);
+  }
+
+  function closeData() {
+    clearTimeout(watching);
+    shown = null;
+    $('data').hidden = true;
+    $('app').hidden = false;
+  }
+
+  // While a sync is queued or running, the state is read again every few seconds; when it
+  // settles the employees are read again too (the first sync brings them).
+  let watching = null;
+
+  async function loadSync() {
+    const view = await api('GET', `/connections/${encodeURIComponent(shown.connection_id)}/sync`);
+    renderSync(view);
+  }
+
+  function watch(view) {
+    clearTimeout(watching);
+    const moving = view.entities.some((e) => ['queued', 'syncing'].includes(e.state) || e.pay?.state === 'backfilling');
+    if (!moving) return;
+    const id = shown.connection_id;
+    watching = setTimeout(async () => {
+      if (!shown || shown.connection_id !== id) return;
+      try {
+        const next = await api('GET', `/connections/${encodeURIComponent(id)}/sync`);
+        if (!shown || shown.connection_id !== id) return;
+        renderSync(next);
+        if (!next.entities.some((e) => ['queued', 'syncing'].includes(e.state))) await loadEmployees();
+      } catch (e) {
+        notify('error', e.message);
+      }
+    }, 2000);
+  }
+
+  function renderSync(view) {
+    const box = $('sync');
+    box.replaceChildren();
+    for (const e of view.entities) {
+      const entity = (shown.entities || []).find((x) => x.entity_id === e.entity_id);
+      const rows = [
+        ['Organization', stateBadge(e.state)],
+        e.reason ? ['Why', e.reason] : null,
+        e.products ? ['Not granted', e.products.join(', ')] : null,
+        ['Last synced', e.last_success ? when(e.last_success.finished_at) : 'not yet'],
+        e.last_success ? ['Last changes', `${e.last_success.counts.added} added, ${e.last_success.counts.updated} updated, ${e.last_success.counts.removed} removed`] : null,
+        e.progress ? ['In progress', `${e.progress.people_listed} people listed`] : null,
+        ['Next', e.next_attempt_at ? when(e.next_attempt_at) : '—'],
+      ];
+      if (e.pay) {
+        rows.push(['Pay history', stateBadge(e.pay.state)]);
+        rows.push(['Pay periods', `${e.pay.pay_periods_done} of ${e.pay.pay_periods_total} (from ${e.pay.from})`]);
+        rows.push(['Pay statements', String(e.pay.pay_statements)]);
+        if (e.pay.waiting_for_finch) rows.push(['Waiting for Finch', `${e.pay.waiting_for_finch} payment(s)`]);
+        if (e.pay.products) rows.push(['Not granted', e.pay.products.join(', ')]);
+      }
+      const dl = el('dl');
+      for (const r of rows.filter(Boolean)) dl.append(el('dt', { textContent: r[0] }), el('dd', {}, r[1]));
+      const card = el('div', { className: 'card' }, el('h3', { textContent: entity?.name || e.entity_id }), dl);
+      card.dataset.entityId = e.entity_id;
+      card.dataset.state = e.state;
+      if (e.pay) card.dataset.payState = e.pay.state;
+      box.append(card);
+    }
+    watch(view);
+  }
+
+  async function loadEmployees(more = false) {
+    const params = new URLSearchParams({ limit: '50' });
+    if (employeesQuery) params.set('q', employeesQuery);
+    if (more && employeesCursor) params.set('cursor', employeesCursor);
+    const page = await api('GET', `/connections/${encodeURIComponent(shown.connection_id)}/employees?${params}`);
+    const body = $('employees').tBodies[0];
+    if (!more) body.replaceChildren();
+    for (const e of page.employees) {
+      const d = e.directory || {};
+      const job = e.employment || {};
+      const name = [d.first_name, d.last_name].filter(Boolean).join(' ') || e.individual_id;
+      const tr = el('tr', {},
+        el('td', {}, el('strong', { textContent: name })),
+        el('td', { textContent: job.title || '—' }),
+        el('td', { textContent: d.department?.name || '—' }),
+        el('td', { textContent: d.is_active === false ? 'Left' : 'Active' }),
+      );
+      tr.dataset.individualId = e.individual_id;
+      if (e.person_id) {
+        tr.dataset.personId = e.person_id;
+        tr.tabIndex = 0;
+        tr.onclick = () => busy(null, () => openPerson(e.person_id, name));
+        tr.onkeydown = (ev) => { if (ev.key === 'Enter') tr.onclick(); };
+      }
+      body.append(tr);
+    }
+    employeesCursor = page.next_cursor;
+    const any = body.rows.length > 0;
+    $('employees').hidden = !any;
+    $('employees-empty').hidden = any;
+    $('employees-empty').textContent = employeesQuery
+      ? `No one whose name contains “${employeesQuery}”.`
+      : 'No one yet: the first sync has not brought anyone in.';
+    $('employees-more').hidden = !page.has_more;
+  }
+
+  async function openPerson(personId, name) {
+    const p = await api('GET', `/people/${encodeURIComponent(personId)}`);
+    $('person-name').textContent = name;
+    const sources = $('person-sources');
+    sources.replaceChildren();
+    for (const s of p.sources) {
+      const c = connections.find((x) => x.connection_id === s.connection_id);
+      const how = s.rule ? ` · linked by ${s.rule.replaceAll('_', ' ')}` : '';
+      const title = s.employment?.title || '';
+      sources.append(el('li', { textContent: `${c ? c.provider_id : s.connection_id} · ${c?.company_name || ''}${title ? ` · ${title}` : ''}${how}` }));
+    }
+    const body = $('person-pay').tBodies[0];
+    body.replaceChildren();
+    for (const line of p.pay) {
+      const c = connections.find((x) => x.connection_id === line.connection_id);
+      const st = line.statement || {};
+      const period = line.pay_period ? `${line.pay_period.start_date} – ${line.pay_period.end_date}` : '—';
+      body.append(el('tr', {},
+        el('td', { textContent: line.pay_date || '—' }),
+        el('td', { textContent: period }),
+        el('td', { textContent: c ? c.provider_id : line.connection_id }),
+        el('td', { className: 'money', textContent: money(st.gross_pay?.amount, st.gross_pay?.currency) }),
+        el('td', { className: 'money', textContent: money(st.net_pay?.amount, st.net_pay?.currency) }),
+      ));
+    }
+    $('person-pay').hidden = p.pay.length === 0;
+    $('person-no-pay').hidden = p.pay.length !== 0;
+    $('person-totals').textContent = p.pay_totals
+      .map((t) => `${t.statements} statement(s): ${money(t.gross_pay, t.currency)} gross, ${money(t.net_pay, t.currency)} net${t.incomplete ? ` (${t.incomplete} without an amount)` : ''}`)
+      .join(' · ');
+    $('person').showModal();
   }
 
   // ---- Finch Connect ------------------------------------------------------------------------
@@ -413,6 +585,18 @@
     $('refresh').onclick = (e) => busy(e.target, () => load());
     $('connect').onclick = (e) => connect(e.target);
     $('more').onclick = (e) => busy(e.target, () => load(true));
+    $('data-back').onclick = closeData;
+    $('sync-now').onclick = (e) => busy(e.target, async () => {
+      const out = await api('POST', `/connections/${encodeURIComponent(shown.connection_id)}/sync`, {});
+      renderSync(out);
+      notify('ok', out.queued ? 'A sync is queued.' : 'A sync is already queued or running.');
+    });
+    $('employee-search').onsubmit = (e) => {
+      e.preventDefault();
+      employeesQuery = $('employee-q').value.trim();
+      busy(e.submitter, () => loadEmployees());
+    };
+    $('employees-more').onclick = (e) => busy(e.target, () => loadEmployees(true));
     // Coming back to the tab (say, from the emulator's dashboard) shows what changed.
     window.addEventListener('focus', () => { if (!$('app').hidden) refresh(); });
     if (typeof window.perchToken === 'function' || sessionStorage.getItem(TOKEN_KEY)) await showApp();

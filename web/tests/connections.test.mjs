@@ -363,3 +363,59 @@ test('the same employer connected twice is one connection', async () => {
   assert.deepEqual(problems, []);
   await context.close();
 });
+
+test('a connection opens to its sync state and its employees, and a person to their pay by period', async () => {
+  const customer = customerName('payco');
+  const { context, page, problems } = await signedIn(customer);
+  await page.getByLabel('Payments').check();
+  await page.getByLabel('Pay statements').check();
+  await connectEmbedded(page);
+  await banner(page).filter({ hasText: 'is connected' }).waitFor();
+  const id = await rows(page).first().getAttribute('data-connection-id');
+
+  // The connection's data: the first sync runs on the local worker while the page watches.
+  await row(page, id).getByRole('button', { name: 'Data' }).click();
+  await page.locator('#data').waitFor();
+  const card = page.locator('#sync .card').first();
+  await card.waitFor();
+  await shot(page, '20-data-syncing');
+  // Two years of pay is a few minutes of Finch's windows; the stack compresses them to seconds.
+  await page.locator('#sync .card[data-state="current"][data-pay-state="current"]').waitFor({ timeout: 180_000 });
+  assert.match(await card.innerText(), /Pay periods\s+(\d+) of \1/);
+  assert.match(await card.innerText(), /Current/);
+  await page.locator('#employees tbody tr').first().waitFor();
+  const listed = await page.locator('#employees tbody tr').count();
+  assert.ok(listed >= 20, `${listed} employees`);
+  await shot(page, '21-data-current');
+
+  // Search by a last name: only people whose name contains it.
+  const name = (await page.locator('#employees tbody tr td strong').first().innerText()).split(' ').pop();
+  await page.getByLabel('Search by name').fill(name.toLowerCase());
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForFunction((n) => [...document.querySelectorAll('#employees tbody tr')].length > 0
+    && [...document.querySelectorAll('#employees tbody tr td strong')].every((s) => s.textContent.includes(n)), name);
+  await shot(page, '22-search');
+  await page.getByLabel('Search by name').fill('zzzz-nobody');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#employees-empty', { hasText: 'No one whose name contains' }).waitFor();
+  await page.getByLabel('Search by name').fill(name);
+  await page.getByRole('button', { name: 'Search' }).click();
+
+  // A person: where they appear, and their pay by period, newest first, in dollars.
+  await page.locator('#employees tbody tr[data-person-id]').first().click();
+  await page.locator('#person[open]').waitFor();
+  assert.equal(await page.locator('#person-sources li').count(), 1);
+  await page.locator('#person-pay tbody tr').first().waitFor();
+  const pay = await page.locator('#person-pay tbody tr').allInnerTexts();
+  assert.ok(pay.length > 10, `${pay.length} pay periods`);
+  assert.match(pay[0], /\$[\d,]+\.\d\d/);
+  const dates = await page.locator('#person-pay tbody tr td:first-child').allInnerTexts();
+  assert.deepEqual([...dates].sort().reverse(), dates, 'newest first');
+  assert.match(await page.locator('#person-totals').innerText(), /statement\(s\): \$[\d,]+\.\d\d gross/);
+  await shot(page, '23-person-pay');
+  await page.getByRole('button', { name: 'Close' }).click();
+  await page.getByRole('button', { name: 'All connections' }).click();
+  await row(page, id).waitFor();
+  assert.deepEqual(problems, []);
+  await context.close();
+});

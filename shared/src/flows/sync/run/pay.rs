@@ -543,8 +543,9 @@ impl<A: Adapters> Runner<'_, A> {
                     }
                     (None, pay.next_retry())
                 }
+                // Not granted (configuration: nothing to log), or refused by Finch (logged with
+                // its request id where the 403 was read).
                 Err(Stop::Refused(products)) => {
-                    tracing::warn!(connection_id = %self.rec.connection_id, entity_id = %entity, "pay products refused or not granted: pay history not synced");
                     pay.state = PayState::MissingScope { products };
                     (None, None)
                 }
