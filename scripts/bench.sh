@@ -9,6 +9,10 @@
 #   scripts/bench.sh --only sync   Perch Sync alone (G12–G15; bench/src/sync.rs): a 20,000-person
 #                               full sync, serving it, the Node.js peer, 200 connections within
 #                               Finch's limits (time ×4); ~15 min
+#   scripts/bench.sh --only pay    the pay history and the person index (bench/src/pay.rs): a
+#                               20,000-employee biweekly backfill (~1M statements, time ×6) and
+#                               the index of 100,000 people over 10 connections, scored against
+#                               the emulator's ground truth
 #   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
 #                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
 #   scripts/bench.sh --cold-first   the first request after a cold start, TLS on the loopback

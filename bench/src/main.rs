@@ -19,6 +19,7 @@
 mod aws;
 mod cold_first;
 mod critical_path;
+mod pay;
 mod procfs;
 mod report;
 mod runtime_api;
@@ -139,6 +140,9 @@ struct Results {
     /// Perch Sync (G12–G15), when measured.
     #[serde(default)]
     sync: Option<sync::SyncResults>,
+    /// The pay history and the person index (issue 17), when measured.
+    #[serde(default)]
+    pay: Option<pay::PayResults>,
 }
 
 /// Everything measured for one binary.
@@ -246,7 +250,8 @@ async fn main() -> Result<(), BoxError> {
     } else {
         None
     };
-    let run = Results { functions: results, sweep, sync: synced };
+    let paid = if wanted("pay") { Some(pay::run(opts.smoke, &opts.bin_dir, &moto).await?) } else { None };
+    let run = Results { functions: results, sweep, sync: synced, pay: paid };
     let json = serde_json::to_string_pretty(&run)?;
     std::fs::write(opts.out.join("results.json"), &json)?;
     let samples: BTreeMap<&str, &Samples> = run.functions.iter().map(|m| (m.name.as_str(), &m.samples)).collect();

@@ -148,6 +148,9 @@ pub fn markdown(r: &Results, previous: Option<&Results>, machine: &str, command:
     if let Some(sync) = &r.sync {
         sync_tables(&mut s, sync);
     }
+    if let Some(pay) = &r.pay {
+        pay_tables(&mut s, pay);
+    }
 
     let _ = writeln!(s, "\n### Targets (PERFORMANCE.md §9)\n");
     let _ = writeln!(s, "| goal | target | measured | met |");
@@ -308,6 +311,64 @@ fn sync_tables(s: &mut String, sync: &crate::sync::SyncResults) {
             c.current,
             c.cpu_seconds,
             mb(c.peak_rss_kib)
+        );
+    }
+}
+
+fn pay_tables(s: &mut String, pay: &crate::pay::PayResults) {
+    if let Some(b) = &pay.backfill {
+        let _ = writeln!(s, "\n### Perch Sync: a pay backfill\n");
+        let _ = writeln!(
+            s,
+            "| people | payments | statements | Finch calls by call | minimum (organization + listing + statements) | time (×{:.0} compressed) | Finch's bound (its minimum at 12 a window; Perch's calls at its 9) | 429s | invocations | CPU | CPU per 1,000 statements | peak RSS |",
+            60.0 / b.window_s.max(1.0)
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let by: Vec<String> = b.finch_calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} + {} + {} | {:.0} s | {:.0} s; {:.0} s | {} | {} | {:.2} s | {:.2} ms | {:.1} MB |",
+            b.employees,
+            b.payments,
+            b.statements,
+            by.join(", "),
+            b.minimum_org,
+            b.minimum_listing,
+            b.minimum_statements,
+            b.seconds,
+            b.bound_seconds,
+            b.routine_bound_seconds,
+            b.rate_limited,
+            b.invocations,
+            b.cpu_seconds,
+            per_1k(b.cpu_seconds, b.statements),
+            mb(b.peak_rss_kib)
+        );
+    }
+    if let Some(r) = &pay.reconciliation {
+        let _ = writeln!(s, "\n### People across connections: the index from scratch\n");
+        let _ = writeln!(
+            s,
+            "| connections | sources | humans | persons | precision (pairs) | recall where a key exists (pairs) | ambiguities | time | CPU | peak RSS |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} % ({} of {}) | {:.2} % ({} of {}) | {} | {:.0} s | {:.2} s | {:.1} MB |",
+            r.connections,
+            r.sources,
+            r.humans,
+            r.persons,
+            r.precision() * 100.0,
+            r.correct_pairs,
+            r.linked_pairs,
+            r.recall() * 100.0,
+            r.keyed_found,
+            r.keyed_pairs,
+            r.ambiguities,
+            r.seconds,
+            r.cpu_seconds,
+            mb(r.peak_rss_kib)
         );
     }
 }

@@ -188,14 +188,14 @@ fn full_line(f: &FullSync) -> String {
 }
 
 /// A worker process under its own Runtime API emulator.
-struct Process {
+pub(crate) struct Process {
     api: runtime_api::RuntimeApi,
     child: tokio::process::Child,
-    pid: u32,
+    pub(crate) pid: u32,
 }
 
 impl Process {
-    async fn start(
+    pub(crate) async fn start(
         subject: &Subject,
         stack: &TestStack,
         proxy: &aws::AwsEndpoint,
@@ -222,7 +222,7 @@ impl Process {
     }
 
     /// Stops the process; the CPU seconds it used since `cpu_before` and its peak RSS.
-    async fn stop(mut self, cpu_before: Duration) -> Result<(f64, u64), BoxError> {
+    pub(crate) async fn stop(mut self, cpu_before: Duration) -> Result<(f64, u64), BoxError> {
         let cpu = procfs::cpu(self.pid).saturating_sub(cpu_before).as_secs_f64();
         let rss = procfs::peak_rss_kib(self.pid);
         self.child.kill().await?;
@@ -280,7 +280,7 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, BoxErr
 /// Feeds `worker` from the queue until the queue holds nothing: no message visible, delayed
 /// or in flight (a message stays in flight until its invocation, which sends any continuation
 /// first, is over and the message deleted). Invocations made, and the failures among them.
-async fn feed(sqs: &aws_sdk_sqs::Client, url: &str, worker: &mut Process) -> Result<(u64, u64), BoxError> {
+pub(crate) async fn feed(sqs: &aws_sdk_sqs::Client, url: &str, worker: &mut Process) -> Result<(u64, u64), BoxError> {
     let (mut invocations, mut failed) = (0, 0);
     loop {
         match deliver_one(sqs, url, worker).await? {
@@ -294,7 +294,7 @@ async fn feed(sqs: &aws_sdk_sqs::Client, url: &str, worker: &mut Process) -> Res
     }
 }
 
-async fn sqs_client() -> aws_sdk_sqs::Client {
+pub(crate) async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&perch_tests::sdk_config().await)
 }
 
@@ -357,7 +357,7 @@ fn full_sync_of(
 }
 
 /// The proxy's counts since its last reset, split into Finch's and AWS's.
-fn split_counts(proxy: &aws::AwsEndpoint) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+pub(crate) fn split_counts(proxy: &aws::AwsEndpoint) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let (counts, _) = proxy.counts();
     let (mut finch, mut aws) = (BTreeMap::new(), BTreeMap::new());
     for (k, v) in counts {
@@ -370,7 +370,7 @@ fn split_counts(proxy: &aws::AwsEndpoint) -> (BTreeMap<String, u64>, BTreeMap<St
 }
 
 /// `GET /connections/{id}/sync` through the stack's own routes.
-async fn sync_state(stack: &TestStack, customer: &str, id: &str) -> Value {
+pub(crate) async fn sync_state(stack: &TestStack, customer: &str, id: &str) -> Value {
     let r = stack.get(&format!("/connections/{id}/sync"), Some(&stack.token(customer))).await;
     r.json().await.unwrap_or(Value::Null)
 }

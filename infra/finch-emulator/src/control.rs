@@ -11,7 +11,8 @@
 //! - `POST /_emulator/connections/{id}/employees {"size", "entity_id"?, "population"?: {"name",
 //!   "offset"?}}` — a workforce of that many people, made anew (5, 500, 20,000: generated on
 //!   read, see `people`); with a population, people shared with every roster drawn from the same
-//!   name (an employer's other providers and entities), with each provider's flaws;
+//!   name (an employer's other providers and entities), with each provider's flaws; with
+//!   `"payroll": "biweekly"`, everyone paid biweekly in one pay group;
 //! - `GET /_emulator/connections/{id}/truth?entity_id=` — who each `individual_id` is across
 //!   rosters (the ground truth a person index is measured against);
 //! - `POST /_emulator/connections/{id}/data_sync {"finch_code", "seconds"?}` — the data answers
@@ -140,6 +141,9 @@ struct EmployeesBody {
     entity_id: Option<String>,
     #[serde(default)]
     population: Option<PopulationBody>,
+    /// `"biweekly"`: everyone in one biweekly pay group (see `Roster::biweekly_only`).
+    #[serde(default)]
+    payroll: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +162,7 @@ async fn employees(State(s): State<Shared>, Path(id): Path<String>, Json(b): Jso
         return crate::not_found();
     }
     let seed = crate::people::seed_of(&entity);
-    let roster = match &b.population {
+    let mut roster = match &b.population {
         Some(p) => crate::people::Roster::drawn(
             seed,
             b.size,
@@ -169,6 +173,7 @@ async fn employees(State(s): State<Shared>, Path(id): Path<String>, Json(b): Jso
         ),
         None => crate::people::Roster::new(seed, b.size),
     };
+    roster.biweekly_only = b.payroll.as_deref() == Some("biweekly");
     w.rosters.insert(entity.clone(), roster);
     w.touch(&entity);
     Json(json!({"entity_id": entity, "size": b.size})).into_response()

@@ -318,7 +318,7 @@ impl Payroll {
             index += 1;
         }
         // Semimonthly: the 1st–15th, paid the 15th; the 16th–last, paid the last.
-        for year in from.year()..=today.year() {
+        for year in (from.year()..=today.year()).filter(|_| !roster.biweekly_only) {
             for month in 1..=12u8 {
                 let Ok(month) = Month::try_from(month) else { continue };
                 let first = Date::from_calendar_date(year, month, 1).unwrap_or(from);
@@ -358,7 +358,7 @@ impl Payroll {
                     totals: Totals::default(),
                 };
                 for p in &ordered {
-                    let in_group = (p.hourly && !p.contractor) == (g == 0);
+                    let in_group = roster.biweekly_only || (p.hourly && !p.contractor) == (g == 0);
                     let on_run = match kind {
                         PayKind::Regular => employed(p, start, end),
                         PayKind::OffCycle => {

@@ -244,6 +244,9 @@ pub struct Roster {
     pub removed: BTreeSet<u32>,
     /// The people this roster shows, when they are shared with other rosters.
     pub population: Option<Population>,
+    /// Everyone paid biweekly in one pay group (no semimonthly group, no bonus run): the
+    /// benchmark's company, two years of which is a million statements for 20,000 people.
+    pub biweekly_only: bool,
 }
 
 /// People shared by several rosters: a company's workforce as each of its providers, or each
@@ -258,7 +261,15 @@ pub struct Population {
 
 impl Roster {
     pub fn new(seed: u64, size: u32) -> Self {
-        Self { seed, size, hired: 0, changes: BTreeMap::new(), removed: BTreeSet::new(), population: None }
+        Self {
+            seed,
+            size,
+            hired: 0,
+            changes: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            population: None,
+            biweekly_only: false,
+        }
     }
 
     /// A roster of `size` people drawn from `population`.
