@@ -106,7 +106,7 @@ pub fn pay_minimum(sizes: &[u64]) -> (u64, u64) {
 
 pub async fn run(smoke: bool, bin_dir: &std::path::Path, moto: &str) -> Result<PayResults, BoxError> {
     let worker = Subject::binary_in(bin_dir, "sync-worker");
-    let backfill = backfill(&worker, moto, if smoke { 2_000 } else { 20_000 }).await?;
+    let backfill = backfill(&worker, moto, if smoke { 500 } else { 20_000 }).await?;
     eprintln!(
         "pay backfill {} people: {} payments, {} statements; Finch calls {:?} (minimum: {} + {} + {}); {:.0} s (Finch's bound {:.0} s, at Perch's routine share {:.0} s), {} 429s; cpu {:.2} s ({:.2} ms per 1,000 statements), peak RSS {} KiB",
         backfill.employees,
@@ -124,7 +124,7 @@ pub async fn run(smoke: bool, bin_dir: &std::path::Path, moto: &str) -> Result<P
         backfill.cpu_seconds * 1e6 / backfill.statements.max(1) as f64,
         backfill.peak_rss_kib,
     );
-    let r = reconciliation(&worker, moto, 10, if smoke { 1_000 } else { 10_000 }).await?;
+    let r = reconciliation(&worker, moto, 10, if smoke { 300 } else { 10_000 }).await?;
     eprintln!(
         "reconciliation: {} sources of {} humans in {} connections → {} persons; precision {:.4} ({} of {} pairs), recall {:.4} ({} of {} keyed pairs), {} ambiguities; {:.0} s, cpu {:.2} s, peak RSS {} KiB",
         r.sources,
