@@ -153,6 +153,8 @@ pub async fn people<A: Adapters>(
                 .unwrap_or_default();
             PersonSummary { person_id: p.person_id, first_name, last_name, sources, ambiguities: p.ambiguities }
         })
+        // Someone known only through connections being disconnected is leaving the index.
+        .filter(|p| !p.sources.is_empty())
         .collect();
     Ok(PeoplePage { people, next_cursor, has_more })
 }
