@@ -302,7 +302,8 @@ def test_sandbox_changes_and_control_changes_send_data_webhooks(emulator):
 
 def test_payments_pay_statements_paging_caps_and_statements_still_being_fetched(emulator):
     products = ["company", "directory", "individual", "employment", "payment", "pay_statement"]
-    conn, employer = sandbox_employer(emulator, products=products, employee_size=30)
+    # Enough people that both pay groups have someone (hourly people are paid biweekly).
+    conn, employer = sandbox_employer(emulator, products=products, employee_size=200)
     entity = [conn.entity_id]
     summary = control(emulator, f"/_emulator/connections/{conn.connection_id}/payroll")
 
