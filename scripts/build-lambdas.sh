@@ -15,6 +15,14 @@ rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
     || rustup target add aarch64-unknown-linux-gnu \
     || die "could not install the aarch64-unknown-linux-gnu Rust target: run 'rustup target add aarch64-unknown-linux-gnu'"
 
+# A fat-LTO link of aws-lc and the SDK writes a few GB of temporary archives: say so before
+# cargo fails half-way with "No space left on device".
+mkdir -p target
+free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+if [ "$free_kib" -lt $((3 * 1024 * 1024)) ]; then
+    die "the arm64 build needs about 3 GB free beside target/ and $((free_kib / 1024)) MB are: free some (e.g. 'cargo clean --profile dev' drops the debug build), then re-run"
+fi
+
 say "building every function for arm64 (sam build → cargo lambda build --release --arm64)"
 # cargo-lambda finds zig as `python3 -m ziglang` on PATH: the venv's python must come first.
 # The two variables keep SAM from probing the network for telemetry and instance credentials.

@@ -8,6 +8,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 trap 'phase_report' EXIT
 need_tools
+# CI builds once, from a fresh clone: incremental caches would never be read again and take as
+# much disk as the build itself (a CI run once ran out of space in its arm64 phase).
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 phase "installing what is missing (.venv, web/node_modules)"
 ensure_venv
 # The page's Connect SDK is served (and checked) by the Rust stack tests too.
@@ -54,6 +57,12 @@ bash scripts/browser-tests.sh
 
 # Last: the longest step, and nothing above needs its artifacts.
 phase "building every function for arm64"
+if [ -n "${CI:-}" ]; then
+    # The tests are done and a CI clone is thrown away: give the debug build's disk (many GB of
+    # test binaries) to the release build, which needs a few GB of its own on a shared disk.
+    say "CI: removing target/debug before the release build ($(du -sh target/debug 2>/dev/null | cut -f1) freed)"
+    rm -rf target/debug
+fi
 bash scripts/build-lambdas.sh
 
 say "all tests passed"
