@@ -133,6 +133,57 @@ impl KeyMigration for KmsCipher {
     }
 }
 
+impl KmsCipher {
+    /// A fresh AES-256 data key under this cipher's key and `ctx`: its plaintext (zeroed when
+    /// dropped) and the ciphertext to store.
+    async fn generate_data_key(
+        &self,
+        ctx: [(&'static str, String); 3],
+    ) -> Result<(Zeroizing<Vec<u8>>, WrappedDataKey), Error> {
+        let out = self
+            .client
+            .get()
+            .generate_data_key()
+            .key_id(&self.key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(as_kms(ctx)))
+            .send()
+            .await
+            .map_err(super::error("kms", "GenerateDataKey"))?;
+        let plain = Zeroizing::new(
+            out.plaintext.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no plaintext"))?.into_inner(),
+        );
+        let ciphertext =
+            out.ciphertext_blob.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no ciphertext"))?;
+        let wrapped = WrappedDataKey {
+            ciphertext: ciphertext.into_inner(),
+            key_id: out.key_id.unwrap_or_else(|| self.key_id.clone()),
+        };
+        Ok((plain, wrapped))
+    }
+
+    /// A stored data key's plaintext (zeroed when dropped), under the key that made it and `ctx`.
+    async fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedDataKey,
+        ctx: [(&'static str, String); 3],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let out = self
+            .client
+            .get()
+            .decrypt()
+            .key_id(&wrapped.key_id)
+            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
+            .set_encryption_context(Some(as_kms(ctx)))
+            .send()
+            .await
+            .map_err(super::error("kms", "Decrypt"))?;
+        Ok(Zeroizing::new(
+            out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?.into_inner(),
+        ))
+    }
+}
+
 /// Connections' data keys (`GenerateDataKey`, AES-256) under the same key as the tokens, with
 /// their own encryption context; the plaintext is zeroed once the record keys are derived.
 #[async_trait]
@@ -143,28 +194,8 @@ impl DataKeys for KmsCipher {
         connection: &ConnectionId,
         customer: &CustomerId,
     ) -> Result<(DataKey, WrappedDataKey), Error> {
-        let out = self
-            .client
-            .get()
-            .generate_data_key()
-            .key_id(&self.key_id)
-            .key_spec(DataKeySpec::Aes256)
-            .set_encryption_context(Some(as_kms(records::context(connection, customer))))
-            .send()
-            .await
-            .map_err(super::error("kms", "GenerateDataKey"))?;
-        let plain = Zeroizing::new(
-            out.plaintext.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no plaintext"))?.into_inner(),
-        );
-        let ciphertext =
-            out.ciphertext_blob.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no ciphertext"))?;
-        Ok((
-            DataKey::from_bytes(&plain)?,
-            WrappedDataKey {
-                ciphertext: ciphertext.into_inner(),
-                key_id: out.key_id.unwrap_or_else(|| self.key_id.clone()),
-            },
-        ))
+        let (plain, wrapped) = self.generate_data_key(records::context(connection, customer)).await?;
+        Ok((DataKey::from_bytes(&plain)?, wrapped))
     }
 
     #[tracing::instrument(skip_all, fields(connection_id = %connection))]
@@ -174,20 +205,7 @@ impl DataKeys for KmsCipher {
         connection: &ConnectionId,
         customer: &CustomerId,
     ) -> Result<DataKey, Error> {
-        let out = self
-            .client
-            .get()
-            .decrypt()
-            .key_id(&wrapped.key_id)
-            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
-            .set_encryption_context(Some(as_kms(records::context(connection, customer))))
-            .send()
-            .await
-            .map_err(super::error("kms", "Decrypt"))?;
-        let plain = Zeroizing::new(
-            out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?.into_inner(),
-        );
-        DataKey::from_bytes(&plain)
+        DataKey::from_bytes(&self.decrypt_data_key(wrapped, records::context(connection, customer)).await?)
     }
 }
 
@@ -197,28 +215,8 @@ impl DataKeys for KmsCipher {
 impl MatchKeyring for KmsCipher {
     #[tracing::instrument(skip_all, fields(customer_id = %customer))]
     async fn generate_match_key(&self, customer: &CustomerId) -> Result<(CustomerMatchKeys, WrappedDataKey), Error> {
-        let out = self
-            .client
-            .get()
-            .generate_data_key()
-            .key_id(&self.key_id)
-            .key_spec(DataKeySpec::Aes256)
-            .set_encryption_context(Some(as_kms(match_keys::context(customer))))
-            .send()
-            .await
-            .map_err(super::error("kms", "GenerateDataKey"))?;
-        let plain = Zeroizing::new(
-            out.plaintext.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no plaintext"))?.into_inner(),
-        );
-        let ciphertext =
-            out.ciphertext_blob.ok_or_else(|| Error::internal("KMS GenerateDataKey returned no ciphertext"))?;
-        Ok((
-            CustomerMatchKeys::from_bytes(&plain)?,
-            WrappedDataKey {
-                ciphertext: ciphertext.into_inner(),
-                key_id: out.key_id.unwrap_or_else(|| self.key_id.clone()),
-            },
-        ))
+        let (plain, wrapped) = self.generate_data_key(match_keys::context(customer)).await?;
+        Ok((CustomerMatchKeys::from_bytes(&plain)?, wrapped))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = %customer))]
@@ -227,19 +225,6 @@ impl MatchKeyring for KmsCipher {
         wrapped: &WrappedDataKey,
         customer: &CustomerId,
     ) -> Result<CustomerMatchKeys, Error> {
-        let out = self
-            .client
-            .get()
-            .decrypt()
-            .key_id(&wrapped.key_id)
-            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
-            .set_encryption_context(Some(as_kms(match_keys::context(customer))))
-            .send()
-            .await
-            .map_err(super::error("kms", "Decrypt"))?;
-        let plain = Zeroizing::new(
-            out.plaintext.ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?.into_inner(),
-        );
-        CustomerMatchKeys::from_bytes(&plain)
+        CustomerMatchKeys::from_bytes(&self.decrypt_data_key(wrapped, match_keys::context(customer)).await?)
     }
 }

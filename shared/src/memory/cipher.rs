@@ -132,6 +132,29 @@ impl KeyMigration for MemoryCipher {
     }
 }
 
+impl MemoryCipher {
+    /// A fresh 32-byte data key and its wrapping under `ctx`, as `GenerateDataKey` makes them.
+    fn generate_data_key(
+        &self,
+        ctx: &[(&'static str, String); 3],
+    ) -> Result<(Zeroizing<[u8; 32]>, WrappedDataKey), Error> {
+        let mut plain = Zeroizing::new([0u8; 32]);
+        getrandom::fill(plain.as_mut()).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+        let sealed = self.seal(plain.as_ref(), &self.key_id, ctx)?;
+        Ok((plain, WrappedDataKey { ciphertext: sealed.ciphertext, key_id: sealed.key_id }))
+    }
+
+    /// A wrapped data key's plaintext under `ctx`, as `Decrypt` gives it.
+    fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedDataKey,
+        ctx: &[(&'static str, String); 3],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let sealed = EncryptedToken { ciphertext: wrapped.ciphertext.clone(), key_id: wrapped.key_id.clone() };
+        Ok(Zeroizing::new(self.open(&sealed, ctx)?))
+    }
+}
+
 /// Data keys wrapped by the memory cipher under the records' context, as KMS would.
 #[async_trait]
 impl DataKeys for MemoryCipher {
@@ -140,13 +163,8 @@ impl DataKeys for MemoryCipher {
         connection: &ConnectionId,
         customer: &CustomerId,
     ) -> Result<(DataKey, WrappedDataKey), Error> {
-        let mut plain = Zeroizing::new([0u8; 32]);
-        getrandom::fill(plain.as_mut()).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-        let sealed = self.seal(plain.as_ref(), &self.key_id, &records::context(connection, customer))?;
-        Ok((
-            DataKey::from_bytes(plain.as_ref())?,
-            WrappedDataKey { ciphertext: sealed.ciphertext, key_id: sealed.key_id },
-        ))
+        let (plain, wrapped) = self.generate_data_key(&records::context(connection, customer))?;
+        Ok((DataKey::from_bytes(plain.as_ref())?, wrapped))
     }
 
     async fn unwrap(
@@ -155,22 +173,16 @@ impl DataKeys for MemoryCipher {
         connection: &ConnectionId,
         customer: &CustomerId,
     ) -> Result<DataKey, Error> {
-        let sealed = EncryptedToken { ciphertext: wrapped.ciphertext.clone(), key_id: wrapped.key_id.clone() };
-        let plain = Zeroizing::new(self.open(&sealed, &records::context(connection, customer))?);
-        DataKey::from_bytes(&plain)
+        DataKey::from_bytes(&self.decrypt_data_key(wrapped, &records::context(connection, customer))?)
     }
 }
 
+/// Match keys wrapped by the memory cipher under their own context, as KMS would.
 #[async_trait]
 impl MatchKeyring for MemoryCipher {
     async fn generate_match_key(&self, customer: &CustomerId) -> Result<(CustomerMatchKeys, WrappedDataKey), Error> {
-        let mut plain = Zeroizing::new([0u8; 32]);
-        getrandom::fill(plain.as_mut()).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-        let sealed = self.seal(plain.as_ref(), &self.key_id, &match_keys::context(customer))?;
-        Ok((
-            CustomerMatchKeys::from_bytes(plain.as_ref())?,
-            WrappedDataKey { ciphertext: sealed.ciphertext, key_id: sealed.key_id },
-        ))
+        let (plain, wrapped) = self.generate_data_key(&match_keys::context(customer))?;
+        Ok((CustomerMatchKeys::from_bytes(plain.as_ref())?, wrapped))
     }
 
     async fn unwrap_match_key(
@@ -178,9 +190,7 @@ impl MatchKeyring for MemoryCipher {
         wrapped: &WrappedDataKey,
         customer: &CustomerId,
     ) -> Result<CustomerMatchKeys, Error> {
-        let sealed = EncryptedToken { ciphertext: wrapped.ciphertext.clone(), key_id: wrapped.key_id.clone() };
-        let plain = Zeroizing::new(self.open(&sealed, &match_keys::context(customer))?);
-        CustomerMatchKeys::from_bytes(&plain)
+        CustomerMatchKeys::from_bytes(&self.decrypt_data_key(wrapped, &match_keys::context(customer))?)
     }
 }
 
