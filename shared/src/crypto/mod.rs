@@ -27,6 +27,19 @@ use sha2::Sha256;
 
 use crate::domain::{AccessToken, AuthorizationCode, CodeHash, ConnectionId, CustomerId, Error};
 
+/// `N` random bytes from the OS.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
+    Ok(b)
+}
+
+/// `N` random bytes in lowercase hex: run ids, lease holders (unguessable is not the point;
+/// never colliding is).
+pub fn random_hex<const N: usize>() -> Result<String, Error> {
+    Ok(random_bytes::<N>()?.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// A ciphertext of an [`AccessToken`], with the key that produced it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncryptedToken {

@@ -56,9 +56,7 @@ pub struct Forgotten {
 }
 
 fn run_id() -> Result<String, Error> {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-    Ok(format!("forget-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+    Ok(format!("forget-{}", crate::crypto::random_hex::<8>()?))
 }
 
 /// Forgets one of `customer`'s people everywhere Perch holds them.

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::app::{Adapters, AppState};
 use crate::crypto::match_keys::{CustomerMatchKeys, MatchKeyring};
 use crate::crypto::records::{DataKey, RecordId};
+use crate::crypto::{random_bytes, random_hex};
 use crate::domain::people::{Ambiguity, KeyHolders, Link, MatchKey, MatchRule, Person, SourceLink, SourceRef};
 use crate::domain::sync::RecordKind;
 use crate::domain::{ConnectionId, CustomerId, EntityId, Error, PersonId};
@@ -30,16 +31,8 @@ pub enum Indexed {
     Deadline,
 }
 
-fn random_id() -> Result<String, Error> {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 fn new_person_id() -> Result<PersonId, Error> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-    let id = uuid::Builder::from_random_bytes(b).into_uuid();
+    let id = uuid::Builder::from_random_bytes(random_bytes::<16>()?).into_uuid();
     Ok(PersonId::parse(id.to_string())?)
 }
 
@@ -62,6 +55,32 @@ pub async fn match_keys<A: Adapters>(
     Err(Error::internal("the customer's match key could not be made or read"))
 }
 
+/// Runs `work` holding the customer's index lease (one indexer a customer: its writes read what
+/// they change) until `until`, when a crashed holder's lease lapses; `None` when another holds it.
+async fn under_index_lease<T>(
+    store: &dyn IndexStore,
+    customer: &CustomerId,
+    now: OffsetDateTime,
+    until: OffsetDateTime,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<Option<T>, Error> {
+    let holder = random_hex::<12>()?;
+    if !store.take_index(customer, &holder, now, until).await? {
+        return Ok(None);
+    }
+    let result = work.await;
+    let released = store.release_index(customer, &holder).await;
+    // The work's own failure says more than the release's; an unreleased lease lapses anyway.
+    let out = result?;
+    released?;
+    Ok(Some(out))
+}
+
+/// A lease for a turn that ends by `deadline`, with a minute to spare.
+fn lease_until(now: OffsetDateTime, deadline: Instant) -> OffsetDateTime {
+    now + deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60)
+}
+
 /// Indexes `rec`'s feed from where the index stopped, under the customer's index lease.
 pub async fn index_connection<A: Adapters>(
     app: &AppState<A>,
@@ -71,16 +90,9 @@ pub async fn index_connection<A: Adapters>(
     deadline: Instant,
     margin: Duration,
 ) -> Result<Indexed, Error> {
-    let customer = &rec.customer;
-    let holder = random_id()?;
     let now = app.clock.now();
-    let until = now + deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
-    if !store.take_index(customer, &holder, now, until).await? {
-        return Ok(Indexed::Busy);
-    }
-    let result = index_under_lease(app, store, rec, key, deadline, margin).await;
-    store.release_index(customer, &holder).await?;
-    result
+    let work = index_under_lease(app, store, rec, key, deadline, margin);
+    Ok(under_index_lease(store, &rec.customer, now, lease_until(now, deadline), work).await?.unwrap_or(Indexed::Busy))
 }
 
 async fn index_under_lease<A: Adapters>(
@@ -599,12 +611,7 @@ pub async fn unindex_connection(
     deadline: Instant,
     margin: Duration,
 ) -> Result<Indexed, Error> {
-    let holder = random_id()?;
-    let until = now + deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
-    if !store.take_index(customer, &holder, now, until).await? {
-        return Ok(Indexed::Busy);
-    }
-    let result = async {
+    let work = async {
         loop {
             let links = store.connection_links(customer, connection, None, 500).await?;
             if links.is_empty() {
@@ -622,10 +629,8 @@ pub async fn unindex_connection(
                 return Ok(Indexed::Deadline);
             }
         }
-    }
-    .await;
-    store.release_index(customer, &holder).await?;
-    result
+    };
+    Ok(under_index_lease(store, customer, now, lease_until(now, deadline), work).await?.unwrap_or(Indexed::Busy))
 }
 
 /// What taking a person out of the index removed.
@@ -644,11 +649,7 @@ pub async fn unindex_person(
     person: &Person,
     now: OffsetDateTime,
 ) -> Result<Option<Unindexed>, Error> {
-    let holder = random_id()?;
-    if !store.take_index(customer, &holder, now, now + Duration::from_secs(120)).await? {
-        return Ok(None);
-    }
-    let result = async {
+    let work = async {
         let current: Vec<(SourceRef, Option<Vec<MatchKey>>)> =
             person.sources.iter().map(|l| (l.source.clone(), None)).collect();
         let mut batch = Batch::load(store, customer, &current).await?;
@@ -669,8 +670,6 @@ pub async fn unindex_person(
             sources: writes.sources_removed.len(),
             keys: writes.keys_removed.len(),
         })
-    }
-    .await;
-    store.release_index(customer, &holder).await?;
-    result.map(Some)
+    };
+    under_index_lease(store, customer, now, now + Duration::from_secs(120), work).await
 }

@@ -56,20 +56,21 @@ pub async fn run<A: Adapters>(
     deadline: Instant,
 ) -> Result<RunOutcome, Error> {
     let store: &dyn SyncWorkerStore = app.store.as_ref();
+    let id = &work.connection_id;
+    let rec = store.get_connection(id).await?;
     match work.trigger {
-        Trigger::Purge => return purge(app, store, work, deadline, settings).await,
-        Trigger::Index => return index_only(app, store, work, deadline, settings).await,
+        Trigger::Purge => return purge(app, store, rec.as_ref(), work, deadline, settings).await,
+        Trigger::Index => return index_only(app, store, rec.as_ref(), deadline, settings).await,
         _ => {}
     }
-    let id = &work.connection_id;
-    let Some(rec) = store.get_connection(id).await? else { return Ok(RunOutcome::Gone) };
+    let Some(rec) = rec else { return Ok(RunOutcome::Gone) };
     if rec.is_disconnecting_or_gone() || rec.token.is_none() {
         return Ok(RunOutcome::Gone);
     }
     let now = app.clock.now();
     let run_id = match (&work.trigger, &work.run_id) {
         (Trigger::Resume, Some(run)) => run.clone(),
-        _ => new_run_id()?,
+        _ => crate::crypto::random_hex::<12>()?,
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     let lease_until = now + remaining + Duration::from_secs(60);
@@ -190,16 +191,19 @@ async fn fold_into_running(
     Ok(())
 }
 
+/// A disconnected connection's data, gone: its people out of the index, its key shredded, its
+/// records deleted; `rec` is its tombstone (none if the disconnect already removed it).
 async fn purge<A: Adapters>(
     app: &AppState<A>,
     store: &dyn SyncWorkerStore,
+    rec: Option<&ConnectionRecord>,
     work: &SyncWork,
     deadline: Instant,
     settings: &SyncSettings,
 ) -> Result<RunOutcome, Error> {
     // The connection's people leave the customer's index first (the tombstone names the
     // customer): the index is what still points at the data.
-    if let Some(rec) = store.get_connection(&work.connection_id).await? {
+    if let Some(rec) = rec {
         let now = app.clock.now();
         match unindex_connection(store, &rec.customer, &work.connection_id, now, deadline, settings.deadline_margin)
             .await?
@@ -230,17 +234,14 @@ const INDEX_RETRY_DELAY: Duration = Duration::from_secs(300);
 async fn index_only<A: Adapters>(
     app: &AppState<A>,
     store: &dyn SyncWorkerStore,
-    work: &SyncWork,
+    rec: Option<&ConnectionRecord>,
     deadline: Instant,
     settings: &SyncSettings,
 ) -> Result<RunOutcome, Error> {
-    let Some(rec) = store.get_connection(&work.connection_id).await? else { return Ok(RunOutcome::Gone) };
-    if rec.is_disconnecting_or_gone() {
-        return Ok(RunOutcome::Gone);
-    }
+    let Some(rec) = rec.filter(|r| !r.is_disconnecting_or_gone()) else { return Ok(RunOutcome::Gone) };
     let Some(k) = store.read_key(&rec.connection_id).await? else { return Ok(RunOutcome::Finished) };
     let key = app.cipher.unwrap(&k.wrapped, &rec.connection_id, &rec.customer).await?;
-    Ok(index_turn(app, store, &rec, &key, deadline, settings).await)
+    Ok(index_turn(app, store, rec, &key, deadline, settings).await)
 }
 
 /// The indexer's turn after a run, as the run's outcome: done, or the indexer's own
@@ -264,12 +265,6 @@ async fn index_turn<A: Adapters>(
             again(INDEX_RETRY_DELAY)
         }
     }
-}
-
-fn new_run_id() -> Result<String, Error> {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).map_err(|e| Error::internal(format!("OS randomness unavailable: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Why a run of an entity stopped before its end.
