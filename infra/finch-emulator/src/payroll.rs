@@ -290,6 +290,108 @@ fn employed(p: &PayProfile, start: Date, end: Date) -> bool {
     p.start <= end && p.end.is_none_or(|e| e >= start)
 }
 
+/// A pay run on the calendar, before anyone is on it.
+struct Scheduled {
+    /// Index into the entity's pay groups.
+    group: usize,
+    kind: PayKind,
+    start: Date,
+    end: Date,
+    pay_date: Date,
+    /// Tells the run from every other of the entity: its payment id and bonus draws come from it.
+    tag: u64,
+}
+
+/// The biweekly group's runs paid between `from` and `today`: two-week periods from a Monday
+/// the entity's seed picks, paid the Friday after.
+fn biweekly_runs(seed: u64, from: Date, today: Date) -> Vec<Scheduled> {
+    let mut runs = Vec::new();
+    let mut start =
+        Date::from_calendar_date(2019, Month::December, 30).unwrap_or(from) + Duration::days((seed % 2) as i64 * 7);
+    let mut index = 0u64;
+    while start <= today {
+        let end = start + Duration::days(13);
+        let pay_date = end + Duration::days(5);
+        if pay_date >= from && pay_date <= today {
+            runs.push(Scheduled { group: 0, kind: PayKind::Regular, start, end, pay_date, tag: index });
+        }
+        start += Duration::days(14);
+        index += 1;
+    }
+    runs
+}
+
+/// The semimonthly group's runs paid between `from` and `today`: the 1st–15th paid the 15th,
+/// the 16th–last paid the last (business days), and each December's bonus run, off cycle.
+fn semimonthly_runs(from: Date, today: Date) -> Vec<Scheduled> {
+    let mut runs = Vec::new();
+    let paid = |d: Date| d >= from && d <= today;
+    for year in from.year()..=today.year() {
+        for month in 1..=12u8 {
+            let Ok(month) = Month::try_from(month) else { continue };
+            let first = Date::from_calendar_date(year, month, 1).unwrap_or(from);
+            let mid = Date::from_calendar_date(year, month, 15).unwrap_or(from);
+            for (start, end) in [(first, mid), (mid + Duration::days(1), last_day(year, month))] {
+                let pay_date = business_day(end);
+                if paid(pay_date) {
+                    let tag = 1_000_000 + (year as u64) * 100 + u64::from(month as u8) * 2 + u64::from(start.day() > 1);
+                    runs.push(Scheduled { group: 1, kind: PayKind::Regular, start, end, pay_date, tag });
+                }
+            }
+        }
+        let pay_date = business_day(Date::from_calendar_date(year, Month::December, 18).unwrap_or(from));
+        if paid(pay_date) {
+            runs.push(Scheduled {
+                group: 1,
+                kind: PayKind::OffCycle,
+                start: Date::from_calendar_date(year, Month::January, 1).unwrap_or(from),
+                end: Date::from_calendar_date(year, Month::December, 31).unwrap_or(from),
+                pay_date,
+                tag: 2_000_000 + year as u64,
+            });
+        }
+    }
+    runs
+}
+
+/// Whether `p` is paid in `run`: in the run's group (everyone is, in a
+/// biweekly-only roster), employed in its period, and for a bonus run salaried and drawn.
+fn on_run(seed: u64, p: &PayProfile, run: &Scheduled, biweekly_only: bool) -> bool {
+    let in_group = biweekly_only || (p.hourly && !p.contractor) == (run.group == 0);
+    in_group
+        && match run.kind {
+            PayKind::Regular => employed(p, run.start, run.end),
+            PayKind::OffCycle => {
+                !p.hourly
+                    && !p.contractor
+                    && employed(p, run.pay_date, run.pay_date)
+                    && mix(seed, u64::from(p.number), run.tag).is_multiple_of(3)
+            }
+        }
+}
+
+/// A payment made in the sandbox (`POST /sandbox/payment`): its statements as given.
+fn sandbox_paid(s: &SandboxPayment) -> Payment {
+    let mut totals = Totals::default();
+    for st in s.statements.iter() {
+        totals.gross += st["gross_pay"]["amount"].as_i64().unwrap_or(0);
+        totals.net += st["net_pay"]["amount"].as_i64().unwrap_or(0);
+    }
+    Payment {
+        id: s.id.clone(),
+        group: None,
+        frequency: None,
+        kind: PayKind::OffCycle,
+        start: s.start,
+        end: s.end,
+        pay_date: s.pay_date,
+        debit_date: s.pay_date,
+        members: Vec::new(),
+        sandbox: Some(s.statements.clone()),
+        totals,
+    }
+}
+
 impl Payroll {
     /// `roster`'s payroll on `today`, with the sandbox's payments.
     pub fn build(roster: &Roster, sandbox: &[SandboxPayment], today: Date) -> Self {
@@ -303,108 +405,47 @@ impl Payroll {
         let mut ordered: Vec<&PayProfile> = profiles.values().collect();
         ordered.sort_by_key(|p| p.number);
         let from = lookback_start(today);
-        let mut payments = Vec::new();
-        // Biweekly: two-week periods from a Monday the entity's seed picks; paid the Friday after.
-        let mut start =
-            Date::from_calendar_date(2019, Month::December, 30).unwrap_or(from) + Duration::days((seed % 2) as i64 * 7);
-        let mut index = 0u64;
-        while start <= today {
-            let end = start + Duration::days(13);
-            let pay_date = end + Duration::days(5);
-            if pay_date >= from && pay_date <= today {
-                payments.push((0usize, PayKind::Regular, start, end, pay_date, index));
-            }
-            start += Duration::days(14);
-            index += 1;
+        let mut runs = biweekly_runs(seed, from, today);
+        if !roster.biweekly_only {
+            runs.extend(semimonthly_runs(from, today));
         }
-        // Semimonthly: the 1st–15th, paid the 15th; the 16th–last, paid the last.
-        for year in (from.year()..=today.year()).filter(|_| !roster.biweekly_only) {
-            for month in 1..=12u8 {
-                let Ok(month) = Month::try_from(month) else { continue };
-                let first = Date::from_calendar_date(year, month, 1).unwrap_or(from);
-                let mid = Date::from_calendar_date(year, month, 15).unwrap_or(from);
-                let last = last_day(year, month);
-                for (s, e) in [(first, mid), (mid + Duration::days(1), last)] {
-                    let pay_date = business_day(e);
-                    if pay_date >= from && pay_date <= today {
-                        let tag = 1_000_000 + (year as u64) * 100 + u64::from(month as u8) * 2 + u64::from(s.day() > 1);
-                        payments.push((1, PayKind::Regular, s, e, pay_date, tag));
-                    }
-                }
-            }
-            // The yearly bonus run, off cycle, for the salaried.
-            let bonus = business_day(Date::from_calendar_date(year, Month::December, 18).unwrap_or(from));
-            if bonus >= from && bonus <= today {
-                let s = Date::from_calendar_date(year, Month::January, 1).unwrap_or(from);
-                let e = Date::from_calendar_date(year, Month::December, 31).unwrap_or(from);
-                payments.push((1, PayKind::OffCycle, s, e, bonus, 2_000_000 + year as u64));
-            }
-        }
-        let mut built: Vec<Payment> = payments
+        let mut built: Vec<Payment> = runs
             .into_iter()
-            .map(|(g, kind, start, end, pay_date, tag)| {
-                let frequency = groups[g].frequency;
-                let mut pay = Payment {
-                    id: uuid_of(seed, 10 + tag * 4 + g as u64),
-                    group: Some(g),
-                    frequency: Some(frequency),
-                    kind,
-                    start,
-                    end,
-                    pay_date,
-                    debit_date: pay_date - Duration::days(2),
-                    members: Vec::new(),
-                    sandbox: None,
-                    totals: Totals::default(),
-                };
-                for p in &ordered {
-                    let in_group = roster.biweekly_only || (p.hourly && !p.contractor) == (g == 0);
-                    let on_run = match kind {
-                        PayKind::Regular => employed(p, start, end),
-                        PayKind::OffCycle => {
-                            !p.hourly
-                                && !p.contractor
-                                && employed(p, pay_date, pay_date)
-                                && mix(seed, u64::from(p.number), tag).is_multiple_of(3)
-                        }
-                    };
-                    if in_group && on_run {
-                        let a = amounts(seed, p, &pay, frequency);
-                        pay.totals.gross += a.gross;
-                        pay.totals.net += a.net();
-                        pay.totals.employee_taxes += a.employee_taxes();
-                        pay.totals.employer_taxes += a.employer_taxes();
-                        pay.totals.contributions += a.employer_match;
-                        pay.members.push(p.number);
-                    }
-                }
-                pay
-            })
+            .map(|run| Self::pay(seed, &groups, &ordered, &run, roster.biweekly_only))
             .filter(|p| !p.members.is_empty())
             .collect();
-        for s in sandbox.iter().filter(|s| s.pay_date <= today) {
-            let mut totals = Totals::default();
-            for st in s.statements.iter() {
-                totals.gross += st["gross_pay"]["amount"].as_i64().unwrap_or(0);
-                totals.net += st["net_pay"]["amount"].as_i64().unwrap_or(0);
-            }
-            built.push(Payment {
-                id: s.id.clone(),
-                group: None,
-                frequency: None,
-                kind: PayKind::OffCycle,
-                start: s.start,
-                end: s.end,
-                pay_date: s.pay_date,
-                debit_date: s.pay_date,
-                members: Vec::new(),
-                sandbox: Some(s.statements.clone()),
-                totals,
-            });
-        }
+        built.extend(sandbox.iter().filter(|s| s.pay_date <= today).map(sandbox_paid));
         built.sort_by(|a, b| (a.pay_date, &a.id).cmp(&(b.pay_date, &b.id)));
         let by_id = built.iter().enumerate().map(|(i, p)| (p.id.clone(), i)).collect();
         Self { seed, groups, payments: built, by_id, profiles }
+    }
+
+    /// `run` paid: who is on it, and its totals.
+    fn pay(seed: u64, groups: &[PayGroup], people: &[&PayProfile], run: &Scheduled, biweekly_only: bool) -> Payment {
+        let frequency = groups[run.group].frequency;
+        let mut pay = Payment {
+            id: uuid_of(seed, 10 + run.tag * 4 + run.group as u64),
+            group: Some(run.group),
+            frequency: Some(frequency),
+            kind: run.kind,
+            start: run.start,
+            end: run.end,
+            pay_date: run.pay_date,
+            debit_date: run.pay_date - Duration::days(2),
+            members: Vec::new(),
+            sandbox: None,
+            totals: Totals::default(),
+        };
+        for p in people.iter().filter(|p| on_run(seed, p, run, biweekly_only)) {
+            let a = amounts(seed, p, &pay, frequency);
+            pay.totals.gross += a.gross;
+            pay.totals.net += a.net();
+            pay.totals.employee_taxes += a.employee_taxes();
+            pay.totals.employer_taxes += a.employer_taxes();
+            pay.totals.contributions += a.employer_match;
+            pay.members.push(p.number);
+        }
+        pay
     }
 
     pub fn payment(&self, id: &str) -> Option<&Payment> {
