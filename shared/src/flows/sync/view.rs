@@ -394,39 +394,60 @@ pub async fn employees<A: Adapters>(
     q: Option<&str>,
 ) -> Result<EmployeesPage, Error> {
     let store: &dyn DataReadStore = app.store.as_ref();
-    let mut after = cursor.map(parse_people_cursor).transpose()?;
+    let after = cursor.map(parse_people_cursor).transpose()?;
     let rec = live_connection(store, customer, raw_id).await?;
     let q = q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
     if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
         return Err(Error::invalid("invalid_query", "q must be at most 100 characters."));
     }
+    let scan = scan_directory(app, store, &rec, after, limit, q.as_deref()).await?;
+    let next_cursor = scan.has_more.then(|| scan.after.as_ref().map(|(e, id)| people_cursor(e, id))).flatten();
+    let Some(key) = scan.key.filter(|_| !scan.people.is_empty()) else {
+        return Ok(EmployeesPage { employees: Vec::new(), next_cursor, has_more: scan.has_more });
+    };
+    let employees = join_people(store, customer, &rec, &key, scan.people).await?;
+    Ok(EmployeesPage { employees, next_cursor, has_more: scan.has_more })
+}
+
+/// What a read of the directory found: the people of the page (records and opened entries),
+/// the last entry read, whether more lie past it, and the connection's data key once needed.
+struct DirectoryScan {
+    people: Vec<(StoredRecord, Box<RawValue>)>,
+    after: Option<(EntityId, String)>,
+    has_more: bool,
+    key: Option<std::sync::Arc<DataKey>>,
+}
+
+/// Reads the directory from `after` until `limit` people (matching `q`, if any) are found, the
+/// directory ends, or a search has read [`SEARCH_SCAN`] entries.
+async fn scan_directory<A: Adapters>(
+    app: &AppState<A>,
+    store: &dyn DataReadStore,
+    rec: &ConnectionRecord,
+    mut after: Option<(EntityId, String)>,
+    limit: usize,
+    q: Option<&str>,
+) -> Result<DirectoryScan, Error> {
     let mut people: Vec<(StoredRecord, Box<RawValue>)> = Vec::with_capacity(limit);
     let mut key: Option<std::sync::Arc<DataKey>> = None;
     let mut scanned = 0;
     let mut has_more = false;
     while people.len() < limit {
         let want = if q.is_some() { 200 } else { limit - people.len() };
-        let page = store
-            .records_page(
-                &rec.connection_id,
-                RecordKind::Directory,
-                after.as_ref().map(|(e, id)| (e, id.as_str())),
-                want + 1,
-            )
-            .await?;
+        let page = directory_after(store, rec, &after, want + 1).await?;
         if page.is_empty() {
             break;
         }
         if key.is_none() {
-            key = data_key(app, &rec).await?;
+            key = data_key(app, rec).await?;
         }
         let Some(k) = key.as_ref() else { break };
         let more = page.len() > want;
         for r in page.into_iter().take(want) {
             after = Some((r.entity.clone(), r.id.clone()));
             scanned += 1;
-            let directory = open(k, &rec, &r)?;
-            if q.as_deref().is_none_or(|q| matches(&directory, q)) {
+            let directory = open(k, rec, &r)?;
+            if q.is_none_or(|q| matches(&directory, q)) {
                 people.push((r, directory));
                 if people.len() == limit {
                     break;
@@ -441,21 +462,32 @@ pub async fn employees<A: Adapters>(
     // Whether anything lies past the last entry given: a plain page knows from its extra entry;
     // a search that filled its page or ran out of scan says so, to be read on from the cursor.
     if q.is_none() {
-        has_more = people.len() == limit
-            && !store
-                .records_page(
-                    &rec.connection_id,
-                    RecordKind::Directory,
-                    after.as_ref().map(|(e, id)| (e, id.as_str())),
-                    1,
-                )
-                .await?
-                .is_empty();
+        has_more = people.len() == limit && !directory_after(store, rec, &after, 1).await?.is_empty();
     }
-    let next_cursor = has_more.then(|| after.as_ref().map(|(e, id)| people_cursor(e, id))).flatten();
-    let Some(key) = key.filter(|_| !people.is_empty()) else {
-        return Ok(EmployeesPage { employees: Vec::new(), next_cursor, has_more });
-    };
+    Ok(DirectoryScan { people, after, has_more, key })
+}
+
+/// Up to `n` directory entries after `after`.
+async fn directory_after(
+    store: &dyn DataReadStore,
+    rec: &ConnectionRecord,
+    after: &Option<(EntityId, String)>,
+    n: usize,
+) -> Result<Vec<StoredRecord>, Error> {
+    store
+        .records_page(&rec.connection_id, RecordKind::Directory, after.as_ref().map(|(e, id)| (e, id.as_str())), n)
+        .await
+}
+
+/// The directory entries found, each with its individual and employment records and its
+/// person across connections (read a hundred at a time).
+async fn join_people(
+    store: &dyn DataReadStore,
+    customer: &CustomerId,
+    rec: &ConnectionRecord,
+    key: &DataKey,
+    people: Vec<(StoredRecord, Box<RawValue>)>,
+) -> Result<Vec<Employee>, Error> {
     let mut wanted = Vec::with_capacity(people.len() * 2);
     for (p, _) in &people {
         wanted.push((RecordKind::Individual, p.entity.clone(), p.id.clone()));
@@ -484,7 +516,7 @@ pub async fn employees<A: Adapters>(
     let mut employees = Vec::with_capacity(people.len());
     for ((p, directory), source) in people.into_iter().zip(sources) {
         let mut part =
-            |kind| joined.remove(&(kind, p.entity.clone(), p.id.clone())).map(|r| open(&key, &rec, &r)).transpose();
+            |kind| joined.remove(&(kind, p.entity.clone(), p.id.clone())).map(|r| open(key, rec, &r)).transpose();
         let individual = part(RecordKind::Individual)?;
         let employment = part(RecordKind::Employment)?;
         employees.push(Employee {
@@ -496,7 +528,7 @@ pub async fn employees<A: Adapters>(
             employment,
         });
     }
-    Ok(EmployeesPage { employees, next_cursor, has_more })
+    Ok(employees)
 }
 
 #[cfg(test)]

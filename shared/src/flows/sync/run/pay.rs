@@ -168,13 +168,20 @@ impl<A: Adapters> Runner<'_, A> {
         self.statements(run).await
     }
 
-    /// Payments a webhook named: their statements are read again, and the listing reaches back
-    /// to their pay dates (the payment itself may have changed).
-    async fn take_hints(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
+    /// The stored payments' hashes, read once a run (the listing, the hints and the pruning all
+    /// compare against them).
+    async fn load_payments(&self, run: &mut PayRun<'_>) -> Result<(), Error> {
         if run.payments.is_none() {
             let stored = self.stored_hashes(run.entity, RecordKind::Payment, "").await?;
             run.payments = Some(stored.into_iter().map(|h| (h.id, h.hash)).collect());
         }
+        Ok(())
+    }
+
+    /// Payments a webhook named: their statements are read again, and the listing reaches back
+    /// to their pay dates (the payment itself may have changed).
+    async fn take_hints(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
+        self.load_payments(run).await?;
         let hints = std::mem::take(&mut self.payment_hints);
         let known: Vec<(String, Date)> = run
             .payments
@@ -194,16 +201,13 @@ impl<A: Adapters> Runner<'_, A> {
     }
 
     /// Lists one window of payments: new and changed ones are stored and their statements
-    /// pending; those no longer listed are removed.
+    /// pending; those no longer listed are removed; the next window is sized from this answer.
     async fn list_window(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
         let Some(listing) = run.pay().listing else { return Ok(()) };
         let days = i64::from(run.pay().window_days.max(1));
         let start = (listing.next_end - Days::days(days - 1)).max(listing.stop);
         let end = listing.next_end;
-        if run.payments.is_none() {
-            let stored = self.stored_hashes(run.entity, RecordKind::Payment, "").await?;
-            run.payments = Some(stored.into_iter().map(|h| (h.id, h.hash)).collect());
-        }
+        self.load_payments(run).await?;
         let reply = self.call(run.entity, Priority::Routine, Ask::Payments { start, end }).await?;
         let Some(Reply::Bytes(body)) = reply else {
             return match reply {
@@ -211,7 +215,34 @@ impl<A: Adapters> Runner<'_, A> {
                 Some(_) => Err(Error::internal("Finch's payment call answered another shape").into()),
             };
         };
-        let listed: Vec<&RawValue> = serde_json::from_slice(&body)
+        let (changes, listed) = self.read_listing(run, &body)?;
+        let window_bytes = body.len() as u64;
+        drop(body);
+        self.remove_unlisted(run, start..=end, &listed, changes).await?;
+        let pay = run.pay();
+        // The next window sized so its answer is about the target size.
+        let per_day = window_bytes / (end - start).whole_days().max(0).unsigned_abs().saturating_add(1);
+        let fitted = self.settings.pay.listing_bytes / per_day.max(1);
+        pay.window_days = u32::try_from(fitted).unwrap_or(MAX_WINDOW_DAYS).clamp(MIN_WINDOW_DAYS, MAX_WINDOW_DAYS);
+        if start <= listing.stop {
+            pay.listing = None;
+            pay.listed_from = Some(pay.listed_from.map_or(listing.stop, |f| f.min(listing.stop)));
+            pay.listed_through = Some(pay.listed_through.map_or(listing.as_of, |t| t.max(listing.as_of)));
+        } else {
+            pay.listing = Some(Listing { next_end: start - Days::days(1), ..listing });
+        }
+        self.save_pay(run).await?;
+        Ok(())
+    }
+
+    /// A window's payments against the stored ones: the changes to write (each new or changed
+    /// payment's statements queued), and every payment listed, Finch's id to its record id.
+    fn read_listing(
+        &self,
+        run: &mut PayRun<'_>,
+        body: &[u8],
+    ) -> Result<(Vec<RecordChange>, HashMap<String, String>), Error> {
+        let listed: Vec<&RawValue> = serde_json::from_slice(body)
             .map_err(|e| Error::internal(format!("a payment list Perch cannot read: column {}", e.column())))?;
         let mut changes = Vec::new();
         let mut listed_ids: HashMap<String, String> = HashMap::new();
@@ -235,17 +266,25 @@ impl<A: Adapters> Runner<'_, A> {
             }
             listed_ids.insert(key.id.clone(), id);
         }
-        drop(listed);
-        let window_bytes = body.len() as u64;
-        drop(body);
-        // What the window held before and no longer lists.
+        Ok((changes, listed_ids))
+    }
+
+    /// Writes `changes` with the removal of every payment stored in `window` and not `listed`
+    /// there; one that left Finch's list altogether takes its statements with it.
+    async fn remove_unlisted(
+        &mut self,
+        run: &mut PayRun<'_>,
+        window: std::ops::RangeInclusive<Date>,
+        listed: &HashMap<String, String>,
+        mut changes: Vec<RecordChange>,
+    ) -> Result<(), Stop> {
         let gone: Vec<String> = run
             .payments
             .as_ref()
             .map(|m| {
                 m.keys()
-                    .filter(|id| date_of(id).is_some_and(|d| d >= start && d <= end))
-                    .filter(|id| listed_ids.get(payment_id_of(id)) != Some(*id))
+                    .filter(|id| date_of(id).is_some_and(|d| window.contains(&d)))
+                    .filter(|id| listed.get(payment_id_of(id)) != Some(*id))
                     .cloned()
                     .collect()
             })
@@ -263,36 +302,19 @@ impl<A: Adapters> Runner<'_, A> {
             });
             // Moved to another pay date (listed again, under its new id): its statements stay.
             let payment = payment_id_of(&id).to_owned();
-            if !listed_ids.contains_key(&payment) {
+            if !listed.contains_key(&payment) {
                 run.pay().pending.retain(|p| p.id != payment);
                 self.apply_pay(run, std::mem::take(&mut changes)).await?;
                 self.remove_statements(run, &payment).await?;
             }
         }
-        self.apply_pay(run, changes).await?;
-        let pay = run.pay();
-        // The next window sized so its answer is about the target size.
-        let per_day = window_bytes / (end - start).whole_days().max(0).unsigned_abs().saturating_add(1);
-        let fitted = self.settings.pay.listing_bytes / per_day.max(1);
-        pay.window_days = u32::try_from(fitted).unwrap_or(MAX_WINDOW_DAYS).clamp(MIN_WINDOW_DAYS, MAX_WINDOW_DAYS);
-        if start <= listing.stop {
-            pay.listing = None;
-            pay.listed_from = Some(pay.listed_from.map_or(listing.stop, |f| f.min(listing.stop)));
-            pay.listed_through = Some(pay.listed_through.map_or(listing.as_of, |t| t.max(listing.as_of)));
-        } else {
-            pay.listing = Some(Listing { next_end: start - Days::days(1), ..listing });
-        }
-        self.save_pay(run).await?;
-        Ok(())
+        self.apply_pay(run, changes).await
     }
 
     /// Deletes the pay older than the retention allows (`cutoff`, by pay date): payments and
     /// their statements, as removals in the feed.
     async fn prune(&mut self, run: &mut PayRun<'_>, cutoff: Date) -> Result<(), Stop> {
-        if run.payments.is_none() {
-            let stored = self.stored_hashes(run.entity, RecordKind::Payment, "").await?;
-            run.payments = Some(stored.into_iter().map(|h| (h.id, h.hash)).collect());
-        }
+        self.load_payments(run).await?;
         let mut old: Vec<String> = run
             .payments
             .iter()
