@@ -60,7 +60,8 @@ async fn a_thousand_concurrent_requests_lose_nothing() {
     let timed = |f: reqwest::RequestBuilder| async move {
         let t = Instant::now();
         let r = f.send().await.unwrap();
-        (r.status().as_u16(), t.elapsed())
+        let location = r.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (r.status().as_u16(), t.elapsed(), location)
     };
     let mut requests = Vec::new();
     for cb in &callbacks {
@@ -113,8 +114,8 @@ async fn a_thousand_concurrent_requests_lose_nothing() {
     let elapsed = started.elapsed();
 
     let mut by_status: HashMap<u16, usize> = HashMap::new();
-    let mut latencies: Vec<Duration> = results.iter().map(|(_, l)| *l).collect();
-    for (s, _) in &results {
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, l, _)| *l).collect();
+    for (s, _, _) in &results {
         *by_status.entry(*s).or_default() += 1;
     }
     latencies.sort();
@@ -130,8 +131,14 @@ async fn a_thousand_concurrent_requests_lose_nothing() {
     assert!(swept >= 2 * WEBHOOKED as u64);
 
     // No duplicate: one connection per callback customer, one exchange each.
-    for i in 0..CALLBACKS {
-        assert_eq!(stack.list(&format!("cust-{i}")).await.len(), 1);
+    // (A callback that failed also answers 302, back to the app with its reason: say which.)
+    for (i, (_, _, location)) in results.iter().take(CALLBACKS).enumerate() {
+        if stack.list(&format!("cust-{i}")).await.len() != 1 {
+            let request = location.as_deref().and_then(|l| l.split("request_id=").nth(1)).unwrap_or("-");
+            let logs = perch_tests::captured_logs();
+            let why: Vec<&str> = logs.lines().filter(|l| l.contains(request)).collect();
+            panic!("cust-{i} has no connection: its callback went to {location:?}; its logs: {why:#?}");
+        }
     }
     assert_eq!(stack.finch_calls("POST", "/auth/token"), CALLBACKS);
     // No lost update: each connection holds its newest webhook status.
