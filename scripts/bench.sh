@@ -12,7 +12,8 @@
 #   scripts/bench.sh --only pay    the pay history and the person index (bench/src/pay.rs): a
 #                               20,000-employee biweekly backfill (~1M statements, time ×6) and
 #                               the index of 100,000 people over 10 connections, scored against
-#                               the emulator's ground truth
+#                               the emulator's ground truth; ~2 h on 2 cores, most of it DynamoDB
+#                               Local writing 1.35M statements and their feed
 #   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
 #                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
 #   scripts/bench.sh --cold-first   the first request after a cold start, TLS on the loopback
