@@ -76,8 +76,9 @@ async fn under_index_lease<T>(
     Ok(Some(out))
 }
 
-/// A lease for a turn that ends by `deadline`, with a minute to spare.
-fn lease_until(now: OffsetDateTime, deadline: Instant) -> OffsetDateTime {
+/// A lease for a turn that ends by `deadline`, with a minute to spare (a sync run's and an
+/// indexer's alike).
+pub(crate) fn lease_until(now: OffsetDateTime, deadline: Instant) -> OffsetDateTime {
     now + deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60)
 }
 

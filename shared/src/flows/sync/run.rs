@@ -72,8 +72,7 @@ pub async fn run<A: Adapters>(
         (Trigger::Resume, Some(run)) => run.clone(),
         _ => crate::crypto::random_hex::<12>()?,
     };
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let lease_until = now + remaining + Duration::from_secs(60);
+    let lease_until = crate::flows::people::index::lease_until(now, deadline);
     let opened = match store.take_lease(id, &run_id, now, lease_until).await? {
         Lease::Taken(k) => match app.cipher.unwrap(&k.wrapped, id, &rec.customer).await {
             Ok(key) => Runner::start(app, settings, store, &rec, run_id.clone(), key, k.next_seq, deadline).await,
