@@ -247,6 +247,55 @@ async fn two_people_who_share_every_key_but_the_ssn_are_never_merged_and_are_rep
 }
 
 #[tokio::test]
+async fn a_name_and_birthday_two_people_share_across_companies_never_links_them_when_their_emails_differ() {
+    let f = start(&[]).await;
+    let connect = |provider: &'static str, username: &'static str| {
+        let f = &f;
+        async move {
+            let s = f.session("acme", json!({"products": ORG, "additional": true})).await.unwrap();
+            let (code, state) = f.login_as(&s.connect_url, provider, username, None).await;
+            let id = f.redirect_callback(&code, Some(&state)).await.unwrap().connection.connection_id.clone();
+            let rec = f.mem.store.connections().into_iter().find(|r| r.connection_id == id).unwrap();
+            (id, rec.entities[0].id.clone())
+        }
+    };
+    let (a, ea) = connect("gusto", "good_user").await;
+    let (b, eb) = connect("adp_run", "good_user_adp").await;
+    // Person 4 of the first company and person 3 of the second (where person 4 does not work)
+    // share a name and a birthday; each has an address of their own at the group's domain. The
+    // namesake guard sees one entity, so only the addresses tell these two apart.
+    let (x, y) = {
+        let mut w = f.finch.shared.world();
+        let lookalike = json!({"first_name": "Alexis", "last_name": "Lookalike", "dob": "1981-04-05"});
+        let mut patch =
+            finch_emulator::people::Patch { individual: lookalike.as_object().unwrap().clone(), ..Default::default() };
+        let r = w.roster(ea.as_str());
+        r.change(4, patch.clone());
+        let four = r.individual(4, false).unwrap();
+        let domain = four["emails"][0]["data"].as_str().unwrap().split_once('@').unwrap().1.to_owned();
+        let x = r.person(4).unwrap().id;
+        let r = w.roster(eb.as_str());
+        patch.individual.insert("emails".into(), json!([{"data": format!("lookalike@{domain}"), "type": "work"}]));
+        r.change(3, patch);
+        r.removed.insert(4);
+        (x, r.person(3).unwrap().id)
+    };
+    sync_through(&f, &settings(&[]), &a, Trigger::Connected).await;
+    sync_through(&f, &settings(&[]), &b, Trigger::Connected).await;
+    let people = everyone(&f, &acme()).await;
+    let (wrong, _) = score(&people, &truth(&f, &[&ea, &eb]));
+    assert_eq!(wrong, 0, "no wrong merge");
+    let of = |id: &str| people.iter().find(|p| p.sources.iter().any(|l| l.source.individual_id == id)).unwrap();
+    let (px, py) = (of(&x), of(&y));
+    assert_eq!((px.sources.len(), py.sources.len()), (1, 1), "left apart");
+    assert_eq!(py.ambiguities.len(), 1, "and the look-alike reported");
+    assert_eq!(py.ambiguities[0].rule, perch::domain::people::MatchRule::NameAndDob);
+    assert_eq!(py.ambiguities[0].candidates, vec![px.person_id.clone()]);
+    // Everyone else at both companies is still one person: the check costs no true link here.
+    assert!(people.iter().filter(|p| p.sources.len() == 2).count() >= 8, "{}", people.len());
+}
+
+#[tokio::test]
 async fn keys_that_change_keep_a_link_and_an_ssn_that_stops_matching_splits_it() {
     let f = start(&[]).await;
     let (a, ea) = connect_and_sync(&f, WITH_SSN, "gusto", "good_user").await;

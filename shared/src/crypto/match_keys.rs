@@ -12,8 +12,9 @@
 //! **Normalisation** is what makes two providers' spellings one key: names lower-cased with
 //! everything but letters and digits dropped (`O'Brien`, `o brien` and `OBRIEN` agree), the
 //! date of birth as `YYYY-MM-DD` (refused if it is not a date), SSNs as nine digits (refused if
-//! all zeros or not nine), the work e-mail trimmed and lower-cased. A missing or unreadable
-//! value gives no key, never a key of an empty string.
+//! all zeros or not nine), the work e-mail trimmed and lower-cased, and its domain (after the
+//! `@`) as a key of its own that links no one but tells two addresses of one employer apart. A
+//! missing or unreadable value gives no key, never a key of an empty string.
 
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
@@ -98,6 +99,8 @@ impl CustomerMatchKeys {
         }
         if let Some(email) = work_email(individual) {
             keys.push(self.hash(MatchRule::WorkEmail, &email)?);
+            let domain = email.split_once('@').map_or("", |(_, d)| d);
+            keys.push(self.hash(MatchRule::WorkEmailDomain, domain)?);
         }
         Ok(keys)
     }
@@ -157,6 +160,9 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.iter().map(|k| k.rule).collect::<Vec<_>>(), MatchRule::ALL);
         assert!(a.iter().all(|k| k.hash.len() == 64 && !k.hash.contains("912345678")));
+        let colleague = keys("acme", json!({"emails": [{"data": "ann.lee@example.com", "type": "work"}]}));
+        assert_eq!(colleague[1], a[3], "one domain, one key");
+        assert_ne!(colleague[0], a[2]);
         // Missing, empty or unreadable: no key, never a key of nothing.
         let none = keys(
             "acme",

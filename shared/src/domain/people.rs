@@ -11,33 +11,45 @@
 //! **Precision first.** A wrong merge shows one person's pay as another's; a missed one only
 //! shows a person twice. So: a link needs exactly one candidate; several candidates for a key
 //! leave the person apart, and the ambiguity is reported ([`Ambiguity`]); two SSNs that differ
-//! are never the same person whatever else they share; a link, once made, stays when a key
-//! changes (a name change, a corrected date of birth), and is undone only when the SSNs
-//! disagree.
+//! are never the same person whatever else they share; two work e-mails that differ at one
+//! domain are two people, however alike their names and birthdays
+//! ([`Person::email_conflicts`]); a link, once made, stays when a key changes (a name change, a
+//! corrected date of birth), and is undone only when the SSNs disagree.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{ConnectionId, EntityId, PersonId};
 
-/// Which key linked a source to its person, strongest first.
+/// Which key linked a source to its person, strongest first; then the one key that never links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchRule {
     Ssn,
     NameAndDob,
     WorkEmail,
+    /// The domain of the work e-mail: it names thousands of people, so it links no one and has
+    /// no holders; it only tells apart two sources that look alike ([`Person::email_conflicts`]).
+    WorkEmailDomain,
 }
 
 impl MatchRule {
-    pub const ALL: [MatchRule; 3] = [Self::Ssn, Self::NameAndDob, Self::WorkEmail];
+    /// The rules that link sources, strongest first.
+    pub const LINKING: [MatchRule; 3] = [Self::Ssn, Self::NameAndDob, Self::WorkEmail];
+    pub const ALL: [MatchRule; 4] = [Self::Ssn, Self::NameAndDob, Self::WorkEmail, Self::WorkEmailDomain];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ssn => "ssn",
             Self::NameAndDob => "name_and_dob",
             Self::WorkEmail => "work_email",
+            Self::WorkEmailDomain => "work_email_domain",
         }
+    }
+
+    /// Whether a key of this rule links sources (and so names its holders in the index).
+    pub fn links(self) -> bool {
+        self != Self::WorkEmailDomain
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -118,6 +130,21 @@ impl Person {
         matches!((self.ssn(), ssn), (Some(a), Some(b)) if a != b)
     }
 
+    fn has_key(&self, rule: MatchRule, hash: &str) -> bool {
+        self.keys.iter().any(|k| k.rule == rule && k.hash == hash)
+    }
+
+    /// Whether a source whose work e-mail and its domain have these keyed hashes is someone
+    /// else: the person has a work e-mail at that domain, and not this one. One employer gives
+    /// one person one address, so two providers of it show the same one (or one at another
+    /// domain, which says nothing); two people with one name and birthday there have two. An
+    /// alias at the same domain (`jo@` and `joanna@`) is a person seen twice — a missed link,
+    /// never a wrong one.
+    pub fn email_conflicts(&self, email: Option<&str>, domain: Option<&str>) -> bool {
+        let (Some(email), Some(domain)) = (email, domain) else { return false };
+        self.has_key(MatchRule::WorkEmailDomain, domain) && !self.has_key(MatchRule::WorkEmail, email)
+    }
+
     /// Whether one of the person's sources is in the same entity as `source` (and is not it).
     pub fn has_sibling_of(&self, source: &SourceRef) -> bool {
         self.sources.iter().any(|l| l.source != *source && l.source.same_entity(source))
@@ -167,6 +194,26 @@ mod tests {
         assert!(!p.has_sibling_of(&src("c1", "e1", "i1")), "itself");
         assert!(!p.has_sibling_of(&src("c1", "e2", "i2")) && !p.has_sibling_of(&src("c2", "e1", "i2")));
         assert_eq!(MatchRule::parse("name_and_dob"), Some(MatchRule::NameAndDob));
+        assert_eq!(MatchRule::parse("work_email_domain"), Some(MatchRule::WorkEmailDomain));
+        assert!(MatchRule::LINKING.iter().all(|r| r.links()) && !MatchRule::WorkEmailDomain.links());
         assert_eq!(serde_json::to_string(&MatchRule::WorkEmail).unwrap(), "\"work_email\"");
+    }
+
+    #[test]
+    fn another_work_email_at_the_same_domain_is_someone_else() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let key = |rule, hash: &str| MatchKey { rule, hash: hash.into() };
+        let p = Person {
+            person_id: PersonId::parse("p-1").unwrap(),
+            sources: vec![Link { source: src("c1", "e1", "i1"), rule: None, linked_at: now }],
+            keys: vec![key(MatchRule::WorkEmail, "ann@d"), key(MatchRule::WorkEmailDomain, "d")],
+            ambiguities: vec![],
+            created_at: now,
+            updated_at: now,
+        };
+        assert!(p.email_conflicts(Some("bob@d"), Some("d")), "another address there");
+        assert!(!p.email_conflicts(Some("ann@d"), Some("d")), "the same address");
+        assert!(!p.email_conflicts(Some("ann@other"), Some("other")), "another domain says nothing");
+        assert!(!p.email_conflicts(None, None), "no address says nothing");
     }
 }

@@ -233,6 +233,7 @@ impl Batch {
         }
         let mut keys: Vec<MatchKey> = current.iter().flat_map(|(_, k)| k.iter().flatten().cloned()).collect();
         keys.extend(b.links.values().flatten().flat_map(|l| l.keys.iter().cloned()));
+        keys.retain(|k| k.rule.links());
         keys.sort();
         keys.dedup();
         b.load_holders(store, customer, &keys).await?;
@@ -425,7 +426,8 @@ impl Batch {
         customer: &CustomerId,
         keys: &[MatchKey],
     ) -> Result<(), Error> {
-        self.load_holders(store, customer, keys).await?;
+        let keys: Vec<MatchKey> = keys.iter().filter(|k| k.rule.links()).cloned().collect();
+        self.load_holders(store, customer, &keys).await?;
         let persons: Vec<PersonId> =
             keys.iter().flat_map(|k| self.holders.get(k).into_iter().flatten().cloned()).collect();
         self.load_persons(store, customer, persons).await
@@ -438,13 +440,19 @@ impl Batch {
     /// must name the same one person: a name and birthday pointing at one person and a work
     /// e-mail at another is two people who look alike, and the source is left apart. A key
     /// that a source of this entity also holds (a namesake's name and birthday) says nothing
-    /// about which of the two this is, and is not counted.
+    /// about which of the two this is, and is not counted. Nor is a person with another work
+    /// e-mail at the source's domain ([`Person::email_conflicts`]: the same name and birthday at
+    /// two companies of one group, or two providers of one, is a coincidence of two people);
+    /// when no one else is found, the look-alike is reported.
     fn find(&self, source: &SourceRef, keys: &[MatchKey], ssn: Option<&str>, except: Option<&PersonId>) -> Found {
+        let hash = |rule| keys.iter().find(|k: &&MatchKey| k.rule == rule).map(|k| k.hash.as_str());
+        let (email, domain) = (hash(MatchRule::WorkEmail), hash(MatchRule::WorkEmailDomain));
         let mut agreed: Option<(MatchRule, Vec<PersonId>)> = None;
         let mut ambiguous: Option<(MatchRule, Vec<PersonId>)> = None;
-        for rule in MatchRule::ALL {
+        let mut lookalikes: Option<(MatchRule, Vec<PersonId>)> = None;
+        for rule in MatchRule::LINKING {
             let Some(k) = keys.iter().find(|k| k.rule == rule) else { continue };
-            let holders: Vec<&Person> = self
+            let (holders, others): (Vec<&Person>, Vec<&Person>) = self
                 .holders
                 .get(k)
                 .into_iter()
@@ -452,8 +460,12 @@ impl Batch {
                 .filter(|p| Some(*p) != except)
                 .filter_map(|p| self.person(p))
                 .filter(|p| !p.ssn_conflicts(ssn))
-                .collect();
-            let namesake = holders.iter().any(|p| p.has_sibling_of(source));
+                // Equal SSNs are one person, whatever their e-mails.
+                .partition(|p| rule == MatchRule::Ssn || !p.email_conflicts(email, domain));
+            if !others.is_empty() {
+                lookalikes.get_or_insert((rule, others.iter().map(|p| p.person_id.clone()).collect()));
+            }
+            let namesake = holders.iter().chain(&others).any(|p| p.has_sibling_of(source));
             let candidates: Vec<PersonId> =
                 holders.iter().filter(|p| !p.has_sibling_of(source)).map(|p| p.person_id.clone()).collect();
             if candidates.is_empty() {
@@ -480,7 +492,7 @@ impl Batch {
                 }
             });
         }
-        match (agreed, ambiguous) {
+        match (agreed, ambiguous.or(lookalikes)) {
             (Some((rule, one)), _) if one.len() == 1 => Found::One(one[0].clone(), rule),
             // Precision first: several people share the keys; none is chosen.
             (Some((rule, several)), _) | (None, Some((rule, several))) => Found::Ambiguous(rule, several),
@@ -497,7 +509,7 @@ impl Batch {
         rule: Option<MatchRule>,
         now: OffsetDateTime,
     ) {
-        for k in &keys {
+        for k in keys.iter().filter(|k| k.rule.links()) {
             let holders = self.holders.entry(k.clone()).or_default();
             if !holders.contains(&person) {
                 holders.push(person.clone());
@@ -529,7 +541,7 @@ impl Batch {
             self.persons.insert(l.person.clone(), None);
             dropped_keys = l.keys.clone();
         }
-        for k in dropped_keys {
+        for k in dropped_keys.into_iter().filter(|k| k.rule.links()) {
             if let Some(h) = self.holders.get_mut(&k) {
                 h.retain(|p| *p != l.person);
                 self.dirty_holders.insert(k);
@@ -551,13 +563,13 @@ impl Batch {
             p.updated_at = now;
             dropped = l.keys.iter().filter(|k| !p.keys.contains(k)).cloned().collect();
         }
-        for k in dropped {
+        for k in dropped.into_iter().filter(|k| k.rule.links()) {
             if let Some(h) = self.holders.get_mut(&k) {
                 h.retain(|p| *p != l.person);
                 self.dirty_holders.insert(k);
             }
         }
-        for k in &keys {
+        for k in keys.iter().filter(|k| k.rule.links()) {
             let holders = self.holders.entry(k.clone()).or_default();
             if !holders.contains(&l.person) {
                 holders.push(l.person.clone());
