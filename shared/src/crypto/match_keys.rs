@@ -12,9 +12,10 @@
 //! **Normalisation** is what makes two providers' spellings one key: names lower-cased with
 //! everything but letters and digits dropped (`O'Brien`, `o brien` and `OBRIEN` agree), the
 //! date of birth as `YYYY-MM-DD` (refused if it is not a date), SSNs as nine digits (refused if
-//! all zeros or not nine), the work e-mail trimmed and lower-cased, and its domain (after the
-//! `@`) as a key of its own that links no one but tells two addresses of one employer apart. A
-//! missing or unreadable value gives no key, never a key of an empty string.
+//! all zeros or not nine), the work e-mail trimmed and lower-cased; then, as keys that link no
+//! one but tell two look-alikes apart, the work e-mail's domain (after the `@`), the personal
+//! e-mail and its domain. A missing or unreadable value gives no key, never a key of an empty
+//! string.
 
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
@@ -97,10 +98,15 @@ impl CustomerMatchKeys {
         {
             keys.push(self.hash(MatchRule::NameAndDob, &format!("{first}\n{last}\n{dob}"))?);
         }
-        if let Some(email) = work_email(individual) {
-            keys.push(self.hash(MatchRule::WorkEmail, &email)?);
-            let domain = email.split_once('@').map_or("", |(_, d)| d);
-            keys.push(self.hash(MatchRule::WorkEmailDomain, domain)?);
+        let (work, personal) = (email(individual, "work"), email(individual, "personal"));
+        let domain = |e: &str| e.split_once('@').map_or("", |(_, d)| d).to_owned();
+        if let Some(e) = &work {
+            keys.push(self.hash(MatchRule::WorkEmail, e)?);
+            keys.push(self.hash(MatchRule::WorkEmailDomain, &domain(e))?);
+        }
+        if let Some(e) = &personal {
+            keys.push(self.hash(MatchRule::PersonalEmail, e)?);
+            keys.push(self.hash(MatchRule::PersonalEmailDomain, &domain(e))?);
         }
         Ok(keys)
     }
@@ -122,10 +128,10 @@ fn normalise_ssn(s: &str) -> Option<String> {
         .then_some(digits)
 }
 
-/// The first `work` e-mail, trimmed and lower-cased.
-fn work_email(individual: &Value) -> Option<String> {
+/// The first e-mail of `kind` (`work`, `personal`), trimmed and lower-cased.
+fn email(individual: &Value, kind: &str) -> Option<String> {
     individual.get("emails")?.as_array()?.iter().find_map(|e| {
-        if e.get("type").and_then(Value::as_str) != Some("work") {
+        if e.get("type").and_then(Value::as_str) != Some(kind) {
             return None;
         }
         let v = e.get("data")?.as_str()?.trim().to_lowercase();
@@ -150,7 +156,7 @@ mod tests {
         let a = keys(
             "acme",
             json!({"first_name": "Seán", "last_name": "O'Brien", "dob": "1980-02-03", "ssn": "912-34-5678",
-                   "emails": [{"data": "Sean.OBrien@Example.com ", "type": "work"}]}),
+                   "emails": [{"data": "Sean.OBrien@Example.com ", "type": "work"}, {"data": " X@Y.z", "type": "personal"}]}),
         );
         let b = keys(
             "acme",
@@ -169,7 +175,8 @@ mod tests {
             json!({"first_name": "Ann", "last_name": "", "dob": "1980-02-30", "ssn": "000-00-0000",
                    "emails": [{"data": "ann@example.com", "type": "personal"}]}),
         );
-        assert!(none.is_empty(), "{none:?}");
+        let rules: Vec<MatchRule> = none.iter().map(|k| k.rule).collect();
+        assert_eq!(rules, [MatchRule::PersonalEmail, MatchRule::PersonalEmailDomain], "only keys that link no one");
         let no_dob = keys("acme", json!({"first_name": "Ann", "last_name": "Lee", "dob": null}));
         assert!(no_dob.is_empty(), "a name alone is never a key");
     }

@@ -28,15 +28,30 @@ pub enum MatchRule {
     Ssn,
     NameAndDob,
     WorkEmail,
-    /// The domain of the work e-mail: it names thousands of people, so it links no one and has
-    /// no holders; it only tells apart two sources that look alike ([`Person::email_conflicts`]).
+    /// The rules below link no one and have no holders: they only tell apart two sources that
+    /// look alike ([`Person::email_conflicts`]). The work e-mail's domain (it names thousands).
     WorkEmailDomain,
+    /// The personal e-mail, and its domain: not a key (a family can share one; providers keep it
+    /// less well), but another personal address at the same domain is one more sign of another
+    /// person.
+    PersonalEmail,
+    PersonalEmailDomain,
 }
 
 impl MatchRule {
     /// The rules that link sources, strongest first.
     pub const LINKING: [MatchRule; 3] = [Self::Ssn, Self::NameAndDob, Self::WorkEmail];
-    pub const ALL: [MatchRule; 4] = [Self::Ssn, Self::NameAndDob, Self::WorkEmail, Self::WorkEmailDomain];
+    pub const ALL: [MatchRule; 6] = [
+        Self::Ssn,
+        Self::NameAndDob,
+        Self::WorkEmail,
+        Self::WorkEmailDomain,
+        Self::PersonalEmail,
+        Self::PersonalEmailDomain,
+    ];
+    /// Each e-mail rule, and the rule of its domain.
+    const EMAILS: [(MatchRule, MatchRule); 2] =
+        [(Self::WorkEmail, Self::WorkEmailDomain), (Self::PersonalEmail, Self::PersonalEmailDomain)];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,12 +59,14 @@ impl MatchRule {
             Self::NameAndDob => "name_and_dob",
             Self::WorkEmail => "work_email",
             Self::WorkEmailDomain => "work_email_domain",
+            Self::PersonalEmail => "personal_email",
+            Self::PersonalEmailDomain => "personal_email_domain",
         }
     }
 
     /// Whether a key of this rule links sources (and so names its holders in the index).
     pub fn links(self) -> bool {
-        self != Self::WorkEmailDomain
+        Self::LINKING.contains(&self)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -134,15 +151,18 @@ impl Person {
         self.keys.iter().any(|k| k.rule == rule && k.hash == hash)
     }
 
-    /// Whether a source whose work e-mail and its domain have these keyed hashes is someone
-    /// else: the person has a work e-mail at that domain, and not this one. One employer gives
-    /// one person one address, so two providers of it show the same one (or one at another
-    /// domain, which says nothing); two people with one name and birthday there have two. An
-    /// alias at the same domain (`jo@` and `joanna@`) is a person seen twice — a missed link,
-    /// never a wrong one.
-    pub fn email_conflicts(&self, email: Option<&str>, domain: Option<&str>) -> bool {
-        let (Some(email), Some(domain)) = (email, domain) else { return false };
-        self.has_key(MatchRule::WorkEmailDomain, domain) && !self.has_key(MatchRule::WorkEmail, email)
+    /// Whether a source with these keys is someone else by their e-mails: the person has a work
+    /// (or personal) e-mail at the source's domain, and not the source's. One employer gives one
+    /// person one address, so two providers of it show the same one (or one at another domain,
+    /// which says nothing); two people with one name and birthday there have two. An alias at
+    /// the same domain (`jo@` and `joanna@`) is a person seen twice — a missed link, never a
+    /// wrong one.
+    pub fn email_conflicts(&self, keys: &[MatchKey]) -> bool {
+        let hash = |rule| keys.iter().find(|k: &&MatchKey| k.rule == rule).map(|k| k.hash.as_str());
+        MatchRule::EMAILS.into_iter().any(|(address, domain)| match (hash(address), hash(domain)) {
+            (Some(a), Some(d)) => self.has_key(domain, d) && !self.has_key(address, a),
+            _ => false,
+        })
     }
 
     /// Whether one of the person's sources is in the same entity as `source` (and is not it).
@@ -203,17 +223,22 @@ mod tests {
     fn another_work_email_at_the_same_domain_is_someone_else() {
         let now = OffsetDateTime::UNIX_EPOCH;
         let key = |rule, hash: &str| MatchKey { rule, hash: hash.into() };
+        let work = |a: &str, d: &str| vec![key(MatchRule::WorkEmail, a), key(MatchRule::WorkEmailDomain, d)];
+        let personal =
+            |a: &str, d: &str| vec![key(MatchRule::PersonalEmail, a), key(MatchRule::PersonalEmailDomain, d)];
         let p = Person {
             person_id: PersonId::parse("p-1").unwrap(),
             sources: vec![Link { source: src("c1", "e1", "i1"), rule: None, linked_at: now }],
-            keys: vec![key(MatchRule::WorkEmail, "ann@d"), key(MatchRule::WorkEmailDomain, "d")],
+            keys: [work("ann@d", "d"), personal("ann@m", "m")].concat(),
             ambiguities: vec![],
             created_at: now,
             updated_at: now,
         };
-        assert!(p.email_conflicts(Some("bob@d"), Some("d")), "another address there");
-        assert!(!p.email_conflicts(Some("ann@d"), Some("d")), "the same address");
-        assert!(!p.email_conflicts(Some("ann@other"), Some("other")), "another domain says nothing");
-        assert!(!p.email_conflicts(None, None), "no address says nothing");
+        assert!(p.email_conflicts(&work("bob@d", "d")), "another address there");
+        assert!(p.email_conflicts(&[work("ann@other", "other"), personal("bob@m", "m")].concat()), "personal too");
+        assert!(!p.email_conflicts(&[work("ann@d", "d"), personal("ann@m", "m")].concat()), "the same addresses");
+        assert!(!p.email_conflicts(&work("ann@other", "other")), "another domain says nothing");
+        assert!(!p.email_conflicts(&personal("bob@d", "d")), "a personal address is no work address");
+        assert!(!p.email_conflicts(&[]), "no address says nothing");
     }
 }

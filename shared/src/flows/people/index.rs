@@ -440,16 +440,13 @@ impl Batch {
     /// must name the same one person: a name and birthday pointing at one person and a work
     /// e-mail at another is two people who look alike, and the source is left apart. A key
     /// that a source of this entity also holds (a namesake's name and birthday) says nothing
-    /// about which of the two this is, and is not counted. Nor is a person with another work
-    /// e-mail at the source's domain ([`Person::email_conflicts`]: the same name and birthday at
-    /// two companies of one group, or two providers of one, is a coincidence of two people);
-    /// when no one else is found, the look-alike is reported.
+    /// about which of the two this is, and is not counted. Nor is a key that names a person with
+    /// another e-mail at the source's domain ([`Person::email_conflicts`]: the same name and
+    /// birthday at two companies of one group, or two providers of one, is a coincidence of two
+    /// people): that person is never chosen, and when no other key decides, is reported.
     fn find(&self, source: &SourceRef, keys: &[MatchKey], ssn: Option<&str>, except: Option<&PersonId>) -> Found {
-        let hash = |rule| keys.iter().find(|k: &&MatchKey| k.rule == rule).map(|k| k.hash.as_str());
-        let (email, domain) = (hash(MatchRule::WorkEmail), hash(MatchRule::WorkEmailDomain));
         let mut agreed: Option<(MatchRule, Vec<PersonId>)> = None;
         let mut ambiguous: Option<(MatchRule, Vec<PersonId>)> = None;
-        let mut lookalikes: Option<(MatchRule, Vec<PersonId>)> = None;
         for rule in MatchRule::LINKING {
             let Some(k) = keys.iter().find(|k| k.rule == rule) else { continue };
             let (holders, others): (Vec<&Person>, Vec<&Person>) = self
@@ -461,13 +458,18 @@ impl Batch {
                 .filter_map(|p| self.person(p))
                 .filter(|p| !p.ssn_conflicts(ssn))
                 // Equal SSNs are one person, whatever their e-mails.
-                .partition(|p| rule == MatchRule::Ssn || !p.email_conflicts(email, domain));
-            if !others.is_empty() {
-                lookalikes.get_or_insert((rule, others.iter().map(|p| p.person_id.clone()).collect()));
-            }
+                .partition(|p| rule == MatchRule::Ssn || !p.email_conflicts(keys));
             let namesake = holders.iter().chain(&others).any(|p| p.has_sibling_of(source));
             let candidates: Vec<PersonId> =
                 holders.iter().filter(|p| !p.has_sibling_of(source)).map(|p| p.person_id.clone()).collect();
+            if !others.is_empty() {
+                // A key a look-alike shares names no one safely, like a namesake's; the
+                // look-alike is reported with the rest.
+                let mut named = candidates;
+                named.extend(others.iter().filter(|p| !p.has_sibling_of(source)).map(|p| p.person_id.clone()));
+                ambiguous.get_or_insert((rule, named));
+                continue;
+            }
             if candidates.is_empty() {
                 continue;
             }
@@ -492,7 +494,7 @@ impl Batch {
                 }
             });
         }
-        match (agreed, ambiguous.or(lookalikes)) {
+        match (agreed, ambiguous) {
             (Some((rule, one)), _) if one.len() == 1 => Found::One(one[0].clone(), rule),
             // Precision first: several people share the keys; none is chosen.
             (Some((rule, several)), _) | (None, Some((rule, several))) => Found::Ambiguous(rule, several),
