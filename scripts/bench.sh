@@ -14,6 +14,8 @@
 #                               the index of 100,000 people over 10 connections, scored against
 #                               the emulator's ground truth; ~2 h on 2 cores, most of it DynamoDB
 #                               Local writing 1.35M statements and their feed
+#   scripts/bench.sh --only people   the person index alone (the second half of --only pay),
+#                               ~15 min
 #   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
 #                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
 #   scripts/bench.sh --cold-first   the first request after a cold start, TLS on the loopback

@@ -250,7 +250,12 @@ async fn main() -> Result<(), BoxError> {
     } else {
         None
     };
-    let paid = if wanted("pay") { Some(pay::run(opts.smoke, &opts.bin_dir, &moto).await?) } else { None };
+    // `--only people`: the person index alone, without the hour-long backfill before it.
+    let paid = if wanted("pay") || wanted("people") {
+        Some(pay::run(opts.smoke, &opts.bin_dir, &moto, wanted("pay")).await?)
+    } else {
+        None
+    };
     let run = Results { functions: results, sweep, sync: synced, pay: paid };
     let json = serde_json::to_string_pretty(&run)?;
     std::fs::write(opts.out.join("results.json"), &json)?;

@@ -104,26 +104,14 @@ pub fn pay_minimum(sizes: &[u64]) -> (u64, u64) {
     (1, pages.div_ceil(PAYMENTS_PER_REQUEST))
 }
 
-pub async fn run(smoke: bool, bin_dir: &std::path::Path, moto: &str) -> Result<PayResults, BoxError> {
+/// The backfill (when `backfill`), then the reconciliation.
+pub async fn run(smoke: bool, bin_dir: &std::path::Path, moto: &str, backfill: bool) -> Result<PayResults, BoxError> {
     let worker = Subject::binary_in(bin_dir, "sync-worker");
-    let backfill = backfill(&worker, moto, if smoke { 500 } else { 20_000 }).await?;
-    eprintln!(
-        "pay backfill {} people: {} payments, {} statements; Finch calls {:?} (minimum: {} + {} + {}); {:.0} s (Finch's bound {:.0} s, at Perch's routine share {:.0} s), {} 429s; cpu {:.2} s ({:.2} ms per 1,000 statements), peak RSS {} KiB",
-        backfill.employees,
-        backfill.payments,
-        backfill.statements,
-        backfill.finch_calls,
-        backfill.minimum_org,
-        backfill.minimum_listing,
-        backfill.minimum_statements,
-        backfill.seconds,
-        backfill.bound_seconds,
-        backfill.routine_bound_seconds,
-        backfill.rate_limited,
-        backfill.cpu_seconds,
-        backfill.cpu_seconds * 1e6 / backfill.statements.max(1) as f64,
-        backfill.peak_rss_kib,
-    );
+    let backfill =
+        if backfill { Some(run_backfill(&worker, moto, if smoke { 500 } else { 20_000 }).await?) } else { None };
+    if let Some(backfill) = &backfill {
+        report_backfill(backfill);
+    }
     let r = reconciliation(&worker, moto, 10, if smoke { 300 } else { 10_000 }).await?;
     eprintln!(
         "reconciliation: {} sources of {} humans in {} connections → {} persons; precision {:.4} ({} of {} pairs), recall {:.4} ({} of {} keyed pairs), {} ambiguities; {:.0} s, cpu {:.2} s, peak RSS {} KiB",
@@ -142,7 +130,27 @@ pub async fn run(smoke: bool, bin_dir: &std::path::Path, moto: &str) -> Result<P
         r.cpu_seconds,
         r.peak_rss_kib
     );
-    Ok(PayResults { backfill: Some(backfill), reconciliation: Some(r) })
+    Ok(PayResults { backfill, reconciliation: Some(r) })
+}
+
+fn report_backfill(backfill: &PayBackfill) {
+    eprintln!(
+        "pay backfill {} people: {} payments, {} statements; Finch calls {:?} (minimum: {} + {} + {}); {:.0} s (Finch's bound {:.0} s, at Perch's routine share {:.0} s), {} 429s; cpu {:.2} s ({:.2} ms per 1,000 statements), peak RSS {} KiB",
+        backfill.employees,
+        backfill.payments,
+        backfill.statements,
+        backfill.finch_calls,
+        backfill.minimum_org,
+        backfill.minimum_listing,
+        backfill.minimum_statements,
+        backfill.seconds,
+        backfill.bound_seconds,
+        backfill.routine_bound_seconds,
+        backfill.rate_limited,
+        backfill.cpu_seconds,
+        backfill.cpu_seconds * 1e6 / backfill.statements.max(1) as f64,
+        backfill.peak_rss_kib,
+    );
 }
 
 /// A worker's environment beyond the stack's.
@@ -168,7 +176,7 @@ fn compressed(stack: &TestStack) -> Result<(Duration, Env), BoxError> {
 }
 
 /// The backfill of one company of `employees`, everyone paid biweekly.
-async fn backfill(subject: &Subject, moto: &str, employees: u32) -> Result<PayBackfill, BoxError> {
+async fn run_backfill(subject: &Subject, moto: &str, employees: u32) -> Result<PayBackfill, BoxError> {
     let stack = TestStack::start_syncing_quiet(|env| {
         env.insert("FINCH_TIMEOUT_MS", "300000".into());
     })
