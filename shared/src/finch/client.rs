@@ -372,6 +372,22 @@ impl FinchClient {
     }
 }
 
+/// The most of a body's announced length reserved before it arrives (a larger one grows as it
+/// comes): a `Content-Length` is the server's word, not a promise worth any allocation.
+const MAX_BODY_RESERVED: u64 = 64 << 20;
+
+/// A body, read as it arrives into one buffer sized by its announced length. Collecting it whole
+/// and copying it out (`bytes()`, then `to_vec()`) held a pay-statement answer — tens of
+/// megabytes for 10,000 statements — two or three times at once: the worker's peak memory.
+async fn read_body(mut resp: Response) -> Result<Vec<u8>, reqwest::Error> {
+    let reserved = resp.content_length().unwrap_or(0).min(MAX_BODY_RESERVED);
+    let mut body = Vec::with_capacity(usize::try_from(reserved).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// One attempt of a call, and what its outcome means for the next.
 struct Attempt {
     operation: &'static str,
@@ -400,7 +416,7 @@ impl Attempt {
         let should_retry = header(&resp, "x-should-retry");
         let data_retrieved = header(&resp, "finch-data-retrieved");
         let delay = retry_after(&resp);
-        let bytes = resp.bytes().await;
+        let bytes = read_body(resp).await;
         tracing::info!(
             operation = self.operation,
             status = status.as_u16(),
@@ -416,7 +432,7 @@ impl Attempt {
             source: Box::new(e),
         })?;
         if status.is_success() {
-            return Ok(Next::Done(Answer { status, body: bytes.to_vec(), request_id, data_retrieved }));
+            return Ok(Next::Done(Answer { status, body: bytes, request_id, data_retrieved }));
         }
         let retryable = self.policy == RetryPolicy::Standard
             && match should_retry.as_deref() {
