@@ -7,7 +7,7 @@
 //! | `CUR#<connection>` | `seq` |
 //! | `PER#<person_id>` | `p` (the [`Person`] as JSON: ids, rules, keyed hashes, times) |
 //! | `SRC#<connection>#<entity>#<individual_id>` | `l` (the [`SourceLink`] as JSON) |
-//! | `MK#<hash>` | `h` (the [`KeyHolders`] as JSON) |
+//! | `MK#<rule>#<hash>` | `h` (the [`KeyHolders`] as JSON): linking keys only (`MatchRule::links`); the domains and personal e-mails, which link no one, live in `PER#` and `SRC#` items alone |
 //!
 //! Writes go out as batch writes in the order the port documents (keys, persons, sources,
 //! persons removed, cursor), under the customer's lease: one indexer per customer.
