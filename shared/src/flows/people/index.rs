@@ -443,7 +443,8 @@ impl Batch {
     /// about which of the two this is, and is not counted. Nor is a key that names a person with
     /// another e-mail at the source's domain ([`Person::email_conflicts`]: the same name and
     /// birthday at two companies of one group, or two providers of one, is a coincidence of two
-    /// people): that person is never chosen, and when no other key decides, is reported.
+    /// people): the key decides nothing, that person is never chosen, and when no other key
+    /// decides, the look-alike is reported.
     fn find(&self, source: &SourceRef, keys: &[MatchKey], ssn: Option<&str>, except: Option<&PersonId>) -> Found {
         let mut agreed: Option<(MatchRule, Vec<PersonId>)> = None;
         let mut ambiguous: Option<(MatchRule, Vec<PersonId>)> = None;
@@ -467,7 +468,9 @@ impl Batch {
                 // look-alike is reported with the rest.
                 let mut named = candidates;
                 named.extend(others.iter().filter(|p| !p.has_sibling_of(source)).map(|p| p.person_id.clone()));
-                ambiguous.get_or_insert((rule, named));
+                if !named.is_empty() {
+                    ambiguous.get_or_insert((rule, named));
+                }
                 continue;
             }
             if candidates.is_empty() {
