@@ -32,9 +32,18 @@ impl MemoryStore {
             + p.keys.keys().filter(|(c, _)| c == customer).count()
     }
 
-    /// Every match key the index holds for a customer (tests that look for plaintext).
-    pub fn index_keys(&self, customer: &CustomerId) -> Vec<KeyHolders> {
-        self.tables().people.keys.iter().filter(|((c, _), _)| c == customer).map(|(_, v)| v.clone()).collect()
+    /// Every item of a customer's index as JSON — holders, persons, sources — as a table dump
+    /// would show them (tests that look for plaintext).
+    pub fn index_dump(&self, customer: &CustomerId) -> String {
+        let t = self.tables();
+        let p = &t.people;
+        let mine = |c: &CustomerId| c == customer;
+        serde_json::json!({
+            "keys": p.keys.iter().filter(|((c, _), _)| mine(c)).map(|(_, v)| v).collect::<Vec<_>>(),
+            "persons": p.persons.iter().filter(|((c, _), _)| mine(c)).map(|(_, v)| v).collect::<Vec<_>>(),
+            "sources": p.sources.iter().filter(|((c, _), _)| mine(c)).map(|(_, v)| v).collect::<Vec<_>>(),
+        })
+        .to_string()
     }
 }
 
