@@ -233,7 +233,6 @@ impl Batch {
         }
         let mut keys: Vec<MatchKey> = current.iter().flat_map(|(_, k)| k.iter().flatten().cloned()).collect();
         keys.extend(b.links.values().flatten().flat_map(|l| l.keys.iter().cloned()));
-        keys.retain(|k| k.rule.links());
         keys.sort();
         keys.dedup();
         b.load_holders(store, customer, &keys).await?;
@@ -243,13 +242,15 @@ impl Batch {
         Ok(b)
     }
 
+    /// Reads the holders of `keys` not read yet (linking keys only: the others have none).
     async fn load_holders(
         &mut self,
         store: &dyn IndexStore,
         customer: &CustomerId,
         keys: &[MatchKey],
     ) -> Result<(), Error> {
-        let missing: Vec<MatchKey> = keys.iter().filter(|k| !self.holders.contains_key(k)).cloned().collect();
+        let missing: Vec<MatchKey> =
+            keys.iter().filter(|k| k.rule.links() && !self.holders.contains_key(k)).cloned().collect();
         for chunk in missing.chunks(100) {
             for h in store.key_holders(customer, chunk).await? {
                 self.holders.insert(h.key, h.persons);
@@ -426,8 +427,7 @@ impl Batch {
         customer: &CustomerId,
         keys: &[MatchKey],
     ) -> Result<(), Error> {
-        let keys: Vec<MatchKey> = keys.iter().filter(|k| k.rule.links()).cloned().collect();
-        self.load_holders(store, customer, &keys).await?;
+        self.load_holders(store, customer, keys).await?;
         let persons: Vec<PersonId> =
             keys.iter().flat_map(|k| self.holders.get(k).into_iter().flatten().cloned()).collect();
         self.load_persons(store, customer, persons).await
@@ -514,13 +514,7 @@ impl Batch {
         rule: Option<MatchRule>,
         now: OffsetDateTime,
     ) {
-        for k in keys.iter().filter(|k| k.rule.links()) {
-            let holders = self.holders.entry(k.clone()).or_default();
-            if !holders.contains(&person) {
-                holders.push(person.clone());
-                self.dirty_holders.insert(k.clone());
-            }
-        }
+        self.hold(&keys, &person);
         if let Some(p) = self.person_mut(&person) {
             p.sources.retain(|l| l.source != source);
             p.sources.push(Link { source: source.clone(), rule, linked_at: now });
@@ -546,12 +540,7 @@ impl Batch {
             self.persons.insert(l.person.clone(), None);
             dropped_keys = l.keys.clone();
         }
-        for k in dropped_keys.into_iter().filter(|k| k.rule.links()) {
-            if let Some(h) = self.holders.get_mut(&k) {
-                h.retain(|p| *p != l.person);
-                self.dirty_holders.insert(k);
-            }
-        }
+        self.release(dropped_keys, &l.person);
         self.dirty_links.insert(l.source.clone());
         self.links.insert(l.source.clone(), None);
     }
@@ -568,22 +557,32 @@ impl Batch {
             p.updated_at = now;
             dropped = l.keys.iter().filter(|k| !p.keys.contains(k)).cloned().collect();
         }
-        for k in dropped.into_iter().filter(|k| k.rule.links()) {
-            if let Some(h) = self.holders.get_mut(&k) {
-                h.retain(|p| *p != l.person);
-                self.dirty_holders.insert(k);
-            }
-        }
-        for k in keys.iter().filter(|k| k.rule.links()) {
-            let holders = self.holders.entry(k.clone()).or_default();
-            if !holders.contains(&l.person) {
-                holders.push(l.person.clone());
-                self.dirty_holders.insert(k.clone());
-            }
-        }
+        self.release(dropped, &l.person);
+        self.hold(&keys, &l.person);
         self.dirty_links.insert(l.source.clone());
         self.links
             .insert(l.source.clone(), Some(SourceLink { source: l.source.clone(), person: l.person.clone(), keys }));
+    }
+
+    /// Names `person` as a holder of its linking `keys` (the others name no one).
+    fn hold(&mut self, keys: &[MatchKey], person: &PersonId) {
+        for k in keys.iter().filter(|k| k.rule.links()) {
+            let holders = self.holders.entry(k.clone()).or_default();
+            if !holders.contains(person) {
+                holders.push(person.clone());
+                self.dirty_holders.insert(k.clone());
+            }
+        }
+    }
+
+    /// `person` no longer holds `keys`.
+    fn release(&mut self, keys: Vec<MatchKey>, person: &PersonId) {
+        for k in keys.into_iter().filter(|k| k.rule.links()) {
+            if let Some(h) = self.holders.get_mut(&k) {
+                h.retain(|p| p != person);
+                self.dirty_holders.insert(k);
+            }
+        }
     }
 
     fn into_writes(mut self) -> IndexWrites {
