@@ -245,6 +245,30 @@ async fn a_backfill_cut_by_the_deadline_resumes_without_refetching_or_losing_a_s
 }
 
 #[tokio::test]
+async fn an_answer_broken_off_midway_keeps_what_was_written_and_is_asked_again_from_there() {
+    let (f, id, entity) = connected(PAY, &[]).await;
+    let s = settings(&[]);
+    let (payments, statements, _) = payroll(&f, &entity);
+    // The first pay-statement answer (ten payments, ~100 statements) stops a third of the way in.
+    f.finch.shared.world().cut = Some(("/employer/pay-statement".to_owned(), 40_000));
+    sync_through(&f, &s, &id, Trigger::Connected).await;
+
+    let pay = state(&f, &id).await["pay"].clone();
+    assert_eq!(pay["state"], "current", "{pay}");
+    assert_eq!(pay["pay_periods_done"].as_u64(), Some(payments as u64));
+    assert_eq!(pay["pay_statements"].as_u64(), Some(statements as u64), "none lost, none twice");
+    let changes = all_changes(&f, &id).await;
+    let ids: Vec<&str> = changes.iter().filter(|c| c.kind == RecordKind::PayStatement).map(|c| c.id.as_str()).collect();
+    let distinct: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (statements, statements), "each statement added once");
+    // One request more than the minimum: the broken one, asked again from its last write.
+    assert_eq!(f.finch_calls("POST", "/employer/pay-statement"), payments.div_ceil(10) + 1);
+    let said = perch_tests::captured_logs();
+    assert!(said.contains("a pay-statement answer broke off"), "{said}");
+    assert!(!said.contains("individual_id") && !said.contains("gross_pay"), "no statement in the logs");
+}
+
+#[tokio::test]
 async fn a_webhook_naming_an_old_payment_has_its_statements_read_again() {
     let (f, id, entity) = connected(PAY, &[]).await;
     let s = settings(&[]);

@@ -236,6 +236,15 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
     if let Some(op) = &op {
         response = outbound(&s, op, response, fault_injected).await;
     }
+    if response.status().is_success() {
+        let cut = {
+            let mut w = s.world();
+            w.cut.take_if(|(at, _)| *at == path).map(|(_, after)| after)
+        };
+        if let Some(after) = cut {
+            response = broken_off(response, after).await;
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("finch-request-id", v);
     }
@@ -246,6 +255,29 @@ async fn referee(State(s): State<Shared>, req: Request, next: Next) -> Response 
         seen.injected = fault_injected;
     }
     response
+}
+
+/// `answer` with its body cut after `after` bytes and the connection then closed: the client
+/// reads a 200 announcing the whole length and part of its body, then an error.
+async fn broken_off(answer: Response, after: usize) -> Response {
+    let (mut parts, body) = answer.into_parts();
+    let whole = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let part = whole.slice(..after.min(whole.len().saturating_sub(1)));
+    parts.headers.insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from(whole.len()));
+    // The part, then a pause (the server writes out what it has), then the connection is lost.
+    let (mut part, mut step) = (Some(part), 0);
+    let chunks = futures_util::stream::poll_fn(move |cx| {
+        step += 1;
+        match step {
+            1 => std::task::Poll::Ready(part.take().map(Ok)),
+            2 => {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+            _ => std::task::Poll::Ready(Some(Err(std::io::Error::other("the connection was lost")))),
+        }
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(chunks))
 }
 
 /// Recorded on arrival: a request whose client gave up (timeout) still counts as sent. Returns

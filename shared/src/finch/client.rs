@@ -17,6 +17,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use super::stream::PayStatementStream;
 use super::types::{
     Accepted, BatchAnswer, BatchId, BatchOptions, BatchRequest, Company, ConnectSession, CreateSessionRequest,
     DirectoryPage, DisconnectEntityRequest, ErrorBody, Introspection, PayStatementRequest, PayStatementsRequest,
@@ -63,6 +64,8 @@ pub struct FinchClient {
 struct Answer {
     status: StatusCode,
     body: Vec<u8>,
+    /// A 200 whose body is left to be read as it arrives ([`Read::AsItArrives`]).
+    open: Option<Response>,
     request_id: Option<String>,
     /// `Finch-Data-Retrieved`: when Finch read the data from the provider (data endpoints).
     data_retrieved: Option<String>,
@@ -285,14 +288,17 @@ impl FinchClient {
     }
 
     /// `POST /employer/pay-statement` for up to 10 payments of one entity, each from its own
-    /// offset (`limit` ≤ 5,000), as Finch's JSON bytes: the caller reads the statements in
-    /// place, without a second copy of a large answer.
+    /// offset (`limit` ≤ 5,000), read as it arrives ([`PayStatementStream`]): an answer at
+    /// Finch's caps is 50,000 statements, more than a worker's memory. `within` bounds the
+    /// whole exchange, body included (the caller's time left), rather than the per-attempt
+    /// timeout: the pay pass reads the body at the pace it writes it.
     pub async fn pay_statements(
         &self,
         token: &AccessToken,
         entity: &str,
         requests: &[PayStatementRequest<'_>],
-    ) -> Result<Data<Vec<u8>>, Error> {
+        within: Duration,
+    ) -> Result<Data<PayStatementStream>, Error> {
         if requests.is_empty()
             || requests.len() > MAX_PAYMENTS_PER_REQUEST
             || requests.iter().any(|r| r.limit == 0 || r.limit > MAX_STATEMENTS_PER_PAYMENT)
@@ -304,10 +310,20 @@ impl FinchClient {
         }
         let body = PayStatementsRequest { requests };
         let path = format!("employer/pay-statement?entity_ids={}", query_value(entity));
-        let a = self
-            .call("pay_statement", Method::POST, &path, Auth::Bearer(token), Some(&body), RetryPolicy::Standard)
-            .await?;
-        raw_data(a)
+        let read = Read::AsItArrives { within };
+        let a = self.call_as("pay_statement", Method::POST, &path, Auth::Bearer(token), Some(&body), read).await?;
+        if a.status == StatusCode::ACCEPTED {
+            let accepted: Accepted = serde_json::from_slice(&a.body).unwrap_or_default();
+            return Ok(Data::NotYet(WaitReason::from_code(accepted.finch_code.as_deref())));
+        }
+        let Some(resp) = a.open else {
+            return Err(Error::internal(format!("Finch's pay-statement call answered {}", a.status)));
+        };
+        Ok(Data::Ready(Fetched {
+            value: PayStatementStream::read(resp),
+            request_id: a.request_id,
+            data_retrieved: a.data_retrieved,
+        }))
     }
 
     /// `POST /disconnect`: revokes every token of the connection.
@@ -335,6 +351,7 @@ impl FinchClient {
         Ok(Traced { value: (), request_id: a.request_id })
     }
 
+    /// A call whose answer is read whole (every endpoint but the pay statements).
     async fn call<B: serde::Serialize + ?Sized>(
         &self,
         operation: &'static str,
@@ -344,6 +361,20 @@ impl FinchClient {
         body: Option<&B>,
         policy: RetryPolicy,
     ) -> Result<Answer, Error> {
+        self.call_as(operation, method, path, auth, body, Read::Whole(policy)).await
+    }
+
+    /// A call, retried as Finch's SDKs do, its successful answer read as `read` says.
+    async fn call_as<B: serde::Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&B>,
+        read: Read,
+    ) -> Result<Answer, Error> {
+        let policy = read.policy();
         let url = self.url(path)?;
         let mut retries = 0u32;
         loop {
@@ -356,11 +387,14 @@ impl FinchClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            if let Read::AsItArrives { within } = read {
+                req = req.timeout(within);
+            }
             let started = Instant::now();
             let outcome = req.send().await;
             let attempt = Attempt { operation, policy, retries, last: retries >= self.max_retries, started };
             let wait = match outcome {
-                Ok(resp) => attempt.answered(resp).await?,
+                Ok(resp) => attempt.answered(resp, read).await?,
                 Err(e) => attempt.failed(e)?,
             };
             match wait {
@@ -377,8 +411,8 @@ impl FinchClient {
 const MAX_BODY_RESERVED: u64 = 64 << 20;
 
 /// A body, read as it arrives into one buffer sized by its announced length. Collecting it whole
-/// and copying it out (`bytes()`, then `to_vec()`) held a pay-statement answer — tens of
-/// megabytes for 10,000 statements — two or three times at once: the worker's peak memory.
+/// and copying it out (`bytes()`, then `to_vec()`) held a large answer (a 10,000-person
+/// directory page or batch: megabytes) two or three times at once: a worker's peak memory.
 async fn read_body(mut resp: Response) -> Result<Vec<u8>, reqwest::Error> {
     let reserved = resp.content_length().unwrap_or(0).min(MAX_BODY_RESERVED);
     let mut body = Vec::with_capacity(usize::try_from(reserved).unwrap_or(0));
@@ -386,6 +420,25 @@ async fn read_body(mut resp: Response) -> Result<Vec<u8>, reqwest::Error> {
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// How a call's successful answer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Whole, into memory, before the call returns.
+    Whole(RetryPolicy),
+    /// A 200's body left open, to be read as it arrives, with the whole exchange bounded by
+    /// `within` (Finch's SDK rules for retries: the request is idempotent).
+    AsItArrives { within: Duration },
+}
+
+impl Read {
+    fn policy(self) -> RetryPolicy {
+        match self {
+            Read::Whole(p) => p,
+            Read::AsItArrives { .. } => RetryPolicy::Standard,
+        }
+    }
 }
 
 /// One attempt of a call, and what its outcome means for the next.
@@ -410,12 +463,23 @@ impl Attempt {
     }
 
     /// Finch answered: a success, a failure worth another attempt, or the error.
-    async fn answered(&self, resp: Response) -> Result<Next, Error> {
+    async fn answered(&self, resp: Response, read: Read) -> Result<Next, Error> {
         let status = resp.status();
         let request_id = header(&resp, "finch-request-id");
         let should_retry = header(&resp, "x-should-retry");
         let data_retrieved = header(&resp, "finch-data-retrieved");
         let delay = retry_after(&resp);
+        if status == StatusCode::OK && matches!(read, Read::AsItArrives { .. }) {
+            tracing::info!(
+                operation = self.operation,
+                status = status.as_u16(),
+                finch_request_id = request_id.as_deref().unwrap_or("-"),
+                retry = self.retries,
+                elapsed_ms = self.elapsed_ms(),
+                "finch call (body read as it arrives)"
+            );
+            return Ok(Next::Done(Answer { status, body: Vec::new(), open: Some(resp), request_id, data_retrieved }));
+        }
         let bytes = read_body(resp).await;
         tracing::info!(
             operation = self.operation,
@@ -432,7 +496,7 @@ impl Attempt {
             source: Box::new(e),
         })?;
         if status.is_success() {
-            return Ok(Next::Done(Answer { status, body: bytes, request_id, data_retrieved }));
+            return Ok(Next::Done(Answer { status, body: bytes, open: None, request_id, data_retrieved }));
         }
         let retryable = self.policy == RetryPolicy::Standard
             && match should_retry.as_deref() {

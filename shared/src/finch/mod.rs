@@ -1,6 +1,7 @@
 //! Finch: the typed API client and its bodies.
 
 mod client;
+pub mod stream;
 pub mod types;
 
 pub(crate) use client::backoff;

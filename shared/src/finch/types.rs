@@ -260,31 +260,6 @@ pub struct PayStatementsRequest<'a, 'b> {
     pub requests: &'b [PayStatementRequest<'a>],
 }
 
-/// `POST /employer/pay-statement`'s answer, read in place: one item per payment asked, each
-/// with its own status (a 202 or a 404 inside the 200).
-#[derive(Debug, Deserialize)]
-pub struct PayStatementsAnswer<'a> {
-    #[serde(borrow)]
-    pub responses: Vec<PayStatementsItem<'a>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PayStatementsItem<'a> {
-    pub payment_id: String,
-    pub code: u16,
-    /// [`PayStatementsPage`] (code 200), a `BatchError`, or Finch's 202 body.
-    #[serde(borrow)]
-    pub body: &'a serde_json::value::RawValue,
-}
-
-/// One page of one payment's statements.
-#[derive(Debug, Deserialize)]
-pub struct PayStatementsPage<'a> {
-    pub paging: Paging,
-    #[serde(borrow)]
-    pub pay_statements: Vec<&'a serde_json::value::RawValue>,
-}
-
 /// The fields of a payment Perch reads before storing it.
 #[derive(Debug, Deserialize)]
 pub struct PaymentKey {

@@ -82,8 +82,10 @@ pub struct PaySettings {
     /// `SYNC_PAY_STATEMENTS_PAGE` (default and maximum 5,000, Finch's cap): statements asked
     /// per payment per request.
     pub statements_page: u64,
-    /// `SYNC_PAY_STATEMENTS_PER_REQUEST` (default 10,000): statements asked per request in all
-    /// (up to 10 payments): the bound on one answer's size, and so on a worker's memory.
+    /// `SYNC_PAY_STATEMENTS_PER_REQUEST` (default and maximum 50,000, Finch's caps: ten
+    /// payments of 5,000): statements asked per request in all. The answer is read as it
+    /// arrives ([`crate::finch::stream`]), so its size is not a worker's memory; a lower figure
+    /// only makes more, smaller requests.
     pub statements_per_request: u64,
     /// `SYNC_PAYMENT_LISTING_BYTES` (default 4 MiB): the size `/employer/payment` answers are
     /// fitted to (the endpoint has no paging: a window of pay dates is the only bound).
@@ -132,7 +134,7 @@ impl SyncSettings {
                     1,
                     crate::finch::MAX_STATEMENTS_PER_PAYMENT,
                 )?,
-                statements_per_request: env.number("SYNC_PAY_STATEMENTS_PER_REQUEST", 10_000, 1, 50_000)?,
+                statements_per_request: env.number("SYNC_PAY_STATEMENTS_PER_REQUEST", 50_000, 1, 50_000)?,
                 listing_bytes: env.number("SYNC_PAYMENT_LISTING_BYTES", 4 << 20, 64 << 10, 64 << 20)?,
                 first_window_days: 31,
                 retention_days: env

@@ -21,6 +21,7 @@ use crate::domain::sync::{
 };
 use crate::domain::{AccessToken, ConnectionStatus, EntityId, Error, Product};
 use crate::events::{ChangeSource, StatusChanged, SyncFinished};
+use crate::finch::stream::PayStatementStream;
 use crate::finch::types::{BatchAnswer, DirectoryPage, Identified, PayStatementRequest};
 use crate::finch::{Data, Fetched, FinchClient, backoff};
 use crate::flows::budget::{Budget, Priority, Taken, Window};
@@ -322,6 +323,8 @@ enum Reply {
     Batch(BatchAnswer),
     /// Finch's JSON, read in place by the pay pass.
     Bytes(Vec<u8>),
+    /// Pay statements, read as they arrive.
+    Statements(PayStatementStream),
 }
 
 /// How an organization pass ended: the stop to pass on, and the entity's state as written.
@@ -895,7 +898,16 @@ impl<'a, A: Adapters> Runner<'a, A> {
             Ask::Individuals(ids) => map!(f.individuals(t, e, ids, self.granted(Product::Ssn.as_str())), Reply::Batch),
             Ask::Employments(ids) => map!(f.employments(t, e, ids), Reply::Batch),
             Ask::Payments { start, end } => map!(f.payments(t, e, *start, *end), Reply::Bytes),
-            Ask::PayStatements(requests) => map!(f.pay_statements(t, e, requests), Reply::Bytes),
+            Ask::PayStatements(requests) => {
+                // The answer is read at the pace the pass writes it: it may take until the
+                // deadline's margin, which is left for saving where it stopped.
+                let within = self
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(self.settings.deadline_margin / 2)
+                    .max(Duration::from_secs(1));
+                map!(f.pay_statements(t, e, requests, within), Reply::Statements)
+            }
         })
     }
 

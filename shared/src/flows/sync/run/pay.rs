@@ -13,9 +13,12 @@
 //!
 //! **Statements.** A new or changed payment joins the pending list (ids and offsets in the
 //! sync state, so nothing is lost to a deadline or a checkpoint's age). Up to ten payments a
-//! request, each from its own offset, `limit` up to 5,000, and no more than
-//! [`super::super::PaySettings::statements_per_request`] statements in all: the answer is read
-//! in place, and its size is a worker's memory. A payment whose statements Finch is still
+//! request, each from its own offset, `limit` up to 5,000 — Finch's caps, 50,000 statements
+//! and ~60 MB of JSON in one answer — read as it arrives ([`crate::finch::stream`]): each
+//! statement is compared and sealed as it is parsed, written 49 to a transaction, and the
+//! payment's offset saved after each, so memory is a transaction's worth whatever the answer's
+//! size, and a deadline or a body cut short mid-answer loses nothing and re-reads at most one
+//! transaction's statements. A payment whose statements Finch is still
 //! fetching (a 202 inside the 200) waits alone, with the same backoff as a connection's 202,
 //! while the others go on; the entity is current with those few waiting. A re-fetched payment
 //! is compared statement by statement; those no longer listed are removed.
@@ -26,7 +29,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde_json::value::RawValue;
 use time::{Date, Duration as Days};
 
-use super::{Ask, Reply, Runner, Stop, canonical, reason_of};
+use super::{Ask, FINCH_RETRIES, Reply, Runner, Stop, canonical, reason_of};
 use crate::app::Adapters;
 use crate::crypto::records::ContentHash;
 use crate::domain::sync::{
@@ -35,7 +38,9 @@ use crate::domain::sync::{
 };
 use crate::domain::{EntityId, Error};
 use crate::finch::MAX_PAYMENTS_PER_REQUEST;
-use crate::finch::types::{PayStatementRequest, PayStatementsAnswer, PayStatementsPage, PaymentKey, StatementKey};
+use crate::finch::backoff;
+use crate::finch::stream::{Event, PayStatementStream};
+use crate::finch::types::{PayStatementRequest, PaymentKey, StatementKey};
 use crate::flows::budget::Priority;
 use crate::store::data::{MAX_CHANGES_PER_WRITE, RecordChange};
 
@@ -73,6 +78,19 @@ struct OpenPayment {
     /// Whether this invocation read it from its first statement (only then can it tell who is
     /// no longer listed).
     whole: bool,
+    /// A payment read again (changed, or named by a webhook), compared with what is stored.
+    refetch: bool,
+}
+
+/// A payment asked for in one request, and how far its answer has come.
+struct Asked {
+    id: String,
+    offset: u64,
+    limit: u64,
+    /// Statements of its item read so far.
+    read: u64,
+    /// Its item's end was read.
+    ended: bool,
 }
 
 /// A record id's digest (SipHash under fixed keys: the same in every invocation).
@@ -363,10 +381,12 @@ impl<A: Adapters> Runner<'_, A> {
     /// Fetches the pending payments' statements, those due, until none is left.
     async fn statements(&mut self, run: &mut PayRun<'_>) -> Result<(), Stop> {
         let page = self.settings.pay.statements_page;
+        // Answers broken off in a row: asked again from where they stopped, like a call.
+        let mut broken = 0;
         loop {
             let now = self.now();
             let mut budget = self.settings.pay.statements_per_request;
-            let mut asked: Vec<(String, u64, u64)> = Vec::new();
+            let mut asked: Vec<Asked> = Vec::new();
             for p in run.pay().pending.iter().filter(|p| p.retry_at.is_none_or(|at| at <= now)) {
                 if asked.len() == MAX_PAYMENTS_PER_REQUEST || budget == 0 {
                     break;
@@ -375,118 +395,201 @@ impl<A: Adapters> Runner<'_, A> {
                 let left = p.expected.map_or(page, |n| n.saturating_sub(p.offset).max(1));
                 let limit = page.min(budget).min(left);
                 budget -= limit;
-                asked.push((p.id.clone(), p.offset, limit));
+                asked.push(Asked { id: p.id.clone(), offset: p.offset, limit, read: 0, ended: false });
             }
             if asked.is_empty() {
                 return Ok(());
             }
             let requests: Vec<PayStatementRequest<'_>> = asked
                 .iter()
-                .map(|(id, offset, limit)| PayStatementRequest { payment_id: id, limit: *limit, offset: *offset })
+                .map(|a| PayStatementRequest { payment_id: &a.id, limit: a.limit, offset: a.offset })
                 .collect();
             let reply = self.call(run.entity, Priority::Routine, Ask::PayStatements(&requests)).await?;
-            let body = match reply {
-                Some(Reply::Bytes(b)) => b,
+            let mut answer = match reply {
+                Some(Reply::Statements(s)) => s,
                 None => return Err(Stop::Refused(vec!["pay_statement".to_owned()])),
                 Some(_) => return Err(Error::internal("Finch's pay-statement call answered another shape").into()),
             };
-            let answer: PayStatementsAnswer<'_> = serde_json::from_slice(&body).map_err(|e| {
-                Error::internal(format!("a pay-statement answer Perch cannot read: column {}", e.column()))
-            })?;
-            let mut answered = HashSet::new();
-            for item in answer.responses {
-                let Some((_, _, limit)) = asked.iter().find(|(id, _, _)| *id == item.payment_id) else { continue };
-                answered.insert(item.payment_id.clone());
-                match item.code {
-                    200 => {
-                        let page: PayStatementsPage<'_> = serde_json::from_str(item.body.get()).map_err(|e| {
-                            Error::internal(format!("a pay statement page Perch cannot read: column {}", e.column()))
-                        })?;
-                        self.statement_page(run, &item.payment_id, page, *limit).await?;
-                    }
-                    202 => {
-                        let reason = serde_json::from_str::<crate::finch::types::Accepted>(item.body.get())
-                            .ok()
-                            .and_then(|a| a.finch_code)
-                            .unwrap_or_else(|| "data_sync_in_progress".to_owned());
-                        defer(run.pay(), &item.payment_id, Retry::NotReady, &reason, now);
-                    }
-                    404 => defer(run.pay(), &item.payment_id, Retry::Failed, "payment_not_found", now),
-                    _ => defer(run.pay(), &item.payment_id, Retry::Failed, "finch_item_error", now),
+            let read = self.read_answer(run, &mut asked, &mut answer, now).await;
+            drop(answer);
+            if read.is_ok() {
+                // A payment asked for and not answered at all waits like one Finch could not answer.
+                for a in asked.iter().filter(|a| !a.ended) {
+                    defer(run.pay(), &a.id, Retry::Failed, "finch_item_missing", now);
                 }
             }
-            // A payment asked for and not answered at all waits like one Finch could not answer.
-            for (id, _, _) in &asked {
-                if !answered.contains(id) {
-                    defer(run.pay(), id, Retry::Failed, "finch_item_missing", now);
-                }
-            }
+            // Whatever stopped the answer, what was read of it is written and its offsets kept.
             self.save_pay(run).await?;
+            match read {
+                Err(Stop::Failed(e @ Error::FinchTransport { .. })) => {
+                    let wait = backoff(broken);
+                    if broken >= FINCH_RETRIES || !self.time_for(wait) {
+                        return Err(Stop::Failed(e));
+                    }
+                    tracing::warn!(
+                        connection_id = %self.rec.connection_id,
+                        entity_id = %run.entity,
+                        error = %e.chain(),
+                        "a pay-statement answer broke off: asked again from the last statement written"
+                    );
+                    tokio::time::sleep(wait).await;
+                    broken += 1;
+                }
+                Err(stop) => return Err(stop),
+                Ok(()) => broken = 0,
+            }
         }
     }
 
-    /// One page of one payment's statements: compared, written, and the payment's offset moved
-    /// past them; the payment is done when its last page is in.
-    async fn statement_page(
+    /// Reads one answer as it arrives: its statements compared and written in transactions,
+    /// each payment's offset moved past what was written, and each item's end acted on. Stops
+    /// (keeping what was written) at the deadline's margin or when the answer breaks off.
+    async fn read_answer(
         &mut self,
         run: &mut PayRun<'_>,
-        payment: &str,
-        page: PayStatementsPage<'_>,
-        limit: u64,
+        asked: &mut [Asked],
+        answer: &mut PayStatementStream,
+        now: time::OffsetDateTime,
     ) -> Result<(), Stop> {
-        let Some(pending) = run.pay().pending.iter().find(|p| p.id == payment).cloned() else { return Ok(()) };
-        if !run.open.contains_key(payment) {
-            let mut open = OpenPayment { stored: HashMap::new(), seen: HashSet::new(), whole: pending.offset == 0 };
-            if pending.refetch || pending.offset > 0 {
-                let stored = self.stored_hashes(run.entity, RecordKind::PayStatement, &format!("{payment}.")).await?;
-                open.stored = stored.into_iter().map(|h| (h.id, h.hash)).collect();
-                if !pending.refetch {
-                    // A first fetch resumed: everything stored came from its earlier pages.
-                    open.seen = open.stored.keys().map(|id| digest(id)).collect();
-                }
-            }
-            run.open.insert(payment.to_owned(), open);
-        }
-        let listed = page.pay_statements.len() as u64;
         let mut changes = Vec::new();
-        for (k, raw) in page.pay_statements.iter().enumerate() {
-            let key: StatementKey = serde_json::from_str(raw.get())
-                .map_err(|e| Error::internal(format!("a pay statement Perch cannot read: column {}", e.column())))?;
-            if key.individual_id.as_ref().is_some_and(|i| run.forgotten.contains(i)) {
-                continue;
-            }
-            // A statement without a person is kept, under its place in the payment.
-            let person = key.individual_id.unwrap_or_else(|| format!("unknown-{}", pending.offset + k as u64));
-            let canonical = canonical(RecordKind::PayStatement, raw)?;
-            let Some(open) = run.open.get_mut(payment) else { break };
-            let mut n = 1;
-            let id = loop {
-                let id = statement_record_id(payment, &person, n);
-                if open.seen.insert(digest(&id)) {
-                    break id;
-                }
-                n += 1;
+        let ended = loop {
+            let event = match answer.next().await {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(Stop::Failed(e)),
+                Some(Ok(event)) => event,
             };
-            let slot = open.stored.entry(id.clone());
-            changes.extend(self.seal_change(run.entity, RecordKind::PayStatement, &id, &canonical, slot)?);
-            if changes.len() >= MAX_CHANGES_PER_WRITE {
-                self.apply_pay(run, std::mem::take(&mut changes)).await?;
+            match event {
+                Event::Statement { payment_id, raw } => {
+                    let Some(a) = asked.iter_mut().find(|a| *a.id == *payment_id && !a.ended) else { continue };
+                    self.open_payment(run, &a.id).await?;
+                    let position = a.offset + a.read;
+                    a.read += 1;
+                    changes.extend(self.statement(run, &a.id, position, &raw)?);
+                    if changes.len() >= MAX_CHANGES_PER_WRITE {
+                        self.write_read(run, asked, &mut changes).await?;
+                        if !self.time_for(std::time::Duration::ZERO) {
+                            break Err(Stop::Deadline);
+                        }
+                    }
+                }
+                Event::End(end) => {
+                    self.write_read(run, asked, &mut changes).await?;
+                    let Some(a) = asked.iter_mut().find(|a| a.id == end.payment_id && !a.ended) else { continue };
+                    a.ended = true;
+                    match end.code {
+                        200 => self.page_end(run, a, end.statements, end.paging.and_then(|p| p.count)).await?,
+                        202 => {
+                            let reason = end.finch_code.unwrap_or_else(|| "data_sync_in_progress".to_owned());
+                            defer(run.pay(), &a.id, Retry::NotReady, &reason, now);
+                        }
+                        404 => defer(run.pay(), &a.id, Retry::Failed, "payment_not_found", now),
+                        _ => defer(run.pay(), &a.id, Retry::Failed, "finch_item_error", now),
+                    }
+                }
+            }
+        };
+        self.write_read(run, asked, &mut changes).await?;
+        ended
+    }
+
+    /// The payment's comparison state for this invocation, loaded at its first statement.
+    async fn open_payment(&mut self, run: &mut PayRun<'_>, payment: &str) -> Result<(), Stop> {
+        if run.open.contains_key(payment) {
+            return Ok(());
+        }
+        let Some(pending) = run.pay().pending.iter().find(|p| p.id == payment).cloned() else { return Ok(()) };
+        let mut open = OpenPayment {
+            stored: HashMap::new(),
+            seen: HashSet::new(),
+            whole: pending.offset == 0,
+            refetch: pending.refetch,
+        };
+        if pending.refetch || pending.offset > 0 {
+            let stored = self.stored_hashes(run.entity, RecordKind::PayStatement, &format!("{payment}.")).await?;
+            open.stored = stored.into_iter().map(|h| (h.id, h.hash)).collect();
+            if !pending.refetch {
+                // A first fetch resumed: everything stored came from its earlier pages.
+                open.seen = open.stored.keys().map(|id| digest(id)).collect();
             }
         }
-        self.apply_pay(run, changes).await?;
-        let offset = pending.offset + listed;
-        let done = listed == 0 || page.paging.count.map_or(listed < limit, |count| offset >= count);
+        run.open.insert(payment.to_owned(), open);
+        Ok(())
+    }
+
+    /// One statement, compared with what is stored: the change to write, if any.
+    fn statement(
+        &self,
+        run: &mut PayRun<'_>,
+        payment: &str,
+        position: u64,
+        raw: &RawValue,
+    ) -> Result<Option<RecordChange>, Stop> {
+        let key: StatementKey = serde_json::from_str(raw.get())
+            .map_err(|e| Error::internal(format!("a pay statement Perch cannot read: column {}", e.column())))?;
+        if key.individual_id.as_ref().is_some_and(|i| run.forgotten.contains(i)) {
+            return Ok(None);
+        }
+        // A statement without a person is kept, under its place in the payment.
+        let person = key.individual_id.unwrap_or_else(|| format!("unknown-{position}"));
+        let canonical = canonical(RecordKind::PayStatement, raw)?;
+        let Some(open) = run.open.get_mut(payment) else { return Ok(None) };
+        let mut n = 1;
+        let id = loop {
+            let id = statement_record_id(payment, &person, n);
+            if open.seen.insert(digest(&id)) {
+                break id;
+            }
+            n += 1;
+        };
+        let slot = open.stored.entry(id.clone());
+        Ok(self.seal_change(run.entity, RecordKind::PayStatement, &id, &canonical, slot)?)
+    }
+
+    /// Writes the changes read so far, then moves each payment's offset past the statements
+    /// read and saves it: an offset never runs ahead of what is written, and lags it by one
+    /// transaction at most, so a stop anywhere (the deadline, a body cut short, a crash) neither
+    /// loses a statement nor reads more than a transaction's worth again.
+    async fn write_read(
+        &mut self,
+        run: &mut PayRun<'_>,
+        asked: &[Asked],
+        changes: &mut Vec<RecordChange>,
+    ) -> Result<(), Stop> {
+        let mut moved = false;
+        for a in asked.iter().filter(|a| a.read > 0 && !a.ended) {
+            if let Some(p) = run.pay().pending.iter().find(|p| p.id == a.id) {
+                moved |= a.offset + a.read > p.offset;
+            }
+        }
+        if changes.is_empty() && !moved {
+            return Ok(());
+        }
+        self.apply_pay(run, std::mem::take(changes)).await?;
+        for a in asked.iter().filter(|a| a.read > 0 && !a.ended) {
+            if let Some(p) = run.pay().pending.iter_mut().find(|p| p.id == a.id) {
+                p.offset = p.offset.max(a.offset + a.read);
+            }
+        }
+        Ok(self.save_pay(run).await?)
+    }
+
+    /// The end of one payment's page (its statements written): the payment is done when its
+    /// last page is in, and what a whole re-fetch no longer lists is removed.
+    async fn page_end(&mut self, run: &mut PayRun<'_>, a: &Asked, listed: u64, count: Option<u64>) -> Result<(), Stop> {
+        let payment = a.id.as_str();
+        self.open_payment(run, payment).await?;
+        let offset = a.offset + listed;
+        let done = listed == 0 || count.map_or(listed < a.limit, |count| offset >= count);
         if !done {
             if let Some(p) = run.pay().pending.iter_mut().find(|p| p.id == payment) {
                 p.offset = offset;
-                p.expected = page.paging.count.or(p.expected);
+                p.expected = count.or(p.expected);
             }
             return Ok(());
         }
-        // The whole payment was read here: what it no longer lists is removed.
         if let Some(open) = run.open.remove(payment)
             && open.whole
-            && pending.refetch
+            && open.refetch
         {
             let gone: Vec<RecordChange> = open
                 .stored
