@@ -15,7 +15,9 @@
 #                               the emulator's ground truth; ~2 h on 2 cores, most of it DynamoDB
 #                               Local writing 1.35M statements and their feed
 #   scripts/bench.sh --only people   the person index alone (the second half of --only pay),
-#                               ~15 min
+#                               ~30 min
+#   scripts/bench.sh --only backfill   the pay backfill alone (the first half of --only pay),
+#                               ~1.5 h
 #   scripts/bench.sh --critical-path   the redirect callback with remote latencies injected
 #                               (PERFORMANCE.md G11; bench/src/critical_path.rs), a minute
 #   scripts/bench.sh --cold-first   the first request after a cold start, TLS on the loopback

@@ -250,9 +250,11 @@ async fn main() -> Result<(), BoxError> {
     } else {
         None
     };
-    // `--only people`: the person index alone, without the hour-long backfill before it.
-    let paid = if wanted("pay") || wanted("people") {
-        Some(pay::run(opts.smoke, &opts.bin_dir, &moto, wanted("pay")).await?)
+    // `--only people`: the person index alone, without the hour-long backfill before it;
+    // `--only backfill`: the backfill alone, without the index after it.
+    let paid = if wanted("pay") || wanted("people") || wanted("backfill") {
+        let (backfill, people) = (wanted("pay") || wanted("backfill"), wanted("pay") || wanted("people"));
+        Some(pay::run(opts.smoke, &opts.bin_dir, &moto, backfill, people).await?)
     } else {
         None
     };

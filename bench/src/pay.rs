@@ -104,13 +104,22 @@ pub fn pay_minimum(sizes: &[u64]) -> (u64, u64) {
     (1, pages.div_ceil(PAYMENTS_PER_REQUEST))
 }
 
-/// The backfill (when `backfill`), then the reconciliation.
-pub async fn run(smoke: bool, bin_dir: &std::path::Path, moto: &str, backfill: bool) -> Result<PayResults, BoxError> {
+/// The backfill (when `backfill`), then the reconciliation (when `people`).
+pub async fn run(
+    smoke: bool,
+    bin_dir: &std::path::Path,
+    moto: &str,
+    backfill: bool,
+    people: bool,
+) -> Result<PayResults, BoxError> {
     let worker = Subject::binary_in(bin_dir, "sync-worker");
     let backfill =
         if backfill { Some(run_backfill(&worker, moto, if smoke { 500 } else { 20_000 }).await?) } else { None };
     if let Some(backfill) = &backfill {
         report_backfill(backfill);
+    }
+    if !people {
+        return Ok(PayResults { backfill, reconciliation: None });
     }
     let r = reconciliation(&worker, moto, 10, if smoke { 300 } else { 10_000 }).await?;
     eprintln!(
